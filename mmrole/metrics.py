@@ -1,0 +1,102 @@
+"""MMRole-Eval metrics: names, abbreviations, dimensions, score parsing and ratio aggregation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str  # as in the reviews and result CSVs
+    abbr: str  # as in Table 5
+    dimension: str
+
+
+METRICS: Tuple[Metric, ...] = (
+    Metric("Instruction Adherence", "IA", "Fundamental conversational skills"),
+    Metric("Fluency", "Flu", "Fundamental conversational skills"),
+    Metric("Coherency", "Coh", "Fundamental conversational skills"),
+    Metric("Image-Text Relevance", "ITR", "Multimodal understanding"),
+    Metric("Response Accuracy", "RA", "Multimodal understanding"),
+    Metric("Personality Consistency", "PC", "Role-playing qualities"),
+    Metric("Knowledge Consistency", "KC", "Role-playing qualities"),
+    Metric("Tone Consistency", "TC", "Role-playing qualities"),
+)
+METRIC_NAMES: Tuple[str, ...] = tuple(m.name for m in METRICS)
+METRIC_ABBRS: Tuple[str, ...] = tuple(m.abbr for m in METRICS)
+ABBR_OF: Dict[str, str] = {m.name: m.abbr for m in METRICS}
+DIMENSIONS: Dict[str, Tuple[str, ...]] = {}
+for _m in METRICS:
+    DIMENSIONS.setdefault(_m.dimension, ())
+    DIMENSIONS[_m.dimension] += (_m.name,)
+
+SCORE_MARKER = "[Scores]:"
+
+
+def parse_score_pair(review: str) -> Optional[Tuple[float, float]]:
+    """The (evaluated, ground truth) scores of a judge review, parsed as the original did, or None.
+
+    `[Scores]:` must occur exactly once; the first line after it (surrounding whitespace
+    stripped), without parentheses, must split on `,` into exactly two parts; a part holding `:`
+    keeps what follows its first colon; both parts must be floats.
+    """
+    if not isinstance(review, str):
+        return None
+    pieces = review.split(SCORE_MARKER)
+    if len(pieces) != 2:
+        return None
+    line = pieces[1].strip().split("\n")[0].strip().replace("(", "").replace(")", "")
+    parts = line.split(",")
+    if len(parts) != 2:
+        return None
+    scores = []
+    for part in parts:
+        if ":" in part:
+            part = part.split(":")[1]
+        try:
+            scores.append(float(part.strip()))
+        except ValueError:
+            return None
+    return scores[0], scores[1]
+
+
+def score_ratio(pair: Sequence[float]) -> Optional[float]:
+    """A / B for one review; None when B is 0 (no ratio can be formed)."""
+    a, b = pair
+    return None if b == 0 else a / b
+
+
+def mean_ratios(reviews: Iterable[Mapping[str, Sequence[float]]]) -> Tuple[int, Dict[str, float]]:
+    """Aggregate per-sample score pairs (metric name -> (A, B)) as RM_result does.
+
+    Returns (count, {metric: mean ratio}). Sums run in sample order so the floats equal the
+    published CSVs bit for bit. A metric missing from a sample (a failed review) leaves that
+    sample out of that metric's mean only; `count` is the number of samples given.
+    """
+    sums = {name: 0.0 for name in METRIC_NAMES}
+    counts = {name: 0 for name in METRIC_NAMES}
+    count = 0
+    for sample in reviews:
+        count += 1
+        for name in METRIC_NAMES:
+            pair = sample.get(name)
+            if pair is None or len(pair) != 2:
+                continue
+            ratio = score_ratio(pair)
+            if ratio is None:
+                continue
+            sums[name] += ratio
+            counts[name] += 1
+    return count, {name: (sums[name] / counts[name] if counts[name] else float("nan")) for name in METRIC_NAMES}
+
+
+def overall(scores: Mapping[str, float]) -> float:
+    """The overall score: the mean of the eight metrics."""
+    return sum(scores[name] for name in METRIC_NAMES) / len(METRIC_NAMES)
+
+
+def weighted_mean(rows: List[Tuple[int, Mapping[str, float]]]) -> Dict[str, float]:
+    """Per-metric mean over several files, each weighted by its sample count (Table 5 rows)."""
+    total = sum(count for count, _ in rows)
+    return {name: sum(count * scores[name] for count, scores in rows) / total for name in METRIC_NAMES}

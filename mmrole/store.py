@@ -1,0 +1,117 @@
+"""Results that survive kills: an append-only journal keyed by item, and atomic file writes.
+
+Every long-running script writes each finished item to a journal (one JSON object per line,
+flushed and fsynced) the moment it is done, and writes its final output files atomically from
+the journal. A rerun reads the journal and skips what is done; a kill loses at most the items
+in flight; a torn last line (killed mid-write) is ignored and redone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, Dict, Hashable, Iterator, Optional, Tuple, Union
+
+PathLike = Union[str, os.PathLike]
+Key = Tuple[Hashable, ...]
+
+
+def atomic_write_text(path: PathLike, text: str) -> None:
+    """Write `text` to `path` so that readers see the old file or the new one, never a part."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def atomic_write_json(path: PathLike, obj: Any, *, indent: Optional[int] = 4) -> None:
+    """JSON with non-ASCII kept readable (the published files use ensure_ascii=False, indent 4)."""
+    atomic_write_text(path, json.dumps(obj, ensure_ascii=False, indent=indent) + ("\n" if indent else ""))
+
+
+class Journal:
+    """An append-only JSON-lines log of finished items, keyed by a tuple of fields.
+
+    >>> j = Journal(path, key_fields=("id", "metric"))
+    >>> j.done(("s1", "Fluency"))        # False
+    >>> j.append({"id": "s1", "metric": "Fluency", "review": "..."})
+    A later record with the same key replaces the earlier one (e.g. a retried failure). Safe to
+    call from several threads of one process: appends are serialised by a lock.
+    """
+
+    def __init__(self, path: PathLike, key_fields: Tuple[str, ...]):
+        self.path = Path(path)
+        self.key_fields = tuple(key_fields)
+        self._lock = threading.Lock()
+        self._records: Dict[Key, dict] = {}
+        self.torn_lines = 0
+        if self.path.exists():
+            self._load()
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def key_of(self, record: dict) -> Key:
+        try:
+            return tuple(record[field] for field in self.key_fields)
+        except KeyError as e:
+            raise KeyError(f"{self.path}: record lacks key field {e.args[0]!r}: {record!r:.200}") from None
+
+    def _load(self) -> None:
+        with self.path.open("r", encoding="utf-8") as f:
+            text = f.read()
+        lines = text.split("\n")
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                # Only a kill during the last write can leave a broken line; anything else is damage.
+                if any(later.strip() for later in lines[number:]):
+                    raise ValueError(f"{self.path}:{number}: corrupt journal line (not the last one)")
+                self.torn_lines += 1
+                continue
+            self._records[self.key_of(record)] = record
+        if self.torn_lines or (text and not text.endswith("\n")):
+            # Drop a torn tail so the next append starts on a fresh line.
+            good = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self._records.values())
+            atomic_write_text(self.path, good)
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __contains__(self, key: Key) -> bool:
+        return tuple(key) in self._records
+
+    def done(self, key: Key) -> bool:
+        return tuple(key) in self._records
+
+    def get(self, key: Key) -> Optional[dict]:
+        return self._records.get(tuple(key))
+
+    def records(self) -> Iterator[dict]:
+        return iter(list(self._records.values()))
+
+    def append(self, record: dict) -> None:
+        line = json.dumps(record, ensure_ascii=False) + "\n"
+        key = self.key_of(record)
+        with self._lock:
+            with self.path.open("a", encoding="utf-8") as f:
+                f.write(line)
+                f.flush()
+                os.fsync(f.fileno())
+            self._records[key] = record

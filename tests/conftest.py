@@ -1,0 +1,40 @@
+"""Shared fixtures. Real material lives in ../shared (override with MMROLE_SHARED); tests that need
+it skip cleanly when it is absent."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("MMROLE_SHARED", REPO.parent / "shared")).resolve()
+
+
+def _shared_path(*parts: str) -> Path:
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{path} is not available")
+    return path
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def mmrole_data() -> Path:
+    """The raw MMRole-Data snapshot (in-distribution part)."""
+    return _shared_path("mmrole_data")
+
+
+@pytest.fixture(scope="session")
+def mmrole_reference() -> Path:
+    """Published In-Test answers, reviews, result CSVs and Table 5."""
+    return _shared_path("mmrole_reference")
+
+
+@pytest.fixture(scope="session")
+def qwen_reference() -> Path:
+    """Outputs of the original Qwen-VL-Chat code on a tiny random checkpoint."""
+    return _shared_path("qwen_vl_reference")

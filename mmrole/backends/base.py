@@ -1,0 +1,98 @@
+"""One interface for every model the pipeline talks to: "answer these chat requests".
+
+Inference (the MRPA answers), review (the judge) and the HTTP server all go through it, so a local
+Qwen-VL checkpoint (`hf`) and any OpenAI-compatible endpoint (`openai`) are interchangeable.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+# A message part in Qwen-VL's list format: {"text": "..."} or {"image": "<local path>"}.
+Part = Dict[str, str]
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """One chat turn to answer.
+
+    query: the new user message as parts, in order (Qwen-VL renders it with `from_list_format`).
+    system: the system prompt.
+    history: earlier turns as (user parts, assistant reply), oldest first.
+    key: an opaque id carried through for the caller (e.g. (sample id, metric)).
+    """
+
+    query: Tuple[Part, ...]
+    system: str
+    history: Tuple[Tuple[Tuple[Part, ...], str], ...] = ()
+    key: object = None
+
+    @classmethod
+    def single(cls, text: str, *, image: Optional[str] = None, system: str, key: object = None) -> "ChatRequest":
+        """The MMRole shape: one image (first) and one text, no history — as the original scripts asked."""
+        parts: List[Part] = [{"image": image}] if image is not None else []
+        parts.append({"text": text})
+        return cls(query=tuple(parts), system=system, key=key)
+
+    def images(self) -> List[str]:
+        """Every image path of the request, history first, in order of appearance."""
+        found = [p["image"] for turn, _ in self.history for p in turn if "image" in p]
+        return found + [p["image"] for p in self.query if "image" in p]
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """How to generate. None means: the backend's default (for `hf`, the checkpoint's
+    generation_config.json, exactly as the original scripts used it)."""
+
+    greedy: bool = False
+    max_new_tokens: Optional[int] = None
+    temperature: Optional[float] = None
+    top_p: Optional[float] = None
+    stop: Tuple[str, ...] = ()
+    seed: Optional[int] = None
+
+
+@dataclass
+class ChatResult:
+    text: str
+    finish_reason: str = "stop"  # "stop" or "length"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    extra: Dict[str, object] = field(default_factory=dict)
+
+
+class BackendError(RuntimeError):
+    """A request failed for good (after the backend's own retries); carries the request key."""
+
+    def __init__(self, message: str, key: object = None):
+        super().__init__(message)
+        self.key = key
+
+
+class Backend(abc.ABC):
+    """Answers chat requests. Implementations batch or parallelise internally."""
+
+    name: str = "backend"
+
+    @abc.abstractmethod
+    def generate_iter(
+        self, requests: Sequence[ChatRequest], params: GenerationParams
+    ) -> Iterator[Tuple[int, Union[ChatResult, BackendError]]]:
+        """Yield (index into requests, result or error) as each request finishes, in any order.
+
+        A failed request yields a BackendError instead of raising, so one bad item never stops
+        the others; callers record it and move on.
+        """
+
+    def generate(self, requests: Sequence[ChatRequest], params: GenerationParams) -> List[Union[ChatResult, BackendError]]:
+        """All results, in request order."""
+        results: List[Union[ChatResult, BackendError, None]] = [None] * len(requests)
+        for index, result in self.generate_iter(requests, params):
+            results[index] = result
+        return results  # type: ignore[return-value]
+
+    def close(self) -> None:
+        """Release resources (threads, connections)."""

@@ -1,0 +1,102 @@
+"""report.py: Table 5 and charts from the published per-file CSVs.
+
+Finding (see readme_eval.md): the published Table 5 is reproduced in every cell when a split is
+the plain mean of its three dialogue-type files and In-Test weighs 3 : 1 against Out-Test. The
+mean over all reviewed samples misses several cells by more than the table's rounding.
+"""
+
+import csv
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from mmrole.metrics import ABBR_OF, METRIC_NAMES
+from mmrole.results import read_table_csv, table5_rows
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "eval"))
+import report  # noqa: E402
+
+MODELS = ["gpt-4-turbo", "claude-3-opus", "qwen-vl-chat", "llava-next-mistral-7b", "yi-vl-6b", "mmrole-agent"]
+COLUMNS = [*METRIC_NAMES, "Overall"]
+
+
+def _published(mmrole_reference):
+    return read_table_csv(mmrole_reference / "table5.csv")
+
+
+def _unrounded(rows):
+    return {row.label: dict(row.scores, Overall=row.overall) for row in rows}
+
+
+def test_report_reproduces_every_published_table5_cell(mmrole_reference, tmp_path, capsys):
+    assert report.main(["--eval_dir", str(mmrole_reference), "--models", *MODELS, "--output_dir", str(tmp_path)]) == 0
+    published = _published(mmrole_reference)
+    ours = read_table_csv(tmp_path / "table5.csv")
+    shared = [label for label in published if label in ours]
+    # 6 models + mmrole-agent's In-Test and Out-Test rows: 8 rows x 9 columns.
+    assert len(shared) == 8 and "mmrole-agent (In-Test)" in shared and "mmrole-agent (Out-Test)" in shared
+    for label in shared:
+        assert ours[label] == published[label], label  # equal after rounding to 3 decimals
+    # Unrounded, every cell lies within the published value's rounding interval (so within +-0.001).
+    unrounded = _unrounded(table5_rows(mmrole_reference, MODELS, "paper"))
+    worst = max(abs(unrounded[label][c] - published[label][c]) for label in shared for c in COLUMNS)
+    assert worst <= 0.0005 + 1e-12
+    # Every model has both splits, so every model gets its In-Test and Out-Test rows.
+    assert len(ours) == 3 * len(MODELS)
+    assert "| mmrole-agent (Out-Test) | 0.992 | 0.999 |" in (tmp_path / "table5.md").read_text()
+
+
+def test_paper_aggregation_is_three_to_one_of_plain_file_means(mmrole_reference):
+    """The rule, written out by hand for one model with empty answers (llava: counts 71/72/72, 25/25/26)."""
+    def file_means(split):
+        folder = mmrole_reference / f"{split}-test_results" / "llava-next-mistral-7b"
+        rows = [list(csv.reader(p.open()))[1] for p in sorted(folder.glob("*.csv"))]
+        return [[float(x) for x in row[1:]] for row in rows]
+
+    inn, out = file_means("in"), file_means("out")
+    by_hand = [0.75 * sum(r[k] for r in inn) / 3 + 0.25 * sum(r[k] for r in out) / 3 for k in range(8)]
+    row = table5_rows(mmrole_reference, ["llava-next-mistral-7b"])[0]
+    assert [row.scores[name] for name in METRIC_NAMES] == pytest.approx(by_hand, abs=1e-12)
+
+
+def test_mean_over_all_samples_does_not_reproduce_table5(mmrole_reference):
+    """Why `paper` is the default: the count-weighted mean misses cells beyond rounding."""
+    published = _published(mmrole_reference)
+    unrounded = _unrounded(table5_rows(mmrole_reference, MODELS, "samples"))
+    misses = {(m, c): unrounded[m][c] - published[m][c] for m in MODELS for c in COLUMNS
+              if abs(unrounded[m][c] - published[m][c]) > 0.0005}
+    assert len(misses) >= 20
+    assert max(abs(d) for d in misses.values()) > 0.001
+    assert ("llava-next-mistral-7b", "Knowledge Consistency") in misses
+    # With no empty answers the In-Test and Out-Test rows agree under both aggregations.
+    for split in ("In-Test", "Out-Test"):
+        label = f"mmrole-agent ({split})"
+        for c in COLUMNS:
+            assert abs(unrounded[label][c] - published[label][c]) <= 0.0005
+
+
+def test_charts_are_drawn(mmrole_reference, tmp_path, capsys):
+    assert report.main(["--eval_dir", str(mmrole_reference), "--models", "mmrole-agent", "qwen-vl-chat",
+                        "--output_dir", str(tmp_path)]) == 0
+    for name in ("radar.png", "dimensions.png"):
+        with Image.open(tmp_path / name) as image:
+            assert image.format == "PNG" and image.width > 600 and image.height > 400
+    rows = read_table_csv(tmp_path / "table5.csv")
+    assert list(rows) == ["mmrole-agent", "mmrole-agent (In-Test)", "mmrole-agent (Out-Test)",
+                          "qwen-vl-chat", "qwen-vl-chat (In-Test)", "qwen-vl-chat (Out-Test)"]
+
+
+def test_only_one_split_gives_one_row_and_unknown_model_is_an_error(mmrole_reference, tmp_path, capsys):
+    eval_dir = tmp_path / "eval"
+    folder = eval_dir / "in-test_results" / "m"
+    folder.mkdir(parents=True)
+    for p in (mmrole_reference / "in-test_results" / "mmrole-agent").glob("*.csv"):
+        (folder / p.name).write_bytes(p.read_bytes())
+    assert report.main(["--eval_dir", str(eval_dir), "--models", "m", "--output_dir", str(tmp_path / "o")]) == 0
+    rows = read_table_csv(tmp_path / "o" / "table5.csv")
+    assert list(rows) == ["m"]
+    assert rows["m"] == _published(mmrole_reference)["mmrole-agent (In-Test)"]
+    assert report.main(["--eval_dir", str(eval_dir), "--models", "nobody", "--output_dir", str(tmp_path / "o")]) == 2
+    assert "no result CSVs for model 'nobody'" in capsys.readouterr().err

@@ -1,0 +1,96 @@
+"""RM_result: per-file result CSVs, byte for byte as published; failures listed, never scored."""
+
+import copy
+import json
+import subprocess
+from pathlib import Path
+import sys
+
+import pytest
+
+from mmrole.metrics import METRIC_NAMES
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "eval"))
+import RM_result  # noqa: E402  (the script itself, called in-process)
+
+
+def _models(mmrole_reference):
+    return sorted(p.name for p in (mmrole_reference / "in-test_reviews").iterdir())
+
+
+def test_reproduces_every_published_csv_byte_for_byte(mmrole_reference, tmp_path, capsys):
+    models = _models(mmrole_reference)
+    assert len(models) == 6
+    for model in models:
+        out = tmp_path / model
+        assert RM_result.main(["--input_dir", str(mmrole_reference / "in-test_reviews" / model),
+                               "--output_dir", str(out)]) == 0
+        published = sorted((mmrole_reference / "in-test_results" / model).glob("*.csv"))
+        assert len(published) == 3
+        for csv_path in published:
+            assert (out / csv_path.name).read_bytes() == csv_path.read_bytes(), (model, csv_path.name)
+    err = capsys.readouterr().err
+    # The two In-Test samples with an empty answer are listed, not scored.
+    assert "Nick_Fury_comment_COCO_45_1: empty answer" in err
+    assert "Liam_Johnson_role-role-dialogue_script_12_6: empty answer" in err
+
+
+def _small_reviews(mmrole_reference, tmp_path):
+    samples = json.loads((mmrole_reference / "in-test_reviews" / "mmrole-agent" / "comment_test.json").read_text())
+    return copy.deepcopy(samples[:3])
+
+
+def _run(tmp_path, capsys, samples, *extra):
+    (tmp_path / "rev").mkdir(exist_ok=True)
+    (tmp_path / "rev" / "x_test.json").write_text(json.dumps(samples), encoding="utf-8")
+    code = RM_result.main(["--input_dir", str(tmp_path / "rev"), "--output_dir", str(tmp_path / "res"), *extra])
+    assert code == 0
+    return capsys.readouterr().err
+
+
+def _row(tmp_path):
+    header, row = (tmp_path / "res" / "x_test.csv").read_text().splitlines()
+    return int(row.split(",")[0]), dict(zip(METRIC_NAMES, map(float, row.split(",")[1:])))
+
+
+def test_failed_and_missing_reviews_are_listed_not_scored(mmrole_reference, tmp_path, capsys):
+    samples = _small_reviews(mmrole_reference, tmp_path)
+    for sample in samples:
+        for metric in METRIC_NAMES:
+            sample["rm_review"][metric]["score"] = [8.0, 8.0]
+    samples[0]["rm_review"]["Fluency"]["score"] = {}  # what the original wrote for a parse failure
+    del samples[1]["rm_review"]["Coherency"]
+    samples[1]["rm_review"]["Fluency"]["score"] = [4.0, 8.0]
+    samples[2]["conversations"][1]["answer"] = ""
+    del samples[2]["rm_review"]
+    err = _run(tmp_path, capsys, samples)
+    count, scores = _row(tmp_path)
+    assert count == 2
+    assert scores["Fluency"] == 0.5  # only sample 1 (4/8): the failed review is not a score
+    assert scores["Coherency"] == 1.0  # only sample 0
+    assert scores["Tone Consistency"] == 1.0
+    for sample_id, what in ((samples[0]["id"], " [Fluency]: review without a valid score pair"),
+                            (samples[1]["id"], " [Coherency]: no review"),
+                            (samples[2]["id"], ": empty answer: not reviewed")):
+        assert f"x_test.json: sample {sample_id}{what}" in err
+
+    strict_err = _run(tmp_path, capsys, samples, "--strict")
+    count, scores = _row(tmp_path)
+    assert count == 3
+    assert scores["Fluency"] == pytest.approx((0 + 0.5 + 0) / 3)
+    assert scores["Coherency"] == pytest.approx((1 + 0 + 0) / 3)
+    assert scores["Tone Consistency"] == pytest.approx(2 / 3)
+    assert "(ratio 0)" in strict_err
+
+
+def test_malformed_json_names_the_file(tmp_path, capsys):
+    (tmp_path / "rev").mkdir()
+    (tmp_path / "rev" / "broken.json").write_text('[{"id": "a",', encoding="utf-8")
+    assert RM_result.main(["--input_dir", str(tmp_path / "rev"), "--output_dir", str(tmp_path / "res")]) == 2
+    assert "broken.json: malformed JSON at line 1" in capsys.readouterr().err
+
+
+def test_help_runs_from_any_directory(tmp_path, repo_root):
+    proc = subprocess.run([sys.executable, str(repo_root / "eval" / "RM_result.py"), "--help"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0 and "--strict" in proc.stdout and "mean" in proc.stdout

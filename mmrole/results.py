@@ -20,7 +20,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 from .metrics import ABBR_OF, METRIC_ABBRS, METRIC_NAMES, mean_ratios, overall, weighted_mean
 from .schema import Problem, SchemaError, read_reviews

@@ -1,0 +1,16 @@
+"""MMRole-Eval review with the reward model: for every answer and each of the eight metrics, the
+judge compares the evaluated answer (Model A) with the ground truth (Model B) about the image and
+gives a review ending in `[Scores]: (A, B)`. Output: the answers files with
+rm_review[metric] = {review, score} (score {} when the review cannot be parsed), in --output_dir.
+
+Backends: hf (the local reward model, e.g. MMRole-Eval_RM; requests batched across metrics and
+samples) or openai (any OpenAI-compatible endpoint). A rerun resumes from the journal
+(<output>.journal.jsonl) beside each output; bad samples are reported and skipped.
+"""
+import os, sys
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from mmrole.cli import review_main
+
+if __name__ == "__main__":
+    sys.exit(review_main(sys.argv[1:], description=__doc__, backend="hf", model_path="model_weights/MMRole-Eval_RM"))

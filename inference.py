@@ -1,0 +1,45 @@
+"""Answers of a multimodal role-playing agent for the MMRole test sets.
+
+For every sample of the test files in --input_dir the model gets the role-play system prompt
+and the query [image, prompt] (the image path joined to --image_dir, as the original), and the
+answer goes to conversations[1].answer of the same file in --output_dir (the published answers
+schema). Backends: hf (a local Qwen-VL checkpoint such as MMRole-Agent; batched; --use_lora) or
+openai (any OpenAI-compatible endpoint: a GPT-4-class API, a vLLM server, mmrole.serve).
+--no_random decodes greedily; otherwise the checkpoint's generation_config.json applies (hf).
+A rerun resumes from the journal (<output>.journal.jsonl); bad samples are reported and skipped.
+"""
+import os, sys
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import argparse
+
+from mmrole.cli import add_backend_arguments, add_generation_arguments, add_io_arguments, backend_from_args, generation_params
+from mmrole.inference import answer_files
+from mmrole.jobs import print_summaries
+from mmrole.results import input_files
+from mmrole.schema import SchemaError
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_io_arguments(parser, input_dir="data/test/in-distribution", output_dir="eval/in-test_answers/mmrole-agent")
+    add_backend_arguments(parser, backend="hf", model_path="model_weights/MMRole-Agent")
+    add_generation_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        inputs = input_files(args.input_dir, args.input_file)
+    except SchemaError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    backend = backend_from_args(args)
+    try:
+        summaries = answer_files(inputs, args.output_dir, backend, generation_params(args), args.image_dir,
+                                 progress=not args.no_progress)
+    finally:
+        backend.close()
+    print_summaries(summaries)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

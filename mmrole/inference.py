@@ -1,0 +1,105 @@
+"""MRPA inference: the answer of a role-playing model for every test sample, resumable.
+
+As the original inference.py: one request per sample, the role-play system prompt, the query
+`[{'image': os.path.join(image_dir, image)}, {'text': prompt}]` (Qwen-VL renders it with
+`from_list_format`, so the path string is part of the prompt), no history. Output: the test file
+with `conversations[1].answer` — the published answers schema. Each answer reaches the journal
+the moment it is generated; the output file is written from the journal when the file is done.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import List, Sequence, Union
+
+from .backends.base import Backend, BackendError, ChatRequest, ChatResult, GenerationParams
+from .jobs import FileSummary, already_finished, journal_path, missing_image_problems, run_requests, write_samples_json
+from .prompts import ROLEPLAY_SYSTEM
+from .schema import Problem, SchemaError, TestSample, load_json_list, load_test_samples
+from .store import Journal
+
+PathLike = Union[str, os.PathLike]
+
+
+def answer_request(sample: TestSample, image_dir: PathLike) -> ChatRequest:
+    """The original's request: fixed role-play system prompt (not the record's `system` field,
+    which the original ignored too), image first, then the prompt."""
+    return ChatRequest.single(sample.question, image=sample.image_path(image_dir), system=ROLEPLAY_SYSTEM,
+                              key=(sample.id,))
+
+
+def _with_answer(record, answer: Union[str, None]):
+    """The record with our answer; without any answer when we have none (a stale answer from
+    another run must not pass for ours). Records too broken to hold one stay as they are."""
+    conversations = record.get("conversations") if isinstance(record, dict) else None
+    if not (isinstance(conversations, list) and len(conversations) > 1 and isinstance(conversations[1], dict)):
+        return record
+    record = copy.deepcopy(record)
+    record["conversations"][1].pop("answer", None)
+    if answer is not None:
+        record["conversations"][1]["answer"] = answer
+    return record
+
+
+def answer_file(
+    input_path: Path, output_path: Path, backend: Backend, params: GenerationParams, image_dir: PathLike,
+    *, progress: bool = True,
+) -> FileSummary:
+    """Answer every usable sample of one test file into output_path."""
+    summary = FileSummary(str(input_path), str(output_path))
+    if already_finished(output_path):
+        summary.notes.append("output exists without a journal: already finished, left as is (delete it to redo)")
+        return summary
+    try:
+        records = load_json_list(input_path)
+        samples, problems = load_test_samples(input_path, need_ground_truth=False)
+    except SchemaError as e:
+        summary.skipped.append(Problem(e.path, "*", str(e).split(": ", 1)[-1]))
+        return summary
+    samples, missing = missing_image_problems(samples, image_dir, input_path)
+    summary.samples, summary.skipped = len(records), problems + missing
+    journal = Journal(journal_path(output_path), key_fields=("id",))
+    todo = [s for s in samples if (journal.get((s.id,)) or {}).get("status") != "ok"]
+
+    def record(request: ChatRequest, result: Union[ChatResult, BackendError]) -> None:
+        if isinstance(result, BackendError):
+            journal.append({"id": request.key[0], "status": "error", "error": str(result)})
+        else:
+            journal.append({"id": request.key[0], "status": "ok", "answer": result.text,
+                            "finish_reason": result.finish_reason})
+
+    run_requests(backend, [answer_request(s, image_dir) for s in todo], params, record,
+                 desc=input_path.name, progress=progress)
+
+    answers = {}
+    for sample in samples:
+        entry = journal.get((sample.id,)) or {}
+        if entry.get("status") == "ok":
+            answers[sample.id] = entry
+        else:
+            summary.failed.append(Problem(str(input_path), sample.id, f"no answer: {entry.get('error', 'not run')}"))
+    answer_of = {sample_id: entry["answer"] for sample_id, entry in answers.items()}
+    write_samples_json(output_path, [_with_answer(r, answer_of.get(r.get("id")) if isinstance(r, dict) else None)
+                                     for r in records])
+    summary.done = len(answers)
+    _note_answers(summary, list(answers.values()))
+    return summary
+
+
+def _note_answers(summary: FileSummary, entries: List[dict]) -> None:
+    empty = [e["id"] for e in entries if not e["answer"]]
+    cut = [e["id"] for e in entries if e.get("finish_reason") == "length"]
+    if empty:
+        summary.notes.append(f"{len(empty)} empty answer(s) (review skips them by default): {', '.join(empty[:10])}")
+    if cut:
+        summary.notes.append(f"{len(cut)} answer(s) stopped at max_new_tokens")
+
+
+def answer_files(
+    inputs: Sequence[Path], output_dir: PathLike, backend: Backend, params: GenerationParams, image_dir: PathLike,
+    *, progress: bool = True,
+) -> List[FileSummary]:
+    return [answer_file(Path(p), Path(output_dir) / Path(p).name, backend, params, image_dir, progress=progress)
+            for p in inputs]

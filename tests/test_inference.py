@@ -1,0 +1,109 @@
+"""inference.py orchestration (mmrole.inference) with an in-process model that replays published
+answers. The hf backend (real generation, batching, original-procedure equivalence) is tested in
+test_inference_hf.py."""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from mmrole.backends.base import GenerationParams
+from mmrole.inference import answer_files
+from mmrole.prompts import ROLEPLAY_SYSTEM
+from mmrole.results import input_files
+
+from test_eval_review import ReplayJudge  # the same replaying Backend, keyed by request key
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import inference  # noqa: E402  (the script)
+
+
+def _test_file(tmp_path, mmrole_reference, model, name, n=None, mutate=None):
+    """A test file (published answers stripped) + placeholder images; returns (dir, images, answers)."""
+    published = json.loads((mmrole_reference / "in-test_answers" / model / name).read_text(encoding="utf-8"))[:n]
+    samples = json.loads(json.dumps(published))
+    for sample in samples:
+        del sample["conversations"][1]["answer"]
+    if mutate:
+        mutate(samples)
+    test_dir, image_dir = tmp_path / "test", tmp_path / "images"
+    test_dir.mkdir(exist_ok=True)
+    (test_dir / name).write_text(json.dumps(samples, ensure_ascii=False, indent=4), encoding="utf-8")
+    for sample in samples:
+        if isinstance(sample, dict) and "image" in sample:
+            (image_dir / sample["image"]).parent.mkdir(parents=True, exist_ok=True)
+            (image_dir / sample["image"]).write_bytes(b"placeholder")
+    return test_dir, image_dir, {(s["id"],): s["conversations"][1]["answer"] for s in published}
+
+
+def _answer(test_dir, out_dir, model, image_dir):
+    return answer_files(input_files(test_dir, None), out_dir, model, GenerationParams(greedy=True), image_dir,
+                        progress=False)
+
+
+def test_reproduces_the_published_answers_file_byte_for_byte(mmrole_reference, tmp_path):
+    name = "human-role_test.json"
+    test_dir, image_dir, answers = _test_file(tmp_path, mmrole_reference, "llava-next-mistral-7b", name)
+    model = ReplayJudge(answers)
+    [summary] = _answer(test_dir, tmp_path / "out", model, image_dir)
+    expected = (mmrole_reference / "in-test_answers" / "llava-next-mistral-7b" / name).read_bytes()
+    assert (tmp_path / "out" / name).read_bytes() == expected
+    assert summary.done == 72 and summary.failed == [] and summary.skipped == []
+    request, params = model.requests[5]
+    sample = json.loads((test_dir / name).read_text())[5]
+    assert request.system == ROLEPLAY_SYSTEM and params.greedy
+    assert request.query == ({"image": os.path.join(str(image_dir), sample["image"])},
+                             {"text": sample["conversations"][0]["value"]})
+
+
+def test_kill_and_resume_gives_the_uninterrupted_file(mmrole_reference, tmp_path):
+    name = "comment_test.json"
+    test_dir, image_dir, answers = _test_file(tmp_path, mmrole_reference, "yi-vl-6b", name, n=9)
+    _answer(test_dir, tmp_path / "full", ReplayJudge(answers), image_dir)
+    with pytest.raises(KeyboardInterrupt):
+        _answer(test_dir, tmp_path / "resumed", ReplayJudge(answers, fail_after=4), image_dir)
+    second = ReplayJudge(answers)
+    _answer(test_dir, tmp_path / "resumed", second, image_dir)
+    assert len(second.requests) == 5
+    assert (tmp_path / "resumed" / name).read_bytes() == (tmp_path / "full" / name).read_bytes()
+
+
+def test_bad_samples_and_api_errors_are_reported_and_skipped(mmrole_reference, tmp_path, capsys):
+    name = "inter-role_test.json"
+
+    def mutate(samples):
+        samples[0]["image"] = "gone.jpg"
+        samples[1]["conversations"] = [samples[1]["conversations"][0]]
+        samples[2]["conversations"][1]["answer"] = "a stale answer of another model"
+
+    test_dir, image_dir, answers = _test_file(tmp_path, mmrole_reference, "mmrole-agent", name, n=5, mutate=mutate)
+    (image_dir / "gone.jpg").unlink()
+    samples = json.loads((test_dir / name).read_text())
+    answers[(samples[3]["id"],)] = None  # the endpoint fails for good on this one
+    model = ReplayJudge(answers)
+    [summary] = _answer(test_dir, tmp_path / "out", model, image_dir)
+    reasons = {p.sample_id: p.message for p in summary.skipped}
+    assert "image not found" in reasons[samples[0]["id"]]
+    assert "conversations" in reasons[samples[1]["id"]]
+    [failed] = summary.failed
+    assert failed.sample_id == samples[3]["id"] and "HTTP 500" in failed.message
+    out = json.loads((tmp_path / "out" / name).read_text())
+    assert ["answer" in s["conversations"][1] for s in out if len(s["conversations"]) > 1] == [False, True, False, True]
+    assert out[2]["conversations"][1]["answer"] == answers[(samples[2]["id"],)]
+    # The next run asks only the failed sample again.
+    answers[(samples[3]["id"],)] = "Now it works."
+    model = ReplayJudge(answers)
+    [summary] = _answer(test_dir, tmp_path / "out", model, image_dir)
+    assert [r.key for r, _ in model.requests] == [(samples[3]["id"],)]
+    assert summary.done == 3 and summary.failed == []
+
+
+def test_help_names_the_original_flags(capsys):
+    with pytest.raises(SystemExit):
+        inference.main(["--help"])
+    text = capsys.readouterr().out
+    for flag in ("--model_path", "--image_dir", "--input_dir", "--input_file", "--output_dir", "--no_random",
+                 "--use_lora", "--backend", "--batch_size", "--max_new_tokens"):
+        assert flag in text

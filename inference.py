@@ -13,11 +13,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import argparse
 
-from mmrole.cli import add_backend_arguments, add_generation_arguments, add_io_arguments, backend_from_args, generation_params
+from mmrole.cli import add_backend_arguments, add_generation_arguments, add_io_arguments, generation_params, run_with_backend
 from mmrole.inference import answer_files
-from mmrole.jobs import print_summaries
-from mmrole.results import input_files
-from mmrole.schema import SchemaError
 
 
 def main(argv=None) -> int:
@@ -26,19 +23,8 @@ def main(argv=None) -> int:
     add_backend_arguments(parser, backend="hf", model_path="model_weights/MMRole-Agent")
     add_generation_arguments(parser)
     args = parser.parse_args(argv)
-    try:
-        inputs = input_files(args.input_dir, args.input_file)
-    except SchemaError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    backend = backend_from_args(args)
-    try:
-        summaries = answer_files(inputs, args.output_dir, backend, generation_params(args), args.image_dir,
-                                 progress=not args.no_progress)
-    finally:
-        backend.close()
-    print_summaries(summaries)
-    return 0
+    return run_with_backend(args, lambda inputs, backend: answer_files(
+        inputs, args.output_dir, backend, generation_params(args), args.image_dir, progress=not args.no_progress))
 
 
 if __name__ == "__main__":

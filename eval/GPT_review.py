@@ -11,6 +11,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from mmrole.cli import review_main
 
+
+def main(argv=None) -> int:
+    return review_main(argv, description=__doc__, backend="openai", model_path="",
+                       model="gpt-4-turbo")
+
+
 if __name__ == "__main__":
-    sys.exit(review_main(sys.argv[1:], description=__doc__, backend="openai", model_path="",
-                         model="gpt-4-turbo"))
+    sys.exit(main())

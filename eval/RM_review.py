@@ -12,5 +12,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from mmrole.cli import review_main
 
+
+def main(argv=None) -> int:
+    return review_main(argv, description=__doc__, backend="hf", model_path="model_weights/MMRole-Eval_RM")
+
+
 if __name__ == "__main__":
-    sys.exit(review_main(sys.argv[1:], description=__doc__, backend="hf", model_path="model_weights/MMRole-Eval_RM"))
+    sys.exit(main())

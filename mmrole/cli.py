@@ -26,6 +26,9 @@ def add_backend_arguments(parser: argparse.ArgumentParser, *, backend: str, mode
     group.add_argument("--api_key_env", default="OPENAI_API_KEY",
                        help="openai: name of the environment variable holding the API key (never pass the key)")
     group.add_argument("--concurrency", type=int, default=4, help="openai: requests in flight (default 4)")
+    group.add_argument("--max_attempts", type=int, default=5,
+                       help="openai: attempts per request (backoff between them) before it is reported failed")
+    group.add_argument("--timeout", type=float, default=120.0, help="openai: seconds per attempt")
 
 
 def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,7 +55,7 @@ def backend_from_args(args: argparse.Namespace):
         return make_backend("hf", model_path=args.model_path, use_lora=args.use_lora, device=args.device,
                             dtype=args.dtype, batch_size=args.batch_size)
     return make_backend("openai", model=args.model, base_url=args.base_url, api_key_env=args.api_key_env,
-                        concurrency=args.concurrency)
+                        concurrency=args.concurrency, max_attempts=args.max_attempts, timeout=args.timeout)
 
 
 def add_io_arguments(parser: argparse.ArgumentParser, *, input_dir: str, output_dir: str) -> None:
@@ -65,12 +68,7 @@ def add_io_arguments(parser: argparse.ArgumentParser, *, input_dir: str, output_
 
 def review_main(argv, *, description: str, backend: str, model_path: str, model: str = None) -> int:
     """RM_review.py and GPT_review.py: the same review, different default judges."""
-    import sys
-
-    from .jobs import print_summaries
-    from .results import input_files
     from .review import EMPTY_ANSWER_POLICIES, ReviewConfig, review_files
-    from .schema import SchemaError
 
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_io_arguments(parser, input_dir="eval/mini_answers/mmrole-agent", output_dir="eval/mini_reviews/mmrole-agent")
@@ -84,18 +82,33 @@ def review_main(argv, *, description: str, backend: str, model_path: str, model:
     group.add_argument("--swap", action="store_true",
                        help="also ask with the answers swapped (rm_review_swapped) and report the position bias")
     args = parser.parse_args(argv)
-    try:
-        inputs = input_files(args.input_dir, args.input_file)
-    except SchemaError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     config = ReviewConfig(image_dir=args.image_dir, params=generation_params(args), parse_retries=args.parse_retries,
                           retry_seed=args.seed, empty_answer=args.empty_answer, swap=args.swap,
                           progress=not args.no_progress)
-    backend = backend_from_args(args)
+    return run_with_backend(args, lambda inputs, backend: review_files(inputs, args.output_dir, backend, config))
+
+
+def run_with_backend(args: argparse.Namespace, work) -> int:
+    """The input files of --input_dir/--input_file and the Backend of the flags, handed to
+    work(inputs, backend) -> [FileSummary]; then the summary (and API usage) on stderr."""
+    import sys
+
+    from .jobs import print_summaries
+    from .results import input_files
+    from .schema import SchemaError
+
     try:
-        summaries = review_files(inputs, args.output_dir, backend, config)
+        inputs = input_files(args.input_dir, args.input_file)
+        backend = backend_from_args(args)
+    except (SchemaError, ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        summaries = work(inputs, backend)
     finally:
+        usage = getattr(backend, "usage_summary", None)
         backend.close()
     print_summaries(summaries)
+    if usage is not None:
+        print(f"API usage: {usage()}", file=sys.stderr)
     return 0

@@ -1,0 +1,109 @@
+"""The `openai` backend: any OpenAI-compatible chat-completions endpoint, through mmrole.client.
+
+A request's parts become one user message whose content lists the images (base64 data URLs) and
+texts in their order; the system prompt is a system message; history turns become earlier
+user/assistant messages. Concurrency, retries, secrets and accounting are the client's.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+from ..client import ChatCall, ChatClient, Completion, RequestFailed, image_data_url, system_message
+from .base import Backend, BackendError, ChatRequest, ChatResult, GenerationParams, Part
+
+
+def _content(parts: Sequence[Part], encode: Callable[[str], str] = image_data_url) -> Union[str, List[Dict[str, Any]]]:
+    """Parts in order; a text-only turn stays a plain string (what every endpoint accepts)."""
+    if all("image" not in part for part in parts):
+        return "".join(part.get("text", "") for part in parts)
+    content: List[Dict[str, Any]] = []
+    for part in parts:
+        if "image" in part:
+            content.append({"type": "image_url", "image_url": {"url": encode(part["image"])}})
+        elif "text" in part:
+            content.append({"type": "text", "text": part["text"]})
+    return content
+
+
+def chat_messages(request: ChatRequest, encode: Callable[[str], str] = image_data_url) -> List[Dict[str, Any]]:
+    """The request as chat-completions messages. OSError/ValueError when an image is unreadable."""
+    messages = [system_message(request.system)] if request.system else []
+    for query, reply in request.history:
+        messages.append({"role": "user", "content": _content(query, encode)})
+        messages.append({"role": "assistant", "content": reply})
+    messages.append({"role": "user", "content": _content(request.query, encode)})
+    return messages
+
+
+def completion_params(params: GenerationParams) -> Dict[str, Any]:
+    """GenerationParams as request fields; None leaves the endpoint's default."""
+    fields: Dict[str, Any] = {}
+    if params.greedy:
+        fields["temperature"] = 0.0
+    elif params.temperature is not None:
+        fields["temperature"] = params.temperature
+    if params.top_p is not None and not params.greedy:
+        fields["top_p"] = params.top_p
+    if params.max_new_tokens is not None:
+        fields["max_tokens"] = params.max_new_tokens
+    if params.stop:
+        fields["stop"] = list(params.stop)
+    if params.seed is not None:
+        fields["seed"] = params.seed
+    return fields
+
+
+class OpenAIBackend(Backend):
+    """model: the served model name. Other options go to ChatClient (base_url, api_key_env,
+    concurrency, max_attempts, timeout, backoff_initial, ...); or pass a ready `client`."""
+
+    name = "openai"
+
+    def __init__(self, model: Optional[str] = None, *, client: Optional[ChatClient] = None, **client_options: Any):
+        if client is None:
+            client_options = {k: v for k, v in client_options.items() if v is not None}
+            client = ChatClient(model, **client_options)
+        self.client = client
+        # The 8 judge requests of a sample share one image: encode it once, not 8 times.
+        self._encode = functools.lru_cache(maxsize=32)(image_data_url)
+
+    def generate_iter(
+        self, requests: Sequence[ChatRequest], params: GenerationParams
+    ) -> Iterator[Tuple[int, Union[ChatResult, BackendError]]]:
+        fields = completion_params(params)
+        unreadable: List[Tuple[int, BackendError]] = []
+
+        def calls() -> Iterator[ChatCall]:  # built lazily: only ~2 x concurrency images in memory
+            for index, request in enumerate(requests):
+                try:
+                    yield ChatCall(messages=chat_messages(request, self._encode), key=index, params=fields)
+                except (OSError, ValueError) as e:  # e.g. a missing or corrupt image: this request only
+                    unreadable.append((index, BackendError(f"cannot build the request: {e}", key=request.key)))
+
+        for outcome in self.client.chat_many(calls()):
+            while unreadable:
+                yield unreadable.pop()
+            if isinstance(outcome, RequestFailed):
+                yield outcome.key, BackendError(str(outcome), key=requests[outcome.key].key)
+            else:
+                yield outcome.key, _result(outcome)
+        while unreadable:
+            yield unreadable.pop()
+
+    def usage_summary(self) -> str:
+        return self.client.usage.summary()
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _result(completion: Completion) -> ChatResult:
+    return ChatResult(
+        text=completion.text,
+        finish_reason="length" if completion.finish_reason == "length" else "stop",
+        prompt_tokens=completion.prompt_tokens,
+        completion_tokens=completion.completion_tokens,
+        extra={"cost_usd": completion.cost_usd, "attempts": completion.attempts},
+    )

@@ -7,8 +7,21 @@ folder with this implementation (no `trust_remote_code`; downloaded .py files ar
 
 from transformers import AutoConfig
 
+from .chat_format import decode_tokens, get_stop_words_ids, make_context
 from .configuration_qwen import QWenConfig
+from .image_processing_qwen import load_image, preprocess_image, preprocess_images
+from .tokenization_qwen import QWenTokenizer, register_with_auto_tokenizer
 
 AutoConfig.register("qwen", QWenConfig, exist_ok=True)
+register_with_auto_tokenizer()  # by class name only: see its docstring
 
-__all__ = ["QWenConfig"]
+__all__ = [
+    "QWenConfig",
+    "QWenTokenizer",
+    "decode_tokens",
+    "get_stop_words_ids",
+    "load_image",
+    "make_context",
+    "preprocess_image",
+    "preprocess_images",
+]

@@ -136,6 +136,17 @@ def test_decode_matches_reference(tok, expected):
     assert _mismatches(cases, lambda c: tok.decode(c["ids"], **c["kwargs"]), "text") == []
 
 
+def test_skip_special_tokens_drops_image_tags_but_keeps_the_path(tok):
+    ids = tok.encode("<img>a.png</img><ref>x</ref><quad>q</quad><|im_end|>")
+    assert tok.decode(ids, skip_special_tokens=True) == "a.pngxq"
+    assert tok.decode(ids, skip_special_tokens=True, keep_image_special=True) == "a.png<ref>x</ref><quad>q</quad>"
+
+
+def test_decode_of_generated_ids_with_an_unclosed_image_tag(tok):
+    # The original raised here; generated ids may hold a stray <img>, so it is decoded as plain tokens.
+    assert tok.decode(tok.encode("ok ") + [151857] + tok.encode(" then")) == "ok <img> then"
+
+
 def test_decode_batch_and_round_trip(tok):
     texts = ["Hello 世界 👍🏽", "Tab\there\r\n  spaces  ", "<|im_start|>user\nHi<|im_end|>"]
     assert tok.decode([tok.encode(t) for t in texts]) == texts

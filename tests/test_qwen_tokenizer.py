@@ -11,6 +11,7 @@ from transformers import AutoTokenizer
 
 import mmrole  # noqa: F401  (registers QWenTokenizer)
 from mmrole.qwen_vl import QWenTokenizer
+from mmrole.qwen_vl.tokenization_qwen import from_list_format
 
 IMG_START, IMG_END, IMG_PAD, EOD = 151857, 151858, 151859, 151643
 
@@ -155,6 +156,8 @@ def test_decode_batch_and_round_trip(tok):
 
 def test_list_format_matches_reference(tok, expected):
     assert _mismatches(expected["from_list_format"], lambda c: tok.from_list_format(c["input"]), "output") == []
+    # The module-level function (no vocabulary needed) renders the same text.
+    assert _mismatches(expected["from_list_format"], lambda c: from_list_format(c["input"]), "output") == []
     assert _mismatches(expected["to_list_format"], lambda c: tok.to_list_format(c["input"]), "output") == []
 
 

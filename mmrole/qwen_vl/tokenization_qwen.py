@@ -123,6 +123,40 @@ def image_path_bytes(span_ids: Sequence[int], img_pad_id: int) -> bytes:
     return bytes(inner)
 
 
+def from_list_format(
+    list_format: Sequence[Dict[str, Any]],
+    image_start_tag: str = "<img>",
+    image_end_tag: str = "</img>",
+    ref_start_tag: str = "<ref>",
+    ref_end_tag: str = "</ref>",
+    box_start_tag: str = "<box>",
+    box_end_tag: str = "</box>",
+) -> str:
+    """[{'image': p}, {'text': t}, {'ref': r, 'box': [[x1, y1, x2, y2], ...]}, ...] -> prompt text.
+
+    Images are numbered `Picture N: <img>p</img>\n`; box coordinates are cut to integers (as `%d`
+    does). Needs no vocabulary, so data scripts can format prompts without loading a tokenizer.
+    """
+    text = ""
+    num_images = 0
+    for element in list_format:
+        if "image" in element:
+            num_images += 1
+            text += f"Picture {num_images}: {image_start_tag}{element['image']}{image_end_tag}\n"
+        elif "text" in element:
+            text += element["text"]
+        elif "box" in element:
+            if "ref" in element:
+                text += ref_start_tag + element["ref"] + ref_end_tag
+            for box in element["box"]:
+                if len(box) != 4:
+                    raise ValueError(f"a box needs 4 coordinates (x1, y1, x2, y2), got {box!r}")
+                text += box_start_tag + "(%d,%d),(%d,%d)" % tuple(box) + box_end_tag
+        else:
+            raise ValueError(f"unsupported list-format element {element!r} (expected image, text or box)")
+    return text
+
+
 class QWenTokenizer(PreTrainedTokenizer):
     """Qwen-VL-Chat tokenizer with the original's ids, attributes and options.
 
@@ -436,29 +470,17 @@ class QWenTokenizer(PreTrainedTokenizer):
     # ---- the original's list format ---------------------------------------------------------
 
     def from_list_format(self, list_format: Sequence[Dict[str, Any]]) -> str:
-        """[{'image': p}, {'text': t}, {'ref': r, 'box': [[x1, y1, x2, y2], ...]}, ...] -> prompt text.
-
-        Images are numbered `Picture N: `; box coordinates are cut to integers (as `%d` does).
-        """
-        text = ""
-        num_images = 0
-        for element in list_format:
-            if "image" in element:
-                num_images += 1
-                text += f"Picture {num_images}: {self.image_start_tag}{element['image']}{self.image_end_tag}\n"
-            elif "text" in element:
-                text += element["text"]
-            elif "box" in element:
-                if "ref" in element:
-                    text += self.ref_start_tag + element["ref"] + self.ref_end_tag
-                for box in element["box"]:
-                    if len(box) != 4:
-                        raise ValueError(f"a box needs 4 coordinates (x1, y1, x2, y2), got {box!r}")
-                    corners = "(%d,%d),(%d,%d)" % tuple(box)
-                    text += self.box_start_tag + corners + self.box_end_tag
-            else:
-                raise ValueError(f"unsupported list-format element {element!r} (expected image, text or box)")
-        return text
+        """The prompt text of a list of elements (see the module-level `from_list_format`), with this
+        tokenizer's tag strings."""
+        return from_list_format(
+            list_format,
+            image_start_tag=self.image_start_tag,
+            image_end_tag=self.image_end_tag,
+            ref_start_tag=self.ref_start_tag,
+            ref_end_tag=self.ref_end_tag,
+            box_start_tag=self.box_start_tag,
+            box_end_tag=self.box_end_tag,
+        )
 
     def to_list_format(self, text: str) -> List[Dict[str, str]]:
         """Prompt text -> list of {'text'|'image'|'ref'|'box'|'quad': str} elements (inverse of from_list_format)."""
@@ -510,6 +532,7 @@ __all__ = [
     "QWenTokenizer",
     "VOCAB_FILE_NAME",
     "find_closed_spans",
+    "from_list_format",
     "image_path_bytes",
     "register_with_auto_tokenizer",
 ]

@@ -1,0 +1,64 @@
+"""Build MMRole's instruction data from raw MMRole-Data (the layout of protocol §1):
+
+  OUT/train/train.json                        training samples, Qwen-VL fine-tuning format
+  OUT/test/<split>/<type>_test.json           In-Test (in-distribution) and Out-Test
+                                              (out-of-distribution) samples, the published schema
+  OUT/skipped.jsonl, OUT/build_stats.json     what was skipped and why; the printed statistics
+
+One sample per target turn (id = <dialogue id>_<turn index>). With --test_ids FILE (one sample id a
+line) the test sets are exactly those samples: this reproduces the official split. Without it the
+split is sampled as in the paper (seeded): In-Test --in_test_per_type samples per dialogue type from
+in-distribution characters; Out-Test one COCO and one character-image sample per
+out-of-distribution character and type. Dialogues that give a test sample never appear in training.
+
+Image files are not needed: missing ones are counted (e.g. MS-COCO, which the raw data does not
+ship) and the samples kept; --check_images skips samples whose image is missing instead.
+Unusable records (empty, truncated, unknown speakers, missing profiles, malformed JSON) are
+skipped, counted and listed; the rest goes on.
+"""
+import os, sys
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import argparse
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data_root", required=True, help="raw MMRole-Data folder (profiles/, images/, dialogues/)")
+    parser.add_argument("--output_dir", required=True, help="where train/ and test/ are written")
+    parser.add_argument("--image_prefix", default="images/",
+                        help="what the <img> path of training samples starts with (default images/: run "
+                             "fine-tuning from a folder holding images/)")
+    parser.add_argument("--seed", type=int, default=42, help="seed of the sampled split (default 42)")
+    parser.add_argument("--test_ids", default=None,
+                        help="file of test sample ids, one a line: the test sets are exactly these samples")
+    parser.add_argument("--in_test_per_type", type=int, default=72,
+                        help="sampled split: In-Test samples per dialogue type (default 72, as the paper)")
+    parser.add_argument("--check_images", action="store_true",
+                        help="skip (and list) samples whose image file is missing, instead of only counting them")
+    parser.add_argument("--image_root", default=None, help="where image files are looked up (default DATA_ROOT/images)")
+    parser.add_argument("--dialogues_root", default=None,
+                        help="folder holding dialogues/ if not DATA_ROOT (e.g. the output of filter_dialogues.py)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    from mmrole.data_build import BuildOptions, build, read_test_ids
+    from mmrole.raw_data import RawDataError
+
+    args = parse_args(argv)
+    try:
+        test_ids = read_test_ids(args.test_ids) if args.test_ids else None
+        build(BuildOptions(
+            data_root=args.data_root, output_dir=args.output_dir, image_prefix=args.image_prefix, seed=args.seed,
+            test_ids=test_ids, in_test_per_type=args.in_test_per_type, check_images=args.check_images,
+            image_root=args.image_root, dialogues_root=args.dialogues_root,
+        ))
+    except (RawDataError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

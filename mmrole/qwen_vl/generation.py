@@ -1,0 +1,341 @@
+"""Chat generation for Qwen-VL-Chat: the original `chat` / `chat_stream`, and `batch_chat` for many chats at once.
+
+Settings come from the checkpoint's generation_config.json (chat_format, max_window_size, max_new_tokens,
+top_p, top_k, do_sample, ...) unless a `generation_config` or keyword arguments override them, as the original.
+The stop words of chatml are `<|im_end|>` and `<|im_start|>`: once a row has generated one, the next step is
+forced to `<|endoftext|>` (score 2**15), and generation of that row ends there.
+
+`batch_chat` left-pads the prompts. The model takes rotary positions, the dynamic-NTK factor and log-n scaling
+per row from the row's own length (see modeling_qwen), so every row gets exactly what a one-at-a-time `chat`
+gives it (up to float rounding of batched matrix products).
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from dataclasses import dataclass
+from queue import Queue
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+
+import torch
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
+from transformers.generation.streamers import BaseStreamer
+
+from .chat_format import decode_tokens, get_stop_words_ids, make_context
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .modeling_qwen import QWenLMHeadModel
+
+DEFAULT_SYSTEM = "You are a helpful assistant."
+# The score the original gives <|endoftext|> right after a stop word.
+FORCED_EOS_SCORE = float(2**15)
+
+History = List[Tuple[str, str]]
+
+
+class StopWordsLogitsProcessor(LogitsProcessor):
+    """After a row's ids end with any of the stop-word sequences, give the eos token(s) a score of 2**15, so
+    the next token ends the row. Other scores are left alone, as the original."""
+
+    def __init__(self, stop_words_ids: Iterable[Sequence[int]], eos_token_id: Union[int, Sequence[int]]):
+        self.stop_words_ids = [list(seq) for seq in stop_words_ids]
+        if not self.stop_words_ids or any(not seq for seq in self.stop_words_ids):
+            raise ValueError(f"stop_words_ids must be non-empty lists of token ids, got {self.stop_words_ids}")
+        if any(not isinstance(tok, int) or tok < 0 for seq in self.stop_words_ids for tok in seq):
+            raise ValueError(f"stop_words_ids must hold non-negative ints, got {self.stop_words_ids}")
+        self.eos_token_ids = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        """input_ids: [B, L]; scores: [B, V] (modified in place and returned)."""
+        stopped = torch.zeros(input_ids.size(0), dtype=torch.bool, device=input_ids.device)
+        for seq in self.stop_words_ids:
+            if len(seq) <= input_ids.size(1):
+                tail = torch.tensor(seq, device=input_ids.device)
+                stopped |= (input_ids[:, -len(seq) :] == tail).all(dim=-1)
+        if stopped.any():
+            for eos in self.eos_token_ids:
+                scores[stopped, eos] = FORCED_EOS_SCORE
+        return scores
+
+
+def add_stop_words_processor(
+    logits_processor: Optional[LogitsProcessorList],
+    stop_words_ids: Optional[Sequence[Sequence[int]]],
+    eos_token_id: Union[int, Sequence[int], None],
+) -> Optional[LogitsProcessorList]:
+    """The processor list `generate` should use: the given one plus the stop-word processor (if any stop words)."""
+    if not stop_words_ids:
+        return logits_processor
+    if eos_token_id is None:
+        raise ValueError("stop words need an eos_token_id in the generation config")
+    processors = LogitsProcessorList(logits_processor or [])
+    processors.append(StopWordsLogitsProcessor(stop_words_ids, eos_token_id))
+    return processors
+
+
+@dataclass
+class ChatGeneration:
+    """One answered chat. `generated_ids` are the new tokens up to and including the final stop/eos token;
+    `finish_reason` is "stop" (an eos token was generated) or "length" (max_new_tokens reached)."""
+
+    response: str
+    generated_ids: List[int]
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass
+class _ChatSetup:
+    """config: the checkpoint's (or given) generation config with the keyword overrides applied;
+    kwargs: the remaining keywords, passed to `generate` as model inputs."""
+
+    config: GenerationConfig
+    max_window_size: int
+    stop_words_ids: List[List[int]]
+    kwargs: dict
+
+
+def _setup(model, tokenizer, generation_config, stop_words_ids, kwargs) -> _ChatSetup:
+    config = copy.deepcopy(generation_config if generation_config is not None else model.generation_config)
+    chat_format = getattr(config, "chat_format", None)
+    if chat_format != "chatml":
+        raise ValueError(
+            f"chat needs a generation config with chat_format 'chatml' (a Qwen-VL-Chat checkpoint), got {chat_format!r}"
+        )
+    kwargs = dict(kwargs)
+    max_window_size = kwargs.pop("max_window_size", None) or config.max_window_size
+    model_kwargs = config.update(**kwargs)  # generation settings go into the config, the rest to the model
+    config.return_dict_in_generate = False  # the chat functions read plain id tensors
+    if not config.do_sample:  # greedy ignores the checkpoint's sampling settings; drop them to avoid warnings
+        config.top_p = config.top_k = config.temperature = None
+    stops = [list(seq) for seq in (stop_words_ids or [])] + get_stop_words_ids(chat_format, tokenizer)
+    return _ChatSetup(config, max_window_size, stops, model_kwargs)
+
+
+def _context(tokenizer, query: str, history, system: str, setup: _ChatSetup) -> Tuple[str, List[int]]:
+    return make_context(
+        tokenizer,
+        query,
+        history=history or [],
+        system=system,
+        max_window_size=setup.max_window_size,
+        chat_format=setup.config.chat_format,
+    )
+
+
+def _decode(tokenizer, tokens: Sequence[int], raw_text: str, context_length: int, setup: _ChatSetup) -> str:
+    return decode_tokens(
+        tokens,
+        tokenizer,
+        raw_text_len=len(raw_text),
+        context_length=context_length,
+        chat_format=setup.config.chat_format,
+        verbose=False,
+        errors="replace",
+    )
+
+
+def chat(
+    model: "QWenLMHeadModel",
+    tokenizer,
+    query: str,
+    history: Optional[History] = None,
+    system: str = DEFAULT_SYSTEM,
+    append_history: bool = True,
+    stop_words_ids: Optional[List[List[int]]] = None,
+    generation_config: Optional[GenerationConfig] = None,
+    **kwargs: Any,
+) -> Tuple[str, History]:
+    """Answer one query (a string; use `tokenizer.from_list_format` for images) after `history`.
+
+    Returns (response, history). As the original, the (query, response) turn is appended to the given history
+    list (a new list when history is None). kwargs override generation settings (e.g. do_sample=False,
+    max_new_tokens=64, max_window_size=...)."""
+    setup = _setup(model, tokenizer, generation_config, stop_words_ids, kwargs)
+    history = [] if history is None else history
+    raw_text, context_tokens = _context(tokenizer, query, history, system, setup)
+    input_ids = torch.tensor([context_tokens], device=model.device)
+    outputs = model.generate(
+        input_ids, stop_words_ids=setup.stop_words_ids, generation_config=setup.config, **setup.kwargs
+    )
+    response = _decode(tokenizer, outputs[0].tolist(), raw_text, len(context_tokens), setup)
+    if append_history:
+        history.append((query, response))
+    return response, history
+
+
+class _QueueStreamer(BaseStreamer):
+    """Receives the new token ids from `generate` (the first call, the prompt, is skipped) into a queue."""
+
+    def __init__(self):
+        self.queue: "Queue[Optional[List[int]]]" = Queue()
+        self._prompt_seen = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self._prompt_seen:
+            self._prompt_seen = True
+            return
+        self.queue.put(value.reshape(-1).tolist())
+
+    def end(self) -> None:
+        self.queue.put(None)
+
+
+class _StopWhenSet(StoppingCriteria):
+    """Stops generation once the consumer of a stream has gone away."""
+
+    def __init__(self, event: threading.Event):
+        self.event = event
+
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+        return torch.full((input_ids.size(0),), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+def chat_stream(
+    model: "QWenLMHeadModel",
+    tokenizer,
+    query: str,
+    history: Optional[History] = None,
+    system: str = DEFAULT_SYSTEM,
+    stop_words_ids: Optional[List[List[int]]] = None,
+    logits_processor: Optional[LogitsProcessorList] = None,
+    generation_config: Optional[GenerationConfig] = None,
+    **kwargs: Any,
+) -> Iterator[str]:
+    """Like `chat`, but returns an iterator over the growing response (all generated tokens so far, decoded
+    without special tokens), one item per generated token, as the original. `generate` runs in a worker
+    thread feeding a transformers streamer; closing the iterator early stops generation."""
+    setup = _setup(model, tokenizer, generation_config, stop_words_ids, kwargs)
+    _, context_tokens = _context(tokenizer, query, history, system, setup)
+    input_ids = torch.tensor([context_tokens], device=model.device)
+    streamer = _QueueStreamer()
+    cancelled = threading.Event()
+    errors: List[BaseException] = []
+
+    def run() -> None:
+        try:
+            model.generate(
+                input_ids,
+                stop_words_ids=setup.stop_words_ids,
+                logits_processor=logits_processor,
+                stopping_criteria=StoppingCriteriaList([_StopWhenSet(cancelled)]),
+                generation_config=setup.config,
+                streamer=streamer,
+                **setup.kwargs,
+            )
+        except BaseException as err:  # re-raised in the consumer's thread
+            errors.append(err)
+        finally:
+            streamer.end()
+
+    def stream() -> Iterator[str]:
+        worker = threading.Thread(target=run, name="qwen-chat-stream", daemon=True)
+        worker.start()
+        generated: List[int] = []
+        try:
+            while (new_ids := streamer.queue.get()) is not None:
+                generated.extend(new_ids)
+                yield tokenizer.decode(generated, skip_special_tokens=True, errors="ignore", keep_image_special=True)
+        finally:
+            cancelled.set()
+            worker.join()
+        if errors:
+            raise errors[0]
+
+    return stream()
+
+
+def _eos_ids(setup: _ChatSetup) -> List[int]:
+    eos = setup.config.eos_token_id
+    if eos is None:
+        raise ValueError("batched chat needs an eos_token_id in the generation config")
+    return [eos] if isinstance(eos, int) else list(eos)
+
+
+def _ends_with_stop_word(ids: List[int], setup: _ChatSetup) -> bool:
+    """A stop word as the very last token (max_new_tokens hit before the forced eos) still means "stop"."""
+    return any(len(seq) <= len(ids) and ids[-len(seq) :] == seq for seq in setup.stop_words_ids)
+
+
+def _generate_left_padded(model, contexts: List[List[int]], pad_id: int, setup: _ChatSetup) -> List[List[int]]:
+    """Generate for prompts of different lengths at once; returns each row's new ids (trailing pads kept)."""
+    width = max(len(ids) for ids in contexts)
+    input_ids = torch.full((len(contexts), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(contexts), width), dtype=torch.long)
+    for row, ids in enumerate(contexts):
+        input_ids[row, width - len(ids) :] = torch.tensor(ids)
+        attention_mask[row, width - len(ids) :] = 1
+    outputs = model.generate(
+        input_ids.to(model.device),
+        attention_mask=attention_mask.to(model.device),
+        stop_words_ids=setup.stop_words_ids,
+        generation_config=setup.config,
+        **setup.kwargs,
+    )
+    return [row[width:] for row in outputs.tolist()]
+
+
+def batch_chat_detailed(
+    model: "QWenLMHeadModel",
+    tokenizer,
+    queries: Sequence[str],
+    histories: Optional[Sequence[Optional[History]]] = None,
+    systems: Union[str, Sequence[str]] = DEFAULT_SYSTEM,
+    generation_config: Optional[GenerationConfig] = None,
+    stop_words_ids: Optional[List[List[int]]] = None,
+    batch_size: Optional[int] = None,
+    **kwargs: Any,
+) -> List[ChatGeneration]:
+    """Answer many (query, history, system) at once with left padding; one ChatGeneration per query, in order.
+
+    histories: one history (or None) per query; systems: one system prompt for all, or one per query.
+    batch_size: at most this many prompts per `generate` call (prompts are grouped by length to limit padding).
+    With greedy decoding every answer equals what `chat` gives for that query alone."""
+    count = len(queries)
+    histories = list(histories) if histories is not None else [None] * count
+    systems = [systems] * count if isinstance(systems, str) else list(systems)
+    if len(histories) != count or len(systems) != count:
+        raise ValueError(f"got {count} queries, {len(histories)} histories and {len(systems)} systems")
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    setup = _setup(model, tokenizer, generation_config, stop_words_ids, kwargs)
+    contexts = [_context(tokenizer, q, h, s, setup) for q, h, s in zip(queries, histories, systems)]
+    pad_id = setup.config.pad_token_id if setup.config.pad_token_id is not None else _eos_ids(setup)[0]
+    eos_ids = set(_eos_ids(setup))
+
+    order = sorted(range(count), key=lambda i: len(contexts[i][1]))
+    step = batch_size or max(count, 1)
+    results: List[Optional[ChatGeneration]] = [None] * count
+    for start in range(0, count, step):
+        chunk = order[start : start + step]
+        generated = _generate_left_padded(model, [contexts[i][1] for i in chunk], pad_id, setup)
+        for index, new_ids in zip(chunk, generated):
+            raw_text, context_tokens = contexts[index]
+            end = next((k + 1 for k, tok in enumerate(new_ids) if tok in eos_ids), None)
+            kept = new_ids if end is None else new_ids[:end]
+            results[index] = ChatGeneration(
+                response=_decode(tokenizer, context_tokens + kept, raw_text, len(context_tokens), setup),
+                generated_ids=kept,
+                finish_reason="stop" if end is not None or _ends_with_stop_word(kept, setup) else "length",
+                prompt_tokens=len(context_tokens),
+                completion_tokens=len(kept),
+            )
+    return results  # type: ignore[return-value]
+
+
+def batch_chat(
+    model: "QWenLMHeadModel",
+    tokenizer,
+    queries: Sequence[str],
+    histories: Optional[Sequence[Optional[History]]] = None,
+    systems: Union[str, Sequence[str]] = DEFAULT_SYSTEM,
+    generation_config: Optional[GenerationConfig] = None,
+    **kwargs: Any,
+) -> List[str]:
+    """The responses of `batch_chat_detailed`, in query order."""
+    return [
+        result.response
+        for result in batch_chat_detailed(model, tokenizer, queries, histories, systems, generation_config, **kwargs)
+    ]

@@ -1,0 +1,192 @@
+"""Chat generation: the original `chat` on every reference case, `batch_chat` against one-at-a-time answers,
+streaming, the stop-word processor and generation defaults."""
+
+import json
+import threading
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+import mmrole  # noqa: F401  (registers the qwen model type)
+from mmrole.qwen_vl.generation import FORCED_EOS_SCORE, StopWordsLogitsProcessor
+from mmrole.tiny import TinySizes, write_tiny_checkpoint
+
+IM_START, IM_END, EOD = 151644, 151645, 151643
+REF_MAX_NEW_TOKENS = 24  # what the reference chats used (greedy)
+
+
+@pytest.fixture(scope="module")
+def expected(qwen_reference):
+    return json.loads((qwen_reference / "expected.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def ref_model(qwen_reference):
+    return AutoModelForCausalLM.from_pretrained(qwen_reference / "tiny-qwen-vl-chat", dtype=torch.float32).eval()
+
+
+@pytest.fixture(scope="module")
+def tokenizer(qwen_reference):
+    return AutoTokenizer.from_pretrained(qwen_reference / "tiny-qwen-vl-chat")
+
+
+@pytest.fixture
+def in_reference_dir(qwen_reference, monkeypatch):
+    """The prompts name their images relative to the reference folder, as the original run did."""
+    monkeypatch.chdir(qwen_reference)
+
+
+def _history(case):
+    return [tuple(turn) for turn in case["history"]] if case["history"] else None
+
+
+def _spy_generate(model, monkeypatch):
+    calls = []
+    original = model.generate
+
+    def spy(*args, **kwargs):
+        out = original(*args, **kwargs)
+        calls.append(out)
+        return out
+
+    monkeypatch.setattr(model, "generate", spy)
+    return calls
+
+
+@pytest.mark.usefixtures("in_reference_dir")
+def test_chat_matches_every_reference_case(ref_model, tokenizer, expected, monkeypatch):
+    outputs = _spy_generate(ref_model, monkeypatch)
+    for case in expected["chat"]:
+        response, history = ref_model.chat(tokenizer, case["query"], history=_history(case), system=case["system"],
+                                           do_sample=False, max_new_tokens=REF_MAX_NEW_TOKENS)
+        generated = outputs[-1][0, case["context_len"]:].tolist()
+        assert outputs[-1][0, : case["context_len"]].tolist() == case["context_tokens"], case["name"]
+        assert generated == case["generated_ids"], case["name"]
+        assert response == case["response"], case["name"]
+        assert [list(turn) for turn in history] == case["history_after"], case["name"]
+
+
+@pytest.mark.usefixtures("in_reference_dir")
+def test_processed_scores_match_the_reference_including_the_forced_eos(ref_model, expected):
+    """The stop-word processor: after <|im_end|> the next step's <|endoftext|> score is 2**15."""
+    for case in expected["chat"][2:4]:  # the stop case and a long image case (alpha 3)
+        out = ref_model.generate(torch.tensor([case["context_tokens"]]), do_sample=False, max_new_tokens=3,
+                                 stop_words_ids=[[IM_END], [IM_START]], output_scores=True,
+                                 return_dict_in_generate=True)
+        for step, (scores, stored) in enumerate(zip(out.scores, case["per_step_processed_scores"])):
+            top = scores[0].topk(5)
+            assert top.indices.tolist()[:2] == stored["top5_ids"][:2], (case["name"], step)
+            assert torch.allclose(top.values, torch.tensor(stored["top5_scores"]), atol=1e-4), (case["name"], step)
+    stop_case = expected["chat"][2]
+    assert stop_case["generated_ids"][-2:] == [IM_END, EOD]
+
+
+@pytest.mark.usefixtures("in_reference_dir")
+def test_batch_chat_gives_each_query_its_one_at_a_time_answer(ref_model, tokenizer, expected):
+    """Six chats in one left-padded batch: prompts of 30..334 tokens (both sides of seq_length 300, NTK
+    alphas 1 and 3), two systems, histories, images; and in chunks of 2 (grouped by length)."""
+    cases = expected["chat"]
+    args = dict(histories=[_history(c) for c in cases], systems=[c["system"] for c in cases],
+                do_sample=False, max_new_tokens=REF_MAX_NEW_TOKENS)
+    queries = [c["query"] for c in cases]
+    results = ref_model.batch_chat_detailed(tokenizer, queries, **args)
+    for case, result in zip(cases, results):
+        assert result.generated_ids == case["generated_ids"], case["name"]
+        assert result.response == case["response"], case["name"]
+        assert result.prompt_tokens == case["context_len"]
+        assert result.completion_tokens == len(case["generated_ids"])
+        assert result.finish_reason == ("stop" if case["generated_ids"][-1] == EOD else "length")
+    # Greedy answers are prefixes of longer ones: 6 new tokens are enough to check the chunked path.
+    args["max_new_tokens"] = 6
+    chunked = ref_model.batch_chat_detailed(tokenizer, queries, batch_size=4, **args)
+    assert [r.generated_ids for r in chunked] == [c["generated_ids"][:6] for c in cases]
+
+
+@pytest.fixture(scope="module")
+def short_context_model(tmp_path_factory):
+    """A tiny random checkpoint with seq_length 48, so short prompts already cross it (alphas up to 7)."""
+    folder = write_tiny_checkpoint(tmp_path_factory.mktemp("tiny48"), seed=3, sizes=TinySizes(seq_length=48))
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    return model, AutoTokenizer.from_pretrained(folder)
+
+
+@pytest.mark.usefixtures("in_reference_dir")
+def test_batch_chat_equals_chat_on_unseen_prompts(short_context_model):
+    model, tokenizer = short_context_model
+    image = "Picture 1: <img>images/scene_300x200.png</img>\n"
+    queries = ["Hi.", "Describe the sea " * 30, image + "What is this?", "Tell me a joke about " + "cats " * 60,
+               image + "And now? " * 5]
+    histories = [None, [("Who are you?", "A pirate.")], None, [(image + "Look.", "Nice.")], None]
+    systems = ["You are a helpful assistant.", "You are Captain Flint.", "Be brief.",
+               "You are a helpful assistant.", "You are a dedicated role-playing assistant."]
+    alone = [model.chat(tokenizer, q, history=list(h) if h else None, system=s, do_sample=False, max_new_tokens=6)[0]
+             for q, h, s in zip(queries, histories, systems)]
+    together = model.batch_chat(tokenizer, queries, histories=histories, systems=systems, do_sample=False,
+                                max_new_tokens=6)
+    assert together == alone
+    single = model.batch_chat(tokenizer, queries[3:4], histories=histories[3:4], systems=systems[3:4],
+                              do_sample=False, max_new_tokens=6)
+    assert single == alone[3:4]
+
+
+def test_batched_sampling_runs_and_follows_the_seed(short_context_model):
+    model, tokenizer = short_context_model
+    queries = ["Hello there.", "Tell me something long " * 20, "Bye."]
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(7)
+        runs.append(model.batch_chat_detailed(tokenizer, queries, max_new_tokens=4))  # do_sample from the config
+    assert [r.generated_ids for r in runs[0]] == [r.generated_ids for r in runs[1]]
+    assert all(1 <= r.completion_tokens <= 4 for r in runs[0])
+
+
+@pytest.mark.usefixtures("in_reference_dir")
+def test_chat_stream_yields_the_growing_response(ref_model, tokenizer, expected):
+    case = expected["chat"][2]  # stops after one token: .qual, <|im_end|>, forced <|endoftext|>
+    pieces = list(ref_model.chat_stream(tokenizer, case["query"], system=case["system"], do_sample=False,
+                                        max_new_tokens=REF_MAX_NEW_TOKENS))
+    assert pieces == [case["response"]] * 3
+    case = expected["chat"][0]
+    pieces = list(ref_model.chat_stream(tokenizer, case["query"], system=case["system"], do_sample=False,
+                                        max_new_tokens=5))
+    assert pieces == [tokenizer.decode(case["generated_ids"][:n], skip_special_tokens=True, errors="ignore")
+                      for n in range(1, 6)]
+
+
+def test_closing_a_stream_early_stops_generation(ref_model, tokenizer):
+    stream = ref_model.chat_stream(tokenizer, "Hello!", do_sample=False, max_new_tokens=400)
+    first = next(stream)
+    stream.close()
+    assert isinstance(first, str)
+    assert not [t for t in threading.enumerate() if t.name == "qwen-chat-stream"]
+
+
+def test_chat_defaults_come_from_the_checkpoint_generation_config(ref_model, tokenizer, monkeypatch):
+    seen = {}
+
+    def fake_generate(input_ids, generation_config=None, stop_words_ids=None, **kwargs):
+        seen.update(config=generation_config, stops=stop_words_ids, kwargs=kwargs)
+        return torch.cat([input_ids, torch.tensor([[EOD]])], dim=1)
+
+    monkeypatch.setattr(ref_model, "generate", fake_generate)
+    ref_model.chat(tokenizer, "Hi")
+    config = seen["config"]
+    assert (config.do_sample, config.top_p, config.top_k, config.max_new_tokens) == (True, 0.3, 0, 512)
+    assert seen["stops"] == [[IM_END], [IM_START]] and seen["kwargs"] == {}
+    ref_model.chat(tokenizer, "Hi", do_sample=False, max_new_tokens=7, stop_words_ids=[[11, 12]])
+    assert (seen["config"].do_sample, seen["config"].max_new_tokens) == (False, 7)
+    assert seen["stops"] == [[11, 12], [IM_END], [IM_START]]
+    assert ref_model.generation_config.max_new_tokens == 512  # the model's own config is untouched
+    with pytest.raises(ValueError, match="chatml"):
+        ref_model.chat(tokenizer, "Hi", generation_config=GenerationConfig(chat_format="raw"))
+
+
+def test_stop_words_processor_forces_eos_only_after_a_full_stop_sequence():
+    processor = StopWordsLogitsProcessor([[5, 6], [9]], eos_token_id=0)
+    input_ids = torch.tensor([[1, 5, 6], [1, 2, 6], [3, 4, 9], [6, 5, 5]])
+    scores = processor(input_ids, torch.zeros(4, 10))
+    assert scores[:, 0].tolist() == [FORCED_EOS_SCORE, 0.0, FORCED_EOS_SCORE, 0.0]
+    assert scores[:, 1:].abs().sum() == 0
+    with pytest.raises(ValueError):
+        StopWordsLogitsProcessor([[]], eos_token_id=0)

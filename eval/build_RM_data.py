@@ -1,0 +1,45 @@
+"""Reward-model training data from judge reviews (e.g. GPT-4 reviews from eval/GPT_review.py).
+
+Each review with a parseable score pair becomes one sample in the Qwen-VL fine-tuning format:
+the evaluator system prompt, the user turn "Picture 1: <img>IMAGE</img>\\n" + the exact judge
+prompt, and the review as the assistant turn. Reviews without a parseable score pair (or whose
+stored score disagrees with the text), samples without a review and missing images are listed on
+stderr and left out. Output: one JSON list for finetune/finetune.py (--data_path).
+"""
+import os, sys
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import argparse
+
+from mmrole.results import input_files
+from mmrole.rm_data import build_rm_data
+from mmrole.schema import SchemaError, print_problems
+from mmrole.store import atomic_write_json
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--input_dir", nargs="+", required=True,
+                        help="reviews folder(s), e.g. eval/gpt4_reviews/<model> (one per reviewed model)")
+    parser.add_argument("--input_file", default=None, help="only this file of each --input_dir")
+    parser.add_argument("--image_dir", default="images",
+                        help="image root; joined to each sample's image as in the prompt the judge saw")
+    parser.add_argument("--output_file", required=True, help="the training data (JSON list)")
+    parser.add_argument("--include_swapped", action="store_true", help="also use rm_review_swapped (from --swap)")
+    parser.add_argument("--no_image_check", action="store_true", help="do not require the images to exist here")
+    args = parser.parse_args(argv)
+    try:
+        inputs = [path for folder in args.input_dir for path in input_files(folder, args.input_file)]
+        samples, problems = build_rm_data(inputs, args.image_dir, include_swapped=args.include_swapped,
+                                          check_images=not args.no_image_check)
+    except SchemaError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    atomic_write_json(args.output_file, samples)
+    print(f"{len(samples)} training samples from {len(inputs)} file(s) -> {args.output_file}")
+    print_problems(problems, "left out")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

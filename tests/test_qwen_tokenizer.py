@@ -32,7 +32,8 @@ def expected(qwen_reference):
 
 
 def _mismatches(cases, compute, key):
-    return [(case.get("text", case.get("input")), compute(case), case[key]) for case in cases if compute(case) != case[key]]
+    wrong = [(case, compute(case)) for case in cases if compute(case) != case[key]]
+    return [(case.get("text", case.get("input")), got, case[key]) for case, got in wrong]
 
 
 # ---- ids and attributes -----------------------------------------------------------------------

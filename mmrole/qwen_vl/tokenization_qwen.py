@@ -43,6 +43,19 @@ EXTRAS = tuple(f"<|extra_{i}|>" for i in range(205))
 CHAT_SPECIAL_TOKENS = (ENDOFTEXT, IMSTART, IMEND) + EXTRAS
 # Positions between <img> and </img>: one per visual feature of the resampler.
 IMAGE_SPAN_LENGTH = 256
+# The tag strings (constructor arguments and attributes of the original tokenizer), in id order:
+# they get the ids 151851..151859, and this order is the original's `IMAGE_ST`.
+DEFAULT_TAGS = {
+    "ref_start_tag": "<ref>",
+    "ref_end_tag": "</ref>",
+    "box_start_tag": "<box>",
+    "box_end_tag": "</box>",
+    "quad_start_tag": "<quad>",
+    "quad_end_tag": "</quad>",
+    "image_start_tag": "<img>",
+    "image_end_tag": "</img>",
+    "image_pad_tag": "<imgpad>",
+}
 
 TokenType = Union[bytes, str]
 
@@ -123,35 +136,28 @@ def image_path_bytes(span_ids: Sequence[int], img_pad_id: int) -> bytes:
     return bytes(inner)
 
 
-def from_list_format(
-    list_format: Sequence[Dict[str, Any]],
-    image_start_tag: str = "<img>",
-    image_end_tag: str = "</img>",
-    ref_start_tag: str = "<ref>",
-    ref_end_tag: str = "</ref>",
-    box_start_tag: str = "<box>",
-    box_end_tag: str = "</box>",
-) -> str:
+def from_list_format(list_format: Sequence[Dict[str, Any]], tags: Dict[str, str] = DEFAULT_TAGS) -> str:
     """[{'image': p}, {'text': t}, {'ref': r, 'box': [[x1, y1, x2, y2], ...]}, ...] -> prompt text.
 
     Images are numbered `Picture N: <img>p</img>\n`; box coordinates are cut to integers (as `%d`
     does). Needs no vocabulary, so data scripts can format prompts without loading a tokenizer.
+    `tags` maps the DEFAULT_TAGS names to the tag strings.
     """
     text = ""
     num_images = 0
     for element in list_format:
         if "image" in element:
             num_images += 1
-            text += f"Picture {num_images}: {image_start_tag}{element['image']}{image_end_tag}\n"
+            text += f"Picture {num_images}: {tags['image_start_tag']}{element['image']}{tags['image_end_tag']}\n"
         elif "text" in element:
             text += element["text"]
         elif "box" in element:
             if "ref" in element:
-                text += ref_start_tag + element["ref"] + ref_end_tag
+                text += tags["ref_start_tag"] + element["ref"] + tags["ref_end_tag"]
             for box in element["box"]:
                 if len(box) != 4:
                     raise ValueError(f"a box needs 4 coordinates (x1, y1, x2, y2), got {box!r}")
-                text += box_start_tag + "(%d,%d),(%d,%d)" % tuple(box) + box_end_tag
+                text += tags["box_start_tag"] + "(%d,%d),(%d,%d)" % tuple(box) + tags["box_end_tag"]
         else:
             raise ValueError(f"unsupported list-format element {element!r} (expected image, text or box)")
     return text
@@ -179,41 +185,21 @@ class QWenTokenizer(PreTrainedTokenizer):
         self,
         vocab_file: Optional[str] = None,
         errors: str = "replace",
-        image_start_tag: str = "<img>",
-        image_end_tag: str = "</img>",
-        image_pad_tag: str = "<imgpad>",
-        ref_start_tag: str = "<ref>",
-        ref_end_tag: str = "</ref>",
-        box_start_tag: str = "<box>",
-        box_end_tag: str = "</box>",
-        quad_start_tag: str = "<quad>",
-        quad_end_tag: str = "</quad>",
         pad_token: Optional[str] = ENDOFTEXT,
         **kwargs: Any,
     ):
+        """`kwargs` may rename the tags (keys of DEFAULT_TAGS, e.g. image_start_tag="<img>"), as in the original;
+        the rest goes to transformers' tokenizer base class."""
         if vocab_file is None or not os.path.isfile(vocab_file):
             where = kwargs.get("name_or_path") or vocab_file
             # ValueError, not OSError: transformers replaces OSErrors from __init__ by a generic message.
             raise ValueError(f"QWenTokenizer needs the BPE ranks file {VOCAB_FILE_NAME}; not found at {where!r}")
         self.vocab_file = str(vocab_file)
         self.errors = errors
-        self.image_start_tag = image_start_tag
-        self.image_end_tag = image_end_tag
-        self.image_pad_tag = image_pad_tag
-        self.ref_start_tag = ref_start_tag
-        self.ref_end_tag = ref_end_tag
-        self.box_start_tag = box_start_tag
-        self.box_end_tag = box_end_tag
-        self.quad_start_tag = quad_start_tag
-        self.quad_end_tag = quad_end_tag
-        # Order fixes the ids 151851..151859.
-        self.IMAGE_ST = (
-            ref_start_tag, ref_end_tag,
-            box_start_tag, box_end_tag,
-            quad_start_tag, quad_end_tag,
-            image_start_tag, image_end_tag,
-            image_pad_tag,
-        )  # fmt: skip
+        tags = {name: kwargs.pop(name, default) for name, default in DEFAULT_TAGS.items()}
+        for name, value in tags.items():
+            setattr(self, name, value)
+        self.IMAGE_ST = tuple(tags.values())  # DEFAULT_TAGS order = id order
 
         self.mergeable_ranks = load_tiktoken_ranks(self.vocab_file)
         self.special_tokens = {
@@ -227,15 +213,13 @@ class QWenTokenizer(PreTrainedTokenizer):
         self.eod_id = self.special_tokens[ENDOFTEXT]
         self.im_start_id = self.special_tokens[IMSTART]
         self.im_end_id = self.special_tokens[IMEND]
-        self.ref_start_id = self.special_tokens[ref_start_tag]
-        self.ref_end_id = self.special_tokens[ref_end_tag]
-        self.box_start_id = self.special_tokens[box_start_tag]
-        self.box_end_id = self.special_tokens[box_end_tag]
-        self.quad_start_id = self.special_tokens[quad_start_tag]
-        self.quad_end_id = self.special_tokens[quad_end_tag]
-        self.img_start_id = self.special_tokens[image_start_tag]
-        self.img_end_id = self.special_tokens[image_end_tag]
-        self.img_pad_id = self.special_tokens[image_pad_tag]
+        (
+            self.ref_start_id, self.ref_end_id,
+            self.box_start_id, self.box_end_id,
+            self.quad_start_id, self.quad_end_id,
+            self.img_start_id, self.img_end_id,
+            self.img_pad_id,
+        ) = (self.special_tokens[tag] for tag in self.IMAGE_ST)  # fmt: skip
         # Kept by decode(skip_special_tokens=True, keep_image_special=True), as in the original.
         self.image_special_tokens = {
             self.ref_start_id, self.ref_end_id,
@@ -243,20 +227,7 @@ class QWenTokenizer(PreTrainedTokenizer):
             self.quad_start_id, self.quad_end_id,
         }  # fmt: skip
 
-        super().__init__(
-            errors=errors,
-            image_start_tag=image_start_tag,
-            image_end_tag=image_end_tag,
-            image_pad_tag=image_pad_tag,
-            ref_start_tag=ref_start_tag,
-            ref_end_tag=ref_end_tag,
-            box_start_tag=box_start_tag,
-            box_end_tag=box_end_tag,
-            quad_start_tag=quad_start_tag,
-            quad_end_tag=quad_end_tag,
-            pad_token=pad_token,
-            **kwargs,
-        )
+        super().__init__(errors=errors, pad_token=pad_token, **tags, **kwargs)
 
     def _build_encoding(self) -> tiktoken.Encoding:
         encoding = tiktoken.Encoding(
@@ -450,7 +421,7 @@ class QWenTokenizer(PreTrainedTokenizer):
         ids = [int(token_ids)] if isinstance(token_ids, int) else [int(i) for i in token_ids]
         unknown = [i for i in ids if i not in self.decoder]
         if unknown:
-            raise ValueError(f"cannot decode unknown token ids {unknown[:5]} (the vocabulary has ids 0..{len(self) - 1})")
+            raise ValueError(f"cannot decode unknown token ids {unknown[:5]} (vocabulary: ids 0..{len(self) - 1})")
         # Image spans are turned into ("byte", b) items for the path so they decode as text.
         items: List[Any] = ids
         if self.img_start_id in ids:
@@ -472,23 +443,15 @@ class QWenTokenizer(PreTrainedTokenizer):
     def from_list_format(self, list_format: Sequence[Dict[str, Any]]) -> str:
         """The prompt text of a list of elements (see the module-level `from_list_format`), with this
         tokenizer's tag strings."""
-        return from_list_format(
-            list_format,
-            image_start_tag=self.image_start_tag,
-            image_end_tag=self.image_end_tag,
-            ref_start_tag=self.ref_start_tag,
-            ref_end_tag=self.ref_end_tag,
-            box_start_tag=self.box_start_tag,
-            box_end_tag=self.box_end_tag,
-        )
+        return from_list_format(list_format, {name: getattr(self, name) for name in DEFAULT_TAGS})
 
     def to_list_format(self, text: str) -> List[Dict[str, str]]:
         """Prompt text -> list of {'text'|'image'|'ref'|'box'|'quad': str} elements (inverse of from_list_format)."""
         text = unicodedata.normalize("NFC", text)
         ids = self.tokenizer.encode(text, allowed_special=set(self.IMAGE_ST + (ENDOFTEXT,)))
-        keys = {self.img_start_id: "image", self.ref_start_id: "ref", self.box_start_id: "box", self.quad_start_id: "quad"}
         starts = (self.img_start_id, self.ref_start_id, self.box_start_id, self.quad_start_id)
         ends = (self.img_end_id, self.ref_end_id, self.box_end_id, self.quad_end_id)
+        keys = dict(zip(starts, ("image", "ref", "box", "quad")))
         spans = find_closed_spans(ids, starts, ends, what=f"the text {_preview(text)}", name_of=self._token_name)
 
         def tagged(span: Sequence[int]) -> List[Dict[str, str]]:
@@ -528,6 +491,7 @@ def register_with_auto_tokenizer() -> None:
 
 
 __all__ = [
+    "DEFAULT_TAGS",
     "IMAGE_SPAN_LENGTH",
     "QWenTokenizer",
     "VOCAB_FILE_NAME",

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
+from .qwen_vl.tokenization_qwen import from_list_format  # the user turn of Qwen-VL's fine-tuning format
 from .prompts import CURIOUS_HUMAN, HUMAN_SPEAKER, ROLEPLAY_SYSTEM, language_of, roleplay_prompt
 
 PathLike = Union[str, os.PathLike]
@@ -461,16 +462,10 @@ class InstructionSample:
         return {
             "id": self.id,
             "conversations": [
-                {"from": "user", "value": _picture_turn(image_prefix + self.image, self.prompt)},
+                {"from": "user", "value": from_list_format([{"image": image_prefix + self.image}, {"text": self.prompt}])},
                 {"from": "assistant", "value": self.target},
             ],
         }
-
-
-def _picture_turn(image_path: str, text: str) -> str:
-    # What Qwen-VL's from_list_format([{'image': p}, {'text': t}]) renders (protocol §2). To move
-    # next to the other protocol strings once a dependency-free home exists (notes/requests.md).
-    return f"Picture 1: <img>{image_path}</img>\n{text}"
 
 
 def dialogue_sample(dialogue: Dialogue, index: int, annotations: Annotations, profiles: Mapping[str, str]) -> InstructionSample:

@@ -1,0 +1,118 @@
+"""The `hf` backend: a local Qwen-VL-Chat-format checkpoint (full or LoRA), batched.
+
+Every request is rendered as the original scripts did: the query parts through
+`tokenizer.from_list_format` (an image becomes `Picture 1: <img>PATH</img>\n`, so the path string
+is part of the prompt tokens), the request's system prompt, history turns likewise. Requests are
+answered `batch_size` at a time in the order given, with `batch_chat_detailed` (left padding; per
+row positions, NTK and log-n, so greedy answers equal one-at-a-time `chat`). Callers that put
+requests sharing an image next to each other (the 8 judge requests of a sample) get each image
+encoded once per batch: the model encodes each distinct image path once per forward pass.
+
+Generation settings are the checkpoint's generation_config.json (as the original) unless
+GenerationParams overrides them: greedy -> do_sample=False; max_new_tokens, temperature, top_p,
+stop strings and the sampling seed when given.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+import torch
+
+from .base import Backend, BackendError, ChatRequest, ChatResult, GenerationParams
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _dtype(name: Union[str, torch.dtype, None]) -> Optional[torch.dtype]:
+    if name is None or isinstance(name, torch.dtype):
+        return name
+    if name not in DTYPES:
+        raise ValueError(f"unknown dtype {name!r}; expected one of {sorted(DTYPES)}")
+    return DTYPES[name]
+
+
+class HFBackend(Backend):
+    """model_path/use_lora/device/dtype go to `load_model_and_tokenizer`; or pass a loaded
+    (model, tokenizer). batch_size: requests per generate call."""
+
+    name = "hf"
+
+    def __init__(
+        self,
+        model_path: Optional[Union[str, os.PathLike]] = None,
+        *,
+        use_lora: bool = False,
+        device: Optional[str] = None,
+        dtype: Union[str, torch.dtype, None] = None,
+        batch_size: int = 8,
+        model: Any = None,
+        tokenizer: Any = None,
+    ):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if model is None:
+            from ..qwen_vl.loading import load_model_and_tokenizer
+
+            model, tokenizer = load_model_and_tokenizer(model_path, use_lora=use_lora, device=device, dtype=_dtype(dtype))
+        self.model, self.tokenizer = model, tokenizer
+        self.batch_size = batch_size
+
+    def render(self, request: ChatRequest) -> Tuple[str, List[Tuple[str, str]]]:
+        """(query text, history) exactly as the original scripts gave them to `model.chat`."""
+        query = self.tokenizer.from_list_format(list(request.query))
+        history = [(self.tokenizer.from_list_format(list(turn)), reply) for turn, reply in request.history]
+        return query, history
+
+    def generation_kwargs(self, params: GenerationParams) -> Dict[str, Any]:
+        """Overrides of the checkpoint's generation config; empty = the checkpoint's settings."""
+        kwargs: Dict[str, Any] = {}
+        if params.greedy:
+            kwargs["do_sample"] = False
+        else:
+            if params.temperature is not None:
+                kwargs["temperature"] = params.temperature
+            if params.top_p is not None:
+                kwargs["top_p"] = params.top_p
+        if params.max_new_tokens is not None:
+            kwargs["max_new_tokens"] = params.max_new_tokens
+        if params.stop:
+            kwargs["stop_words_ids"] = [self.tokenizer.encode(s) for s in params.stop]
+        return kwargs
+
+    def generate_iter(
+        self, requests: Sequence[ChatRequest], params: GenerationParams
+    ) -> Iterator[Tuple[int, Union[ChatResult, BackendError]]]:
+        kwargs = self.generation_kwargs(params)
+        for start in range(0, len(requests), self.batch_size):
+            chunk = requests[start : start + self.batch_size]
+            if not params.greedy and params.seed is not None:
+                torch.manual_seed(params.seed)  # sampling repeatable per batch
+            try:
+                results: List[Union[ChatResult, BackendError]] = list(self._answer(chunk, kwargs))
+            except (OSError, ValueError) as e:  # e.g. an unreadable image: redo this batch row by row
+                results = [self._answer_alone(r, kwargs) for r in chunk] if len(chunk) > 1 else [_error(chunk[0], e)]
+            for offset, result in enumerate(results):
+                yield start + offset, result
+
+    def _answer(self, chunk: Sequence[ChatRequest], kwargs: Dict[str, Any]) -> List[ChatResult]:
+        from ..qwen_vl.generation import batch_chat_detailed
+
+        rendered = [self.render(r) for r in chunk]
+        with torch.inference_mode():
+            generations = batch_chat_detailed(
+                self.model, self.tokenizer, [q for q, _ in rendered], [h for _, h in rendered],
+                [r.system for r in chunk], batch_size=None, **kwargs)
+        return [ChatResult(text=g.response, finish_reason=g.finish_reason, prompt_tokens=g.prompt_tokens,
+                           completion_tokens=g.completion_tokens) for g in generations]
+
+    def _answer_alone(self, request: ChatRequest, kwargs: Dict[str, Any]) -> Union[ChatResult, BackendError]:
+        try:
+            return self._answer([request], kwargs)[0]
+        except (OSError, ValueError) as e:
+            return _error(request, e)
+
+
+def _error(request: ChatRequest, error: Exception) -> BackendError:
+    return BackendError(f"{type(error).__name__}: {error}", key=request.key)

@@ -200,3 +200,15 @@ def test_lora_adapter_folder_loads_its_base_and_applies_the_adapter(tiny_dir, tm
     monkeypatch.setattr(loading, "MODEL_WEIGHTS_DIR", tmp_path / "nowhere")
     with pytest.raises(FileNotFoundError, match="is not a local folder"):
         load_model_and_tokenizer(adapter_dir, use_lora=True)
+
+
+def test_half_precision_loads_every_parameter_in_that_dtype_and_chats(tiny_dir, qwen_reference, monkeypatch):
+    """bf16/fp16 as on a GPU (run here on CPU): no parameter stays float32 and an image chat runs."""
+    monkeypatch.chdir(qwen_reference)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
+    query = tokenizer.from_list_format([{"image": "images/shapes_64x48.png"}, {"text": "What is it?"}])
+    for dtype in (torch.bfloat16, torch.float16):
+        model, _ = load_model_and_tokenizer(tiny_dir, dtype=dtype)
+        assert {p.dtype for p in model.parameters()} == {dtype}
+        answers = model.batch_chat(tokenizer, [query, "Hi"], do_sample=False, max_new_tokens=2)
+        assert len(answers) == 2 and all(isinstance(a, str) for a in answers)

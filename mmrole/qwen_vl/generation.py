@@ -106,10 +106,12 @@ def _setup(model, tokenizer, generation_config, stop_words_ids, kwargs) -> _Chat
         )
     kwargs = dict(kwargs)
     max_window_size = kwargs.pop("max_window_size", None) or config.max_window_size
+    if not kwargs.get("do_sample", config.do_sample):
+        # Greedy ignores the checkpoint's sampling settings. Reset them to transformers' neutral values (None
+        # would be refilled from the checkpoint) so that it does not warn about unused flags on every call.
+        config.top_p, config.top_k, config.temperature = 1.0, 50, 1.0
     model_kwargs = config.update(**kwargs)  # generation settings go into the config, the rest to the model
     config.return_dict_in_generate = False  # the chat functions read plain id tensors
-    if not config.do_sample:  # greedy ignores the checkpoint's sampling settings; drop them to avoid warnings
-        config.top_p = config.top_k = config.temperature = None
     stops = [list(seq) for seq in (stop_words_ids or [])] + get_stop_words_ids(chat_format, tokenizer)
     return _ChatSetup(config, max_window_size, stops, model_kwargs)
 

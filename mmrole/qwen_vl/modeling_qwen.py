@@ -116,6 +116,13 @@ class AttentionInputs:
     mask: Optional[torch.Tensor]
     is_causal: bool
 
+    def to(self, device: torch.device) -> "AttentionInputs":
+        """A copy on `device` (blocks of a model spread with device_map may live on other devices)."""
+        if self.cos.device == device:
+            return self
+        move = lambda t: t.to(device) if t is not None else None  # noqa: E731
+        return AttentionInputs(move(self.cos), move(self.sin), move(self.logn), move(self.mask), self.is_causal)
+
 
 class QWenAttention(nn.Module):
     def __init__(self, config: QWenConfig, layer_idx: int):
@@ -205,6 +212,7 @@ class QWenBlock(GradientCheckpointingLayer):
         output_attentions: bool = False,
     ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """hidden_states: [B, T, C] -> ([B, T, C], attention weights or None)."""
+        attn = attn.to(hidden_states.device)
         attn_out, weights = self.attn(self.ln_1(hidden_states), attn, past_key_values, output_attentions)
         hidden_states = hidden_states + attn_out
         return hidden_states + self.mlp(self.ln_2(hidden_states)), weights

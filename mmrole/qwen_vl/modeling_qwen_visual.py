@@ -128,7 +128,8 @@ class Resampler(nn.Module):
             raise ValueError(f"the resampler needs a square number of queries, got {n_queries}")
         self.n_queries = n_queries
         # Kept as a frozen Parameter (not a buffer) like the original, so ZeRO-3 and device maps treat it alike.
-        self.pos_embed = nn.Parameter(sincos_2d_table(embed_dim, grid_side), requires_grad=False)
+        table = sincos_2d_table(embed_dim, grid_side).to(torch.get_default_dtype())  # the model's load dtype
+        self.pos_embed = nn.Parameter(table, requires_grad=False)
         self.query = nn.Parameter(torch.zeros(n_queries, embed_dim))
         self.kv_proj = nn.Linear(kv_dim, embed_dim, bias=False) if kv_dim != embed_dim else nn.Identity()
         self.attn = nn.MultiheadAttention(embed_dim, max(1, embed_dim // RESAMPLER_HEAD_DIM), batch_first=True)
@@ -137,9 +138,10 @@ class Resampler(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: [N, L, kv_dim] patch features -> [N, n_queries, embed_dim]."""
-        key_pos = resize_square_table(self.pos_embed, x.size(1))
+        pos_embed = self.pos_embed.to(x.dtype)
+        key_pos = resize_square_table(pos_embed, x.size(1))
         x = self.ln_kv(self.kv_proj(x))
-        queries = (self.ln_q(self.query) + self.pos_embed).unsqueeze(0).expand(x.size(0), -1, -1)
+        queries = (self.ln_q(self.query) + pos_embed).unsqueeze(0).expand(x.size(0), -1, -1)
         out, _ = self.attn(queries, x + key_pos.unsqueeze(0), x, need_weights=False)
         return out
 

@@ -60,7 +60,7 @@ class TinySizes:
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
         if self.hidden_size % 4:
-            raise ValueError(f"hidden_size must be a multiple of 4 (the resampler's sin-cos table), got {self.hidden_size}")
+            raise ValueError(f"hidden_size must be a multiple of 4 (resampler sin-cos table), got {self.hidden_size}")
         if self.vision_width % self.vision_heads:
             raise ValueError(f"vision_width {self.vision_width} is not divisible by vision_heads {self.vision_heads}")
         if self.image_size % 14:

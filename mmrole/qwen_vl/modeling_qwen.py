@@ -390,7 +390,9 @@ class QWenModel(QWenPreTrainedModel):
             image_index = [unique_paths.index(path) for path in paths]
         else:
             if len(pixel_values) != len(spans):
-                raise ValueError(f"pixel_values holds {len(pixel_values)} images but input_ids has {len(spans)} <img> spans")
+                raise ValueError(
+                    f"pixel_values holds {len(pixel_values)} images but input_ids has {len(spans)} <img> spans"
+                )
             pixels, image_index = _dedupe_pixels(pixel_values, paths)
         features = self.visual(pixels).to(device=hidden_states.device, dtype=hidden_states.dtype)
         hidden_states = hidden_states.clone()
@@ -472,7 +474,10 @@ def _dedupe_pixels(pixel_values: torch.Tensor, paths: Sequence[str]) -> Tuple[to
     kept: List[int] = []
     index: List[int] = []
     for i, path in enumerate(paths):
-        match = next((k for k, j in enumerate(kept) if paths[j] == path and torch.equal(pixel_values[j], pixel_values[i])), None)
+        match = next(
+            (k for k, j in enumerate(kept) if paths[j] == path and torch.equal(pixel_values[j], pixel_values[i])),
+            None,
+        )
         if match is None:
             kept.append(i)
             match = len(kept) - 1
@@ -594,7 +599,9 @@ class QWenLMHeadModel(QWenPreTrainedModel, GenerationMixin):
         stop_words_ids = kwargs.pop("stop_words_ids", None) or getattr(config, "stop_words_ids", None)
         eos_token_id = kwargs.get("eos_token_id", config.eos_token_id)
         logits_processor = add_stop_words_processor(logits_processor, stop_words_ids, eos_token_id)
-        return super().generate(inputs, generation_config=generation_config, logits_processor=logits_processor, **kwargs)
+        return super().generate(
+            inputs, generation_config=generation_config, logits_processor=logits_processor, **kwargs
+        )
 
     def chat(self, tokenizer, query, history=None, system="You are a helpful assistant.", **kwargs):
         """The original chat API; see mmrole.qwen_vl.generation.chat."""

@@ -34,10 +34,11 @@ def write_json(path: Path, obj) -> None:
     path.write_text(json.dumps(obj, ensure_ascii=False, indent=4), encoding="utf-8")
 
 
-def _line(name: str, chinese: bool, k: int, turn: int) -> str:
+def _line(name: str, chinese: bool, k: int, turn: int, source: str) -> str:
+    picture = "照片" if source == "COCO" else "画面"
     if chinese:
-        return f"{name}说：这幅画面真有意思，第{k}段第{turn}句，俺看了心里欢喜。"
-    return f"{name} says: what a picture, part {k}, line {turn}. Reminds me of the old days."
+        return f"{name}说：这幅{picture}真有意思，第{k}段第{turn}句，俺看了心里欢喜。"
+    return f"{name} says: what a {source} picture, part {k}, line {turn}. Reminds me of the old days."
 
 
 def _image(script: str, source: str, k: int) -> str:
@@ -46,15 +47,16 @@ def _image(script: str, source: str, k: int) -> str:
     return f"{SCRIPT_FOLDERS[script]}/{k + 1:02d}.jpg"
 
 
-def _conversation(dialogue_type: str, owner: str, partner: str, chinese: bool, k: int, rounds: int) -> List[dict]:
+def _conversation(dialogue_type: str, owner: str, partner: str, chinese: bool, k: int, rounds: int,
+                  source: str) -> List[dict]:
     if dialogue_type == "comment":
         return [{"from": "human", "value": QUESTIONS["Chinese" if chinese else "English"]},
-                {"role": owner, "value": _line(owner, chinese, k, 1)}]
+                {"role": owner, "value": _line(owner, chinese, k, 1, source)}]
     first = "human" if dialogue_type == "human-role" else partner
     turns = []
     for turn in range(2 * rounds):
         speaker = first if turn % 2 == 0 else owner
-        turns.append({"role": speaker, "value": _line(speaker if speaker != "human" else "Visitor", chinese, k, turn)})
+        turns.append({"role": speaker, "value": _line(speaker if speaker != "human" else "Visitor", chinese, k, turn, source)})
     return turns
 
 
@@ -67,7 +69,8 @@ def _record(dialogue_type: str, script: str, owner: str, source: str, k, image: 
     record = {"id": dialogue_id, "image": image}
     if annotation:
         record.update({f: annotation[f] for f in ("role_info", "place_info", "scene_info")})
-    record["conversations"] = _conversation(dialogue_type, owner, partner, chinese, k or 0, rounds=2 + (k or 0) % 2)
+    record["conversations"] = _conversation(dialogue_type, owner, partner, chinese, k or 0,
+                                          rounds=2 + (k or 0) % 2, source=source)
     return record
 
 
@@ -125,3 +128,24 @@ def edit_json(path: Path, change) -> None:
     obj = json.loads(path.read_text(encoding="utf-8"))
     change(obj)
     write_json(path, obj)
+
+
+def raw_records(data_root: Path):
+    """Every dialogue record under data_root/dialogues by id, read with plain json (an oracle)."""
+    records = {}
+    for path in sorted((data_root / "dialogues").rglob("*.json")):
+        for record in json.loads(path.read_text(encoding="utf-8")):
+            records[record["id"]] = record
+    return records
+
+
+def train_ids(path: Path):
+    """Sample ids of train.json, read line by line (one sample a line; the file is ~450 MB)."""
+    ids = []
+    with path.open(encoding="utf-8") as f:
+        assert f.readline() == "[\n"
+        for line in f:
+            if line.strip() == "]":
+                break
+            ids.append(json.loads(line.rstrip().rstrip(","))["id"])
+    return ids

@@ -9,7 +9,7 @@ import pytest
 
 from mmrole.data_build import BuildOptions, build, choose_test_samples, load_data, BuildResult
 from mmrole.raw_data import DIALOGUE_TYPES
-from tests.data_prep_support import IN_ROLES, OUT_ROLES, dialogue_file, edit_json, make_raw_tree
+from tests.data_prep_support import OUT_ROLES, dialogue_file, edit_json, make_raw_tree, raw_records, train_ids
 
 # Published samples / with a dialogue in the raw snapshot / rebuilt identically / data errors.
 # 216: the shared snapshot (In-Test only, in-distribution data only). 294: the full release with
@@ -33,14 +33,6 @@ def published_samples(reference: Path):
     return samples
 
 
-def raw_records(data_root: Path):
-    records = {}
-    for path in sorted((data_root / "dialogues").rglob("*.json")):
-        for record in json.loads(path.read_text(encoding="utf-8")):
-            records[record["id"]] = record
-    return records
-
-
 def is_self_talk(published: dict, raw: dict) -> bool:
     speakers = {turn.get("role", turn.get("from")) for turn in raw.get("conversations") or []}
     return published["role"] == published["other_role"] or len(speakers) == 1
@@ -49,18 +41,6 @@ def is_self_talk(published: dict, raw: dict) -> bool:
 def type_of(sample_id: str) -> str:
     return ("comment" if "_comment_" in sample_id else
             "human-role" if "_human-role-dialogue_" in sample_id else "inter-role")
-
-
-def train_ids(path: Path):
-    """Sample ids of train.json, read line by line (one sample a line; the file is ~450 MB)."""
-    ids = []
-    with path.open(encoding="utf-8") as f:
-        assert f.readline() == "[\n"
-        for line in f:
-            if line.strip() == "]":
-                break
-            ids.append(json.loads(line.rstrip().rstrip(","))["id"])
-    return ids
 
 
 # --- the published split on the real data ----------------------------------------------------------
@@ -220,7 +200,7 @@ def test_training_format_and_annotation_quirk(tree, tmp_path):
     assert ("The auxiliary information of the image is as follows:\n - Character information: From left to right "
             "are the heroes of Toy Story.\n - Place information: A quiet room.\n - Scene information: They talk."
             ) in user["value"]
-    assert assistant["value"] == "Woody says: what a picture, part 0, line 1. Reminds me of the old days."
+    assert assistant["value"] == "Woody says: what a script picture, part 0, line 1. Reminds me of the old days."
     assert set(sample) == {"id", "conversations"}
     # human-role: one sample per character turn; inter-role: one per turn
     human = [s["id"] for s in train if s["id"].startswith("Woody_human-role-dialogue_COCO_1_")]

@@ -1,0 +1,127 @@
+"""RM_review.py with the hf backend on the tiny reference checkpoint.
+
+Reference: the original RM_review procedure run with the project's Qwen-VL, one request at a time:
+`model.generation_config.do_sample = False`, then for each sample and each metric
+`model.chat(tokenizer, query=from_list_format([{'image': os.path.join(image_dir, image)},
+{'text': judge prompt}]), history=None, system=<evaluator system>)`, parsed as the original did.
+The checkpoint copy's generation_config.json says max_new_tokens 16 (see test_inference_hf.py).
+"""
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from mmrole.metrics import METRIC_NAMES, parse_score_pair
+from mmrole.prompts import EVALUATOR_SYSTEM, judge_prompt
+
+from test_inference_hf import REFERENCE_IMAGES, tiny_checkpoint
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "eval"))
+import RM_review  # noqa: E402
+
+MODEL, NAME, PICKS = "yi-vl-6b", "human-role_test.json", (3, 40)
+
+
+@pytest.fixture(scope="module")
+def setup(mmrole_reference, qwen_reference, tmp_path_factory):
+    from mmrole.qwen_vl.loading import load_model_and_tokenizer
+
+    root = tmp_path_factory.mktemp("rm_review_hf")
+    checkpoint = tiny_checkpoint(qwen_reference, root / "ckpt")
+    answers = json.loads((mmrole_reference / "in-test_answers" / MODEL / NAME).read_text(encoding="utf-8"))
+    samples = [answers[i] for i in PICKS]
+    (root / "answers").mkdir()
+    (root / "answers" / NAME).write_text(json.dumps(samples, ensure_ascii=False, indent=4), encoding="utf-8")
+    image_dir = root / "images"
+    for i, sample in enumerate(samples):
+        (image_dir / sample["image"]).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(qwen_reference / "images" / REFERENCE_IMAGES[i % 3], image_dir / sample["image"])
+    model, tokenizer = load_model_and_tokenizer(checkpoint, device="cpu")
+    model.generation_config.do_sample = False
+    expected = []
+    for sample in samples:
+        turn = sample["conversations"][1]
+        reviews = {}
+        for metric in METRIC_NAMES:
+            text = judge_prompt(question=sample["conversations"][0]["value"], answer_a=turn["answer"],
+                                answer_b=turn["value"], role=sample["role"], script=sample["script"],
+                                other_role=sample["other_role"], metric=metric)
+            query = tokenizer.from_list_format([{"image": os.path.join(str(image_dir), sample["image"])}, {"text": text}])
+            review, _ = model.chat(tokenizer, query=query, history=None, system=EVALUATOR_SYSTEM)
+            pair = parse_score_pair(review)
+            reviews[metric] = {"review": review, "score": list(pair) if pair else {}}
+        expected.append(dict(sample, rm_review=reviews))
+    return dict(root=root, checkpoint=checkpoint, image_dir=image_dir, samples=samples, expected=expected,
+                model=model, tokenizer=tokenizer)
+
+
+def test_batched_no_random_reviews_equal_the_original_procedure(setup, capsys):
+    out = setup["root"] / "reviews"
+    assert RM_review.main(["--model_path", str(setup["checkpoint"]), "--image_dir", str(setup["image_dir"]),
+                           "--input_dir", str(setup["root"] / "answers"), "--output_dir", str(out),
+                           "--no_random", "--batch_size", "16", "--no_progress"]) == 0
+    reviews = json.loads((out / NAME).read_text(encoding="utf-8"))
+    assert reviews == setup["expected"]
+    assert all(r["review"] for s in reviews for r in s["rm_review"].values())
+    # A random model writes no "[Scores]:": every review is a reported parse failure, never a score.
+    err = capsys.readouterr().err
+    assert err.count("no score pair in the review after 1 ask(s)") == 16
+
+
+def test_each_image_is_encoded_once_per_sample(setup):
+    from mmrole.backends.base import GenerationParams
+    from mmrole.backends.hf import HFBackend
+    from mmrole.results import input_files
+    from mmrole.review import ReviewConfig, review_files
+
+    encoded = []
+    hook = setup["model"].transformer.visual.register_forward_hook(lambda m, args, out: encoded.append(len(args[0])))
+    try:
+        backend = HFBackend(model=setup["model"], tokenizer=setup["tokenizer"], batch_size=8)
+        config = ReviewConfig(image_dir=str(setup["image_dir"]), params=GenerationParams(greedy=True, max_new_tokens=2),
+                              progress=False)
+        review_files(input_files(setup["root"] / "answers", None), setup["root"] / "once", backend, config)
+    finally:
+        hook.remove()
+    assert encoded == [1, 1]  # two samples, 8 requests each in one batch: one image encoding per sample
+
+
+def test_parse_retries_sample_again_and_resume_after_a_kill(setup):
+    from mmrole.backends.base import GenerationParams
+    from mmrole.backends.hf import HFBackend
+    from mmrole.results import input_files
+    from mmrole.review import ReviewConfig, review_files
+
+    class DyingBackend(HFBackend):
+        batches_left = None
+
+        def _answer(self, chunk, kwargs):
+            if self.batches_left == 0:
+                raise KeyboardInterrupt("simulated kill")
+            if self.batches_left is not None:
+                self.batches_left -= 1
+            return super()._answer(chunk, kwargs)
+
+    inputs = input_files(setup["root"] / "answers", None)
+    config = ReviewConfig(image_dir=str(setup["image_dir"]), params=GenerationParams(greedy=True, max_new_tokens=6),
+                          parse_retries=1, progress=False)
+    full = setup["root"] / "full"
+    [summary] = review_files(inputs, full, HFBackend(model=setup["model"], tokenizer=setup["tokenizer"], batch_size=16),
+                             config)
+    journal = [json.loads(line) for line in (full / f"{Path(NAME).stem}.journal.jsonl").read_text().splitlines()]
+    assert len(journal) == 32 and all(r["attempts"] == 2 for r in journal[16:])  # each asked twice
+    assert len(summary.failed) == 16 and all("after 2 ask(s)" in p.message for p in summary.failed)
+
+    resumed = setup["root"] / "resumed"
+    dying = DyingBackend(model=setup["model"], tokenizer=setup["tokenizer"], batch_size=4)
+    dying.batches_left = 3
+    with pytest.raises(KeyboardInterrupt):
+        review_files(inputs, resumed, dying, config)
+    review_files(inputs, resumed, HFBackend(model=setup["model"], tokenizer=setup["tokenizer"], batch_size=16), config)
+    # Greedy first asks are batch-independent; the sampled retry round is one batch of 16 with the
+    # same seed in both runs, so even the retries agree.
+    assert (resumed / NAME).read_bytes() == (full / NAME).read_bytes()

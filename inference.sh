@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Answers of an MRPA for In-Test and Out-Test (run from the repository root).
+# Usage: bash inference.sh [MODEL_NAME [MODEL_PATH]] [-- extra inference.py flags]
+#   e.g. bash inference.sh mmrole-agent model_weights/MMRole-Agent -- --no_random --batch_size 8
+#   API models: bash inference.sh gpt-4-turbo "" -- --backend openai --model gpt-4-turbo
+set -euo pipefail
+MODEL="${1:-mmrole-agent}"
+MODEL_PATH="${2:-model_weights/MMRole-Agent}"
+shift $(( $# < 2 ? $# : 2 )); [ "${1:-}" = "--" ] && shift
+python inference.py --model_path "$MODEL_PATH" --input_dir data/test/in-distribution \
+    --output_dir "eval/in-test_answers/$MODEL" "$@"
+python inference.py --model_path "$MODEL_PATH" --input_dir data/test/out-of-distribution \
+    --output_dir "eval/out-test_answers/$MODEL" "$@"

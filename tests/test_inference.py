@@ -107,3 +107,32 @@ def test_help_names_the_original_flags(capsys):
     for flag in ("--model_path", "--image_dir", "--input_dir", "--input_file", "--output_dir", "--no_random",
                  "--use_lora", "--backend", "--batch_size", "--max_new_tokens"):
         assert flag in text
+
+
+def test_openai_backend_end_to_end_against_the_stub(mmrole_reference, tmp_path, monkeypatch, capsys):
+    """inference.py --backend openai: the endpoint gets the role-play system, the image, the prompt."""
+    import base64
+
+    from PIL import Image
+
+    from tests.openai_stub import OpenAIStub
+
+    name = "comment_test.json"
+    test_dir, image_dir, answers = _test_file(tmp_path, mmrole_reference, "gpt-4-turbo", name, n=3)
+    samples = json.loads((test_dir / name).read_text())
+    for sample in samples:
+        Image.new("RGB", (3, 3), (1, 2, 3)).save(image_dir / sample["image"], format="PNG")
+    by_prompt = {s["conversations"][0]["value"]: answers[(s["id"],)] for s in samples}
+    monkeypatch.setenv("AGENT_KEY", "sk-agent-secret-000111")
+    with OpenAIStub(lambda request: by_prompt[request.user_text]) as stub:
+        assert inference.main(["--backend", "openai", "--model", "some-mrpa", "--base_url", stub.base_url,
+                               "--api_key_env", "AGENT_KEY", "--image_dir", str(image_dir), "--input_dir",
+                               str(test_dir), "--output_dir", str(tmp_path / "out"), "--no_progress"]) == 0
+    expected = json.loads((mmrole_reference / "in-test_answers" / "gpt-4-turbo" / name).read_text())[:3]
+    assert json.loads((tmp_path / "out" / name).read_text()) == expected
+    assert len(stub.completion_requests) == 3
+    for request in stub.completion_requests:
+        assert request.system_prompt == ROLEPLAY_SYSTEM and request.model == "some-mrpa"
+        [url] = request.image_urls
+        assert base64.b64decode(url.split(",", 1)[1]) == (image_dir / samples[0]["image"]).read_bytes()
+    assert "sk-agent-secret" not in capsys.readouterr().err

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
-from .qwen_vl.tokenization_qwen import from_list_format  # the user turn of Qwen-VL's fine-tuning format
+from .list_format import from_list_format  # the user turn of Qwen-VL's fine-tuning format
 from .prompts import CURIOUS_HUMAN, HUMAN_SPEAKER, ROLEPLAY_SYSTEM, language_of, roleplay_prompt
 
 PathLike = Union[str, os.PathLike]

@@ -17,7 +17,7 @@ from typing import List, Sequence, Tuple, Union
 from .jobs import missing_image_problems
 from .metrics import ABBR_OF, METRIC_NAMES, parse_score_pair
 from .prompts import EVALUATOR_SYSTEM
-from .qwen_vl.tokenization_qwen import from_list_format
+from .list_format import from_list_format
 from .review import NORMAL, SWAPPED, review_request
 from .schema import REVIEW_KEY, SWAPPED_REVIEW_KEY, Problem, score_pair_of, load_test_samples
 

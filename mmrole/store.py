@@ -8,34 +8,41 @@ in flight; a torn last line (killed mid-write) is ignored and redone.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any, Dict, Hashable, Iterator, Optional, Tuple, Union
+from typing import Any, Dict, Hashable, Iterator, Optional, TextIO, Tuple, Union
 
 PathLike = Union[str, os.PathLike]
 Key = Tuple[Hashable, ...]
 
 
-def atomic_write_text(path: PathLike, text: str) -> None:
-    """Write `text` to `path` so that readers see the old file or the new one, never a part."""
+@contextlib.contextmanager
+def atomic_text_writer(path: PathLike) -> Iterator[TextIO]:
+    """A text file written in pieces that appears under `path` only once complete: readers see
+    the old file or the new one, never a part; an exception or a kill leaves the old file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise
+
+
+def atomic_write_text(path: PathLike, text: str) -> None:
+    """Write `text` to `path` atomically (see atomic_text_writer)."""
+    with atomic_text_writer(path) as f:
+        f.write(text)
 
 
 def atomic_write_json(path: PathLike, obj: Any, *, indent: Optional[int] = 4) -> None:

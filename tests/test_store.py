@@ -47,3 +47,19 @@ def test_atomic_write_json_leaves_no_temp_files(tmp_path):
     assert json.loads(target.read_text(encoding="utf-8")) == [{"name": "孙悟空"}]
     assert "孙悟空" in target.read_text(encoding="utf-8")
     assert [p.name for p in target.parent.iterdir()] == ["x.json"]
+
+
+def test_atomic_text_writer_keeps_old_file_on_error(tmp_path):
+    from mmrole.store import atomic_text_writer
+
+    target = tmp_path / "train.json"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_text_writer(target) as f:
+            f.write("new, partial")
+            raise RuntimeError("killed")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["train.json"]
+    with atomic_text_writer(target) as f:
+        f.write("new")
+    assert target.read_text() == "new"

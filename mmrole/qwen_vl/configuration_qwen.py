@@ -28,6 +28,8 @@ class QWenConfig(PretrainedConfig):
     """
 
     model_type = "qwen"
+    # AutoTokenizer falls back to this when a folder has no tokenizer_config.json.
+    tokenizer_class = "QWenTokenizer"
     keys_to_ignore_at_inference = ["past_key_values"]
 
     def __init__(

@@ -28,6 +28,8 @@ from typing import Any, Callable, Collection, Dict, Iterable, List, Optional, Se
 import tiktoken
 from transformers import AddedToken, PreTrainedTokenizer
 
+from ..list_format import DEFAULT_TAGS, from_list_format  # noqa: F401  (re-exported)
+
 VOCAB_FILE_NAME = "qwen.tiktoken"
 VOCAB_FILES_NAMES = {"vocab_file": VOCAB_FILE_NAME}
 
@@ -43,20 +45,6 @@ EXTRAS = tuple(f"<|extra_{i}|>" for i in range(205))
 CHAT_SPECIAL_TOKENS = (ENDOFTEXT, IMSTART, IMEND) + EXTRAS
 # Positions between <img> and </img>: one per visual feature of the resampler.
 IMAGE_SPAN_LENGTH = 256
-# The tag strings (constructor arguments and attributes of the original tokenizer), in id order:
-# they get the ids 151851..151859, and this order is the original's `IMAGE_ST`.
-DEFAULT_TAGS = {
-    "ref_start_tag": "<ref>",
-    "ref_end_tag": "</ref>",
-    "box_start_tag": "<box>",
-    "box_end_tag": "</box>",
-    "quad_start_tag": "<quad>",
-    "quad_end_tag": "</quad>",
-    "image_start_tag": "<img>",
-    "image_end_tag": "</img>",
-    "image_pad_tag": "<imgpad>",
-}
-
 TokenType = Union[bytes, str]
 
 
@@ -134,33 +122,6 @@ def image_path_bytes(span_ids: Sequence[int], img_pad_id: int) -> bytes:
     if bad:
         raise ValueError(f"image span holds ids that are not bytes: {bad[:5]}")
     return bytes(inner)
-
-
-def from_list_format(list_format: Sequence[Dict[str, Any]], tags: Dict[str, str] = DEFAULT_TAGS) -> str:
-    """[{'image': p}, {'text': t}, {'ref': r, 'box': [[x1, y1, x2, y2], ...]}, ...] -> prompt text.
-
-    Images are numbered `Picture N: <img>p</img>\n`; box coordinates are cut to integers (as `%d`
-    does). Needs no vocabulary, so data scripts can format prompts without loading a tokenizer.
-    `tags` maps the DEFAULT_TAGS names to the tag strings.
-    """
-    text = ""
-    num_images = 0
-    for element in list_format:
-        if "image" in element:
-            num_images += 1
-            text += f"Picture {num_images}: {tags['image_start_tag']}{element['image']}{tags['image_end_tag']}\n"
-        elif "text" in element:
-            text += element["text"]
-        elif "box" in element:
-            if "ref" in element:
-                text += tags["ref_start_tag"] + element["ref"] + tags["ref_end_tag"]
-            for box in element["box"]:
-                if len(box) != 4:
-                    raise ValueError(f"a box needs 4 coordinates (x1, y1, x2, y2), got {box!r}")
-                text += tags["box_start_tag"] + "(%d,%d),(%d,%d)" % tuple(box) + tags["box_end_tag"]
-        else:
-            raise ValueError(f"unsupported list-format element {element!r} (expected image, text or box)")
-    return text
 
 
 class QWenTokenizer(PreTrainedTokenizer):

@@ -1,0 +1,57 @@
+"""`import mmrole` registers Qwen-VL with the Auto classes, but only once transformers is imported:
+model-free modules must not pull in torch or transformers."""
+
+import subprocess
+import sys
+
+import pytest
+
+
+def _run(code: str, repo_root) -> str:
+    result = subprocess.run([sys.executable, "-c", code], cwd=repo_root, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout.strip()
+
+
+def test_model_free_modules_do_not_import_torch(repo_root):
+    out = _run(
+        "import sys, mmrole, mmrole.prompts, mmrole.metrics, mmrole.store, mmrole.list_format\n"
+        "print('torch' in sys.modules, 'transformers' in sys.modules)",
+        repo_root,
+    )
+    assert out == "False False"
+
+
+@pytest.mark.parametrize(
+    "imports",
+    [
+        "import mmrole\nfrom transformers import AutoConfig, AutoTokenizer, AutoModelForCausalLM",
+        "import transformers\nimport mmrole\nfrom transformers import AutoConfig, AutoTokenizer, AutoModelForCausalLM",
+        "from mmrole.qwen_vl.modeling_qwen import QWenLMHeadModel\n"
+        "from transformers import AutoConfig, AutoTokenizer, AutoModelForCausalLM",
+    ],
+    ids=["mmrole-first", "transformers-first", "submodule-first"],
+)
+def test_auto_classes_load_a_qwen_folder_after_import_mmrole(imports, repo_root, qwen_reference):
+    folder = qwen_reference / "tiny-qwen-vl-chat"
+    out = _run(
+        f"{imports}\n"
+        f"c = AutoConfig.from_pretrained({str(folder)!r})\n"
+        f"t = AutoTokenizer.from_pretrained({str(folder)!r})\n"
+        f"m = AutoModelForCausalLM.from_pretrained({str(folder)!r})\n"
+        "print(type(c).__name__, type(t).__name__, type(m).__name__)",
+        repo_root,
+    )
+    assert out.splitlines()[-1] == "QWenConfig QWenTokenizer QWenLMHeadModel"
+
+
+def test_folder_without_tokenizer_config_loads_through_config_tokenizer_class(tmp_path, repo_root, qwen_reference):
+    folder = qwen_reference / "tiny-qwen-vl-chat"
+    for name in ("config.json", "qwen.tiktoken"):
+        (tmp_path / name).write_bytes((folder / name).read_bytes())
+    out = _run(
+        f"import mmrole\nfrom transformers import AutoTokenizer\n"
+        f"print(type(AutoTokenizer.from_pretrained({str(tmp_path)!r})).__name__)",
+        repo_root,
+    )
+    assert out.splitlines()[-1] == "QWenTokenizer"

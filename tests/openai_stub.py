@@ -33,7 +33,7 @@ import http.server
 import json
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Union
 
 __all__ = ["OpenAIStub", "RecordedRequest", "StubReply", "Fault"]

@@ -2,7 +2,6 @@
 keep the raw layout (build_data reads them); the real data's damage is found."""
 
 import json
-from pathlib import Path
 
 import pytest
 

@@ -1,0 +1,59 @@
+"""Generate MMRole-Data dialogues about images with any OpenAI-compatible vision chat model.
+
+For every character of the split (roles.json + profiles.json under DATA_ROOT/profiles/<split>/)
+and every dialogue type, one dialogue per image: all character-related images of the character's
+script (annotated in DATA_ROOT/images/annotations.json; the annotation goes into the prompt) and
+--coco_per_character MS-COCO images sampled (seeded) from --coco_dir. The image is sent as a base64
+data URL.
+  comment     a question from the fixed pool of 10 English / 10 Chinese questions, and the
+              character's monologue
+  human-role  a curious human opens; --rounds turns each
+  inter-role  a partner of the same script opens; --rounds turns each
+Output: OUTPUT_DIR/dialogues/<split>/<type>/<Name>_{COCO,script}.json (out-of-distribution:
+<type>.json, one COCO and one character image per character), ids as in the released data.
+A reply must pass the checks of build_data and filter_dialogues, else it is retried and finally
+reported, never written. Existing records count as done; a rerun continues (journal in
+OUTPUT_DIR/.generation/). The API key comes from the environment ($OPENAI_API_KEY).
+"""
+import os, sys
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import argparse
+
+
+def parse_args(argv=None):
+    from mmrole.generation_runner import add_client_arguments
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data_root", required=True, help="raw MMRole-Data folder (profiles/, images/)")
+    parser.add_argument("--split", default="in-distribution", choices=["in-distribution", "out-of-distribution"])
+    parser.add_argument("--output_dir", default=None, help="where dialogues/ is written (default DATA_ROOT)")
+    parser.add_argument("--types", nargs="+", default=["comment", "human-role", "inter-role"],
+                        choices=["comment", "human-role", "inter-role"], help="dialogue types (default all)")
+    parser.add_argument("--characters", nargs="+", default=None, help="only these characters (default all)")
+    parser.add_argument("--coco_dir", default=None, help="MS-COCO images (default DATA_ROOT/images/COCO/train2017)")
+    parser.add_argument("--coco_per_character", type=int, default=None,
+                        help="COCO images per character and type (default 50; out-of-distribution 1)")
+    parser.add_argument("--script_per_character", type=int, default=None,
+                        help="character-related images per character and type (default all; out-of-distribution 1)")
+    parser.add_argument("--rounds", type=int, default=6, help="turns of each speaker in multi-turn dialogues (default 6)")
+    parser.add_argument("--seed", type=int, default=42, help="seed of image, question and partner choices (default 42)")
+    add_client_arguments(parser, default_max_tokens=3000)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    from mmrole.dialogue_generation import DialogueOptions, generate_dialogues
+    from mmrole.generation_runner import run_generator_cli
+
+    args = parse_args(argv)
+    options = DialogueOptions(
+        data_root=args.data_root, split=args.split, output_dir=args.output_dir, types=args.types,
+        characters=args.characters, coco_dir=args.coco_dir, coco_per_character=args.coco_per_character,
+        script_per_character=args.script_per_character, rounds=args.rounds, seed=args.seed,
+        max_items=args.max_items, progress=not args.no_progress)
+    return run_generator_cli(args, lambda client: generate_dialogues(client, options))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

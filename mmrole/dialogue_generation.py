@@ -1,0 +1,312 @@
+"""Dialogues for MMRole-Data with a vision chat model (data_prep/gen_dialogues.py).
+
+For each character of the split (roles.json, profiles.json) and each dialogue type, one dialogue
+per image: the character-related images of its script (images annotated in annotations.json whose
+folder is the script's name with underscores, matched case-insensitively) and a seeded sample of
+MS-COCO images from `coco_dir`. The image goes with the request as a base64 data URL; for a
+character-related image the prompt also carries its annotation. Types (protocol §1):
+  comment     one question from the fixed pool (gen_prompts.COMMENT_QUESTIONS, in the character's
+              language, seeded) and the character's monologue;
+  human-role  the human opens, `rounds` turns each;
+  inter-role  a partner from the same script (seeded) opens, `rounds` turns each.
+
+Output: the raw layout under OUT/dialogues/<split>/ with the data's ids
+(`<Name>_{comment|human-role-dialogue|role-role-dialogue}_{COCO|script}_<k>`; out-of-distribution:
+one COCO and one character image per character and type, ids without `_<k>`). A reply is accepted
+only if it passes the structure checks of build_data and the text rules of filter_dialogues (right
+speakers and order, right language, no assistant phrases or speaker labels, ...); otherwise it is
+retried and, after the last attempt, reported and never written. Records already in the output
+files count as done; new ones are merged in, in id order. Every new record carries a `generator`
+stamp (prompt version, model).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+from .client import ChatCall, ChatClient, Completion, MalformedResponse, system_message, user_message
+from .data_filter import FilterConfig, TextRules
+from .gen_prompts import (
+    COMMENT_QUESTIONS, DIALOGUE_SYSTEM, comment_prompt, human_role_prompt, inter_role_prompt, parse_json_reply,
+)
+from .generation_runner import GenJob, RunSummary, generator_stamp, open_journal, run_jobs, write_json_file
+from .prompts import HUMAN_SPEAKER
+from .raw_data import (
+    DIALOGUE_TYPES, ID_MARKERS, OUT_OF_DISTRIBUTION, Annotations, Character, DialogueError, RawSplit, dialogue_files,
+    load_annotations, load_split, name_stem, parse_dialogue, read_json,
+)
+
+PathLike = Union[str, os.PathLike]
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+_K = re.compile(r"_(\d+)$")
+
+
+@dataclass
+class DialogueOptions:
+    data_root: PathLike
+    split: str = "in-distribution"
+    output_dir: Optional[PathLike] = None  # default: data_root
+    types: Sequence[str] = DIALOGUE_TYPES
+    characters: Optional[Sequence[str]] = None  # default: everyone with a profile
+    coco_dir: Optional[PathLike] = None  # default: DATA_ROOT/images/COCO/train2017
+    coco_per_character: Optional[int] = None  # default 50 (out-of-distribution: 1)
+    script_per_character: Optional[int] = None  # default all (out-of-distribution: 1)
+    rounds: int = 6
+    seed: int = 42
+    max_items: Optional[int] = None
+    progress: bool = True
+
+
+@dataclass
+class Planned:
+    """One dialogue to generate."""
+
+    id: str
+    type: str
+    owner: Character
+    source: str
+    image: str  # as recorded: relative to images/
+    file: Path  # the image file sent with the request
+    annotation: Optional[Dict[str, str]]
+    output: Path
+    partner: Optional[str] = None
+    question: Optional[str] = None
+
+
+@dataclass
+class DialogueReport:
+    planned: List[Planned] = field(default_factory=list)
+    skipped: List[str] = field(default_factory=list)  # "file: item: why"
+    summary: RunSummary = field(default_factory=RunSummary)
+    written: Dict[str, int] = field(default_factory=dict)  # output file -> records
+
+    @property
+    def failed(self) -> int:
+        return len(self.summary.failed)
+
+    def lines(self) -> List[str]:
+        out = self.summary.lines("dialogues")
+        out += [f"  skipped: {s}" for s in self.skipped]
+        out += [f"  wrote {n} records to {path}" for path, n in self.written.items()]
+        return out
+
+
+# --- planning ------------------------------------------------------------------------------------
+
+def _image_folders(images_root: Path) -> Dict[str, str]:
+    """Folder names under images/ by lower case (the data spells one folder two ways)."""
+    return {p.name.lower(): p.name for p in images_root.iterdir() if p.is_dir()} if images_root.is_dir() else {}
+
+
+def script_images(script: str, annotations: Annotations, images_root: Path, skipped: List[str]) -> List[Tuple[str, dict]]:
+    """(image path as on disk, annotation) of the script's annotated images that exist; an annotated
+    image without a file is reported."""
+    folders = _image_folders(images_root)
+    folder = name_stem(script).lower()
+    found = []
+    for entry in sorted(annotations.images(), key=str.lower):
+        top, _, rest = entry.partition("/")
+        if top.lower() != folder:
+            continue
+        on_disk = f"{folders.get(top.lower(), top)}/{rest}"
+        if not (images_root / on_disk).is_file():
+            skipped.append(f"{annotations.path}: {entry}: listed but absent ({images_root / on_disk})")
+            continue
+        found.append((on_disk, annotations.get(entry)))
+    return found
+
+
+def coco_images(coco_dir: Path) -> List[str]:
+    return sorted(p.name for p in coco_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if coco_dir.is_dir() else []
+
+
+def _dialogue_id(owner: Character, dialogue_type: str, source: str, k: Optional[int]) -> str:
+    base = f"{owner.stem}_{ID_MARKERS[dialogue_type]}_{source}"
+    return base if k is None else f"{base}_{k}"
+
+
+def _output_file(out_root: Path, split: str, dialogue_type: str, owner: Character, source: str) -> Path:
+    if split == OUT_OF_DISTRIBUTION:
+        return out_root / "dialogues" / split / f"{dialogue_type}.json"
+    return out_root / "dialogues" / split / dialogue_type / f"{owner.stem}_{source}.json"
+
+
+def plan_dialogues(options: DialogueOptions, raw: RawSplit, annotations: Annotations,
+                   existing_ids: set, report: DialogueReport) -> List[Planned]:
+    root = Path(options.data_root)
+    out_root = Path(options.output_dir or options.data_root)
+    images_root = root / "images"
+    ood = options.split == OUT_OF_DISTRIBUTION
+    coco_count = options.coco_per_character if options.coco_per_character is not None else (1 if ood else 50)
+    script_count = options.script_per_character if options.script_per_character is not None else (1 if ood else None)
+    if ood and (coco_count > 1 or (script_count or 0) > 1):
+        raise ValueError("out-of-distribution data has one COCO and one character image per character and type")
+    coco_dir = Path(options.coco_dir) if options.coco_dir else images_root / "COCO" / "train2017"
+    coco_pool = coco_images(coco_dir)
+    if coco_count and not coco_pool:
+        report.skipped.append(f"{coco_dir}: *: no COCO images there: no COCO dialogues")
+    chosen = options.characters
+    characters = [c for c in raw.characters.values() if chosen is None or c.name in chosen]
+    for name in sorted(set(chosen or ()) - set(raw.characters)):
+        report.skipped.append(f"{raw.roles_path}: {name}: not in roles.json")
+    by_script: Dict[str, List[Tuple[str, dict]]] = {}
+    planned = []
+    for dialogue_type in options.types:
+        for owner in characters:
+            if owner.profile is None:
+                report.skipped.append(f"{raw.profiles_path}: {owner.name}: no profile: no {dialogue_type} dialogues")
+                continue
+            if owner.script not in by_script:
+                by_script[owner.script] = script_images(owner.script, annotations, images_root, report.skipped)
+            rng = random.Random(f"{options.seed}:{options.split}:{dialogue_type}:{owner.name}")
+            images = [("COCO", f"COCO/train2017/{n}", coco_dir / n, None)
+                      for n in rng.sample(coco_pool, min(coco_count, len(coco_pool)))]
+            scripted = by_script[owner.script]
+            if script_count is not None:
+                scripted = rng.sample(scripted, min(script_count, len(scripted)))
+            images += [("script", path, images_root / path, annotation) for path, annotation in scripted]
+            counters = {"COCO": 0, "script": 0}
+            for source, image, file, annotation in images:
+                k = None if ood else counters[source]
+                counters[source] += 1
+                item = Planned(_dialogue_id(owner, dialogue_type, source, k), dialogue_type, owner, source, image,
+                               file, annotation, _output_file(out_root, options.split, dialogue_type, owner, source))
+                if item.id in existing_ids:
+                    continue
+                if not _choose_speakers(item, raw, options.seed, report):
+                    continue
+                planned.append(item)
+    return planned
+
+
+def _choose_speakers(item: Planned, raw: RawSplit, seed: int, report: DialogueReport) -> bool:
+    rng = random.Random(f"{seed}:{item.id}")
+    if item.type == "comment":
+        item.question = rng.choice(COMMENT_QUESTIONS[item.owner.language])
+    elif item.type == "inter-role":
+        partners = [n for n in raw.roles[item.owner.script] if n != item.owner.name and raw.characters[n].profile]
+        if not partners:
+            report.skipped.append(f"{raw.roles_path}: {item.id}: no other character with a profile in "
+                                  f"{item.owner.script!r} to talk with")
+            return False
+        item.partner = rng.choice(partners)
+    return True
+
+
+# --- requests and replies ------------------------------------------------------------------------
+
+def _prompt(item: Planned, raw: RawSplit, rounds: int) -> str:
+    owner = item.owner
+    if item.type == "comment":
+        return comment_prompt(owner.name, owner.script, owner.language, owner.profile, item.question, item.annotation)
+    if item.type == "human-role":
+        return human_role_prompt(owner.name, owner.script, owner.language, owner.profile, rounds, item.annotation)
+    return inter_role_prompt(owner.name, item.partner, owner.script, owner.language, raw.profiles, rounds,
+                             item.annotation)
+
+
+def _record(item: Planned, conversations: List[dict]) -> dict:
+    record = {"id": item.id, "image": item.image}
+    if item.annotation:
+        record.update({f: item.annotation.get(f, "") for f in Annotations.FIELDS})
+    record["conversations"] = conversations
+    return record
+
+
+def _conversations(item: Planned, completion: Completion) -> List[dict]:
+    if completion.finish_reason == "length":
+        raise MalformedResponse("cut by the token limit")
+    if item.type == "comment":
+        return [{"from": HUMAN_SPEAKER, "value": item.question}, {"role": item.owner.name, "value": completion.text.strip()}]
+    turns = parse_json_reply(completion.text)
+    if not isinstance(turns, list) or not all(isinstance(t, dict) for t in turns):
+        raise MalformedResponse("expected a JSON list of {role, value} turns")
+    conversations = []
+    for turn in turns:
+        speaker = " ".join(str(turn.get("role", "")).split())
+        if speaker.lower() == HUMAN_SPEAKER:
+            speaker = HUMAN_SPEAKER
+        conversations.append({"role": speaker, "value": str(turn.get("value", "")).strip()})
+    return conversations
+
+
+def _validator(item: Planned, raw: RawSplit, rules: TextRules):
+    """The record of a reply, if it passes build_data's structure checks and the filter's text rules."""
+    def validate(completion: Completion) -> dict:
+        record = _record(item, _conversations(item, completion))
+        try:
+            dialogue = parse_dialogue(record, path=item.output, dialogue_type=item.type, raw=raw)
+        except DialogueError as e:
+            raise MalformedResponse(f"{e.reason}: {e.detail}") from None
+        if item.partner is not None and dialogue.partner.name != item.partner:
+            raise MalformedResponse(f"the partner is {dialogue.partner.name!r}, not {item.partner!r}")
+        problems = rules.dialogue_problems(dialogue)
+        if problems:
+            raise MalformedResponse("; ".join(f"{rule}: {detail}" for rule, detail in problems[:3]))
+        return record
+    return validate
+
+
+def _job(item: Planned, raw: RawSplit, rules: TextRules, rounds: int) -> GenJob:
+    messages = [system_message(DIALOGUE_SYSTEM), user_message(_prompt(item, raw, rounds), images=[item.file])]
+    call = ChatCall(messages=messages, key=item.id, validate=_validator(item, raw, rules))
+    return GenJob(item.id, call, f"{item.output}: {item.id}")
+
+
+# --- the pipeline --------------------------------------------------------------------------------
+
+def _existing(paths: Sequence[Path]) -> Dict[Path, List[dict]]:
+    """Records already in the output files (they count as done and are kept)."""
+    existing = {}
+    for path in paths:
+        if path.is_file():
+            records = read_json(path)
+            if not isinstance(records, list):
+                raise DialogueError("malformed_file", f"{path}: expected a JSON list of dialogues")
+            existing[path] = records
+    return existing
+
+
+def generate_dialogues(client: ChatClient, options: DialogueOptions, log: Callable[[str], None] = print) -> DialogueReport:
+    report = DialogueReport()
+    raw, _ = load_split(options.data_root, options.split)
+    annotations, _ = load_annotations(options.data_root)
+    out_root = Path(options.output_dir or options.data_root)
+    existing = _existing([p for t in options.types for p in dialogue_files(out_root, options.split, t)])
+    existing_ids = {r.get("id") for records in existing.values() for r in records if isinstance(r, dict)}
+    report.planned = plan_dialogues(options, raw, annotations, existing_ids, report)
+    rules = TextRules(FilterConfig(), raw)
+    journal = open_journal(out_root, f"gen_dialogues.{options.split}")
+    items = report.planned
+    jobs = [_job(item, raw, rules, options.rounds) for item in items]
+    report.summary = run_jobs(client, jobs, journal, max_items=options.max_items, progress=options.progress,
+                              desc="dialogues", log=log)
+    _write(items, journal, existing, raw, report)
+    return report
+
+
+def _write(items: Sequence[Planned], journal, existing: Dict[Path, List[dict]], raw: RawSplit,
+           report: DialogueReport) -> None:
+    new: Dict[Path, List[dict]] = {}
+    for item in items:
+        record = journal.get((item.id,))
+        if record is not None:
+            new.setdefault(item.output, []).append({**record["value"], "generator": generator_stamp(record["model"])})
+    rank = {c.stem: i for i, c in enumerate(raw.characters.values())}
+    for path, records in new.items():
+        merged = existing.get(path, []) + records
+        merged.sort(key=lambda r: _order(r.get("id", ""), rank))
+        write_json_file(path, merged)
+        report.written[str(path)] = len(merged)
+
+
+def _order(dialogue_id: str, rank: Dict[str, int]) -> Tuple:
+    """In-distribution files: by k. Out-of-distribution files: roles.json order, COCO before script."""
+    match = _K.search(dialogue_id)
+    owner = re.split(r"_(?:comment|human-role-dialogue|role-role-dialogue)_", dialogue_id)[0]
+    return (rank.get(owner, len(rank)), "_script" in dialogue_id, int(match.group(1)) if match else -1)

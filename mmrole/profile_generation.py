@@ -1,0 +1,277 @@
+"""Character profiles for MMRole-Data (data_prep/gen_profiles.py).
+
+Named characters: source text (profiles/<split>/raw_info_en|zh/<Name>.txt, by the character's
+language) -> detailed profile (detailed_profiles/<Name>.json: introduction, personality,
+experience, relationship, catchphrase) -> condensed markdown profile (profiles.json).
+Hypothetical characters: `num_hypothetical` new invented people are generated first (meta
+information: name, gender, age, origin, personality, experience -> meta_info_hypo/<Name>.json,
+added to roles.json under "Hypothetical Characters"), then expanded the same way.
+
+Inputs come from DATA_ROOT/profiles/<split>/, outputs go to OUT/profiles/<split>/ (OUT may be
+DATA_ROOT). What exists in OUT is kept and counts as done (a detailed profile file, a profiles.json
+entry) unless `overwrite`. Every generated file carries a `generator` stamp (prompt version,
+model); profiles.json, a plain {name: text} map, has its stamps in profiles.generator.json.
+Finished calls are journaled in OUT/.generation/ (a rerun continues; `overwrite` regenerates
+what the journal does not hold yet: delete the journal to start over).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+from .client import ChatCall, ChatClient, Completion, MalformedResponse, RequestFailed, system_message, user_message
+from .gen_prompts import (
+    DETAILED_FIELDS, GENERATOR_SYSTEM, META_FIELDS, PROFILE_SECTIONS, condensed_profile_prompt, detailed_profile_prompt,
+    hypothetical_people_prompt, meta_source_text, parse_json_reply,
+)
+from .generation_runner import GenJob, RunSummary, generator_stamp, open_journal, run_jobs, write_json_file
+from .prompts import HYPOTHETICAL_SCRIPT, language_of
+from .raw_data import DialogueError, name_stem, read_json
+
+PathLike = Union[str, os.PathLike]
+SOURCE_FOLDERS = {"English": "raw_info_en", "Chinese": "raw_info_zh"}
+
+
+@dataclass
+class ProfileOptions:
+    data_root: PathLike
+    split: str = "in-distribution"
+    output_dir: Optional[PathLike] = None  # default: data_root
+    characters: Optional[Sequence[str]] = None  # default: everyone in roles.json (and the new people)
+    num_hypothetical: int = 0
+    hypothetical_batch: int = 10  # people per request
+    overwrite: bool = False
+    max_items: Optional[int] = None
+    progress: bool = True
+
+
+@dataclass
+class ProfileReport:
+    new_people: List[str] = field(default_factory=list)
+    skipped: List[str] = field(default_factory=list)  # "file: character: why"
+    stages: Dict[str, RunSummary] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> int:
+        return sum(len(s.failed) for s in self.stages.values())
+
+    def lines(self) -> List[str]:
+        out = [f"new hypothetical people: {len(self.new_people)}"] if self.new_people else []
+        for stage, summary in self.stages.items():
+            out += summary.lines(stage)
+        out += [f"  skipped: {s}" for s in self.skipped]
+        return out
+
+
+class _Paths:
+    def __init__(self, options: ProfileOptions):
+        self.source = Path(options.data_root) / "profiles" / options.split
+        self.target = Path(options.output_dir or options.data_root) / "profiles" / options.split
+
+    def source_text(self, name: str, language: str) -> Path:
+        return self.source / SOURCE_FOLDERS[language] / f"{name_stem(name)}.txt"
+
+    def meta(self, name: str, base: Optional[Path] = None) -> Path:
+        return (base or self.target) / "meta_info_hypo" / f"{name_stem(name)}.json"
+
+    def detailed(self, name: str) -> Path:
+        return self.target / "detailed_profiles" / f"{name_stem(name)}.json"
+
+
+def _job(key: str, prompt: str, validate, where: str) -> GenJob:
+    call = ChatCall(messages=[system_message(GENERATOR_SYSTEM), user_message(prompt)], key=key, validate=validate)
+    return GenJob(key, call, where)
+
+
+def _finished(jobs: Sequence[GenJob], journal) -> Iterator[Tuple[str, dict]]:
+    """(character name, journal record) of each job of a stage that has a result."""
+    for job in jobs:
+        record = journal.get((job.key,))
+        if record is not None:
+            yield job.key.split("/", 1)[1], record
+
+
+# --- validators (raise MalformedResponse: the client retries) -------------------------------------
+
+def _text_field(value) -> str:
+    if isinstance(value, list):  # a list of lines is a fair way to answer a "list" field
+        value = "\n".join(str(v) for v in value)
+    return value.strip() if isinstance(value, str) else ""
+
+
+def validate_detailed(completion: Completion) -> Dict[str, str]:
+    obj = parse_json_reply(completion.text)
+    if not isinstance(obj, dict):
+        raise MalformedResponse("expected a JSON object with the five profile fields")
+    profile = {f: _text_field(obj.get(f)) for f in DETAILED_FIELDS}
+    missing = [f for f, v in profile.items() if not v]
+    if missing:
+        raise MalformedResponse(f"profile fields missing or empty: {missing}")
+    return profile
+
+
+# A section starts with a markdown heading or a line that is only a bold label; every released
+# condensed profile has 5 or 6 such lines (some add a title), however its headings are spelled.
+_SECTION_LINE = re.compile(r"^\s*(?:#{1,6}\s+\S|\*\*[^*]+\*\*[:：]?\s*$)")
+
+
+def validate_condensed(completion: Completion) -> str:
+    text = completion.text.strip()
+    if completion.finish_reason == "length":
+        raise MalformedResponse("cut by the token limit")
+    sections = sum(1 for line in text.splitlines() if _SECTION_LINE.match(line))
+    if not len(PROFILE_SECTIONS["English"]) <= sections <= len(PROFILE_SECTIONS["English"]) + 2:
+        raise MalformedResponse(f"expected the 5 profile sections, found {sections} section headings")
+    return text
+
+
+def _people_validator(count: int, taken: Sequence[str]):
+    def validate(completion: Completion) -> List[Dict[str, str]]:
+        people = parse_json_reply(completion.text)
+        if not isinstance(people, list) or len(people) != count:
+            raise MalformedResponse(f"expected a JSON list of {count} people")
+        clean, names = [], set(taken)
+        for person in people:
+            if not isinstance(person, dict):
+                raise MalformedResponse("a person is not a JSON object")
+            entry = {f: "" if person.get(f) is None else str(person[f]).strip() for f in META_FIELDS}
+            if not all(entry.values()):
+                raise MalformedResponse(f"a person lacks fields: {[f for f, v in entry.items() if not v]}")
+            if entry["name"] in names:
+                raise MalformedResponse(f"name {entry['name']!r} is already taken")
+            names.add(entry["name"])
+            clean.append(entry)
+        return clean
+    return validate
+
+
+# --- the pipeline --------------------------------------------------------------------------------
+
+def generate_profiles(client: ChatClient, options: ProfileOptions, log: Callable[[str], None] = print) -> ProfileReport:
+    paths = _Paths(options)
+    report = ProfileReport()
+    journal = open_journal(options.output_dir or options.data_root, f"gen_profiles.{options.split}")
+    roles = _read_roles(paths)
+    if options.num_hypothetical > 0:
+        people = _hypothetical_people(client, options, roles, journal, report, log)
+        if people is None:
+            return report  # a batch failed: nothing can be expanded yet
+        report.new_people = people
+    names = [n for names in roles.values() for n in names]
+    if options.characters is not None:
+        unknown = sorted(set(options.characters) - set(names))
+        report.skipped += [f"{paths.target / 'roles.json'}: {n}: not in roles.json" for n in unknown]
+        names = [n for n in names if n in set(options.characters) | set(report.new_people)]
+    script_of = {n: s for s, members in roles.items() for n in members}
+    _detailed_stage(client, options, paths, names, script_of, journal, report, log)
+    _condensed_stage(client, options, paths, names, script_of, journal, report, log)
+    return report
+
+
+def _read_roles(paths: _Paths) -> Dict[str, List[str]]:
+    for base in (paths.target, paths.source):
+        if (base / "roles.json").is_file():
+            roles = read_json(base / "roles.json")
+            if not isinstance(roles, dict):
+                raise DialogueError("malformed_file", f"{base / 'roles.json'}: expected {{script: [names]}}")
+            return {script: list(names) for script, names in roles.items()}
+    raise FileNotFoundError(f"{paths.source / 'roles.json'} not found: list the characters there first")
+
+
+def _hypothetical_people(client, options, roles, journal, report, log) -> Optional[List[str]]:
+    """New invented people, batch after batch (each batch avoids every name so far)."""
+    paths = _Paths(options)
+    people: List[Dict[str, str]] = []
+    batches = math.ceil(options.num_hypothetical / options.hypothetical_batch)
+    summary = report.stages.setdefault("hypothetical people", RunSummary(planned=batches))
+    for batch in range(batches):
+        key = f"people/{batch}"
+        count = min(options.hypothetical_batch, options.num_hypothetical - batch * options.hypothetical_batch)
+        taken = [n for names in roles.values() for n in names] + [p["name"] for p in people]
+        if journal.done((key,)):
+            summary.already_done += 1
+        else:
+            try:
+                done = client.chat([system_message(GENERATOR_SYSTEM), user_message(hypothetical_people_prompt(count, taken))],
+                                   key=key, validate=_people_validator(count, taken))
+            except RequestFailed as e:
+                summary.failed.append(f"{paths.target / 'meta_info_hypo'}: batch {batch}: {e}")
+                log(f"failed: hypothetical people, batch {batch}: {e}; rerun to continue")
+                return None
+            journal.append({"key": key, "value": done.value, **generator_stamp(done.model)})
+            summary.finished += 1
+        people += journal.get((key,))["value"]
+    stamp = journal.get((f"people/{batches - 1}",))
+    for person in people:
+        write_json_file(paths.meta(person["name"]), {**person, "generator": generator_stamp(stamp["model"])})
+    members = roles.setdefault(HYPOTHETICAL_SCRIPT, [])
+    members += [p["name"] for p in people if p["name"] not in members]
+    write_json_file(paths.target / "roles.json", roles)
+    return [p["name"] for p in people]
+
+
+def _source_text(paths: _Paths, name: str, script: str) -> Optional[str]:
+    if script == HYPOTHETICAL_SCRIPT:
+        for base in (paths.target, paths.source):
+            if paths.meta(name, base).is_file():
+                return meta_source_text(read_json(paths.meta(name, base)))
+        return None
+    path = paths.source_text(name, language_of(script))
+    return path.read_text(encoding="utf-8") if path.is_file() else None
+
+
+def _detailed_stage(client, options, paths, names, script_of, journal, report, log) -> None:
+    jobs = []
+    for name in names:
+        key = f"detailed/{name}"
+        if paths.detailed(name).is_file() and not options.overwrite and not journal.done((key,)):
+            continue
+        text = _source_text(paths, name, script_of[name])
+        if text is None or not text.strip():
+            where = paths.meta(name) if script_of[name] == HYPOTHETICAL_SCRIPT else paths.source_text(
+                name, language_of(script_of[name]))
+            report.skipped.append(f"{where}: {name}: no source text, no detailed profile")
+            continue
+        prompt = detailed_profile_prompt(name, script_of[name], language_of(script_of[name]), text)
+        jobs.append(_job(key, prompt, validate_detailed, f"{paths.detailed(name)}: {name}"))
+    summary = run_jobs(client, jobs, journal, max_items=options.max_items, progress=options.progress,
+                       desc="detailed profiles", log=log)
+    report.stages["detailed profiles"] = summary
+    for name, record in _finished(jobs, journal):
+        write_json_file(paths.detailed(name), {**record["value"], "generator": generator_stamp(record["model"])})
+
+
+def _condensed_stage(client, options, paths, names, script_of, journal, report, log) -> None:
+    profiles_path = paths.target / "profiles.json"
+    stamps_path = paths.target / "profiles.generator.json"
+    profiles = read_json(profiles_path) if profiles_path.is_file() else {}
+    stamps = read_json(stamps_path) if stamps_path.is_file() else {}
+    jobs = []
+    for name in names:
+        key = f"condensed/{name}"
+        if name in profiles and not options.overwrite and not journal.done((key,)):
+            continue
+        if not paths.detailed(name).is_file():
+            report.skipped.append(f"{paths.detailed(name)}: {name}: no detailed profile, no condensed profile")
+            continue
+        detailed = read_json(paths.detailed(name))
+        language = language_of(script_of[name])
+        prompt = condensed_profile_prompt(name, script_of[name], language, detailed)
+        jobs.append(_job(key, prompt, validate_condensed, f"{profiles_path}: {name}"))
+    budget = None if options.max_items is None else max(0, options.max_items - report.stages["detailed profiles"].finished)
+    summary = run_jobs(client, jobs, journal, max_items=budget, progress=options.progress,
+                       desc="condensed profiles", log=log)
+    report.stages["condensed profiles"] = summary
+    for name, record in _finished(jobs, journal):
+        profiles[name] = record["value"]
+        stamps[name] = generator_stamp(record["model"])
+    if jobs:
+        rank = {n: i for i, n in enumerate(names)}  # roles.json order; other entries keep theirs, after
+        ordered = {n: profiles[n] for n in sorted(profiles, key=lambda n: rank.get(n, len(rank)))}
+        write_json_file(profiles_path, ordered)
+        write_json_file(stamps_path, stamps)

@@ -1,0 +1,363 @@
+"""gen_profiles and gen_dialogues end to end against the local stub server, which answers with the
+genuine GPT-4 profiles and dialogues of the shared raw data: what the server received, what was
+written, malformed replies, failures, and resuming after a stop or a kill."""
+
+import base64
+import json
+import re
+import shutil
+import zlib
+from pathlib import Path
+
+import pytest
+
+from mmrole.client import ChatClient
+from mmrole.data_build import BuildOptions, build
+from mmrole.dialogue_generation import DialogueOptions, generate_dialogues
+from mmrole.gen_prompts import COMMENT_QUESTIONS, DIALOGUE_SYSTEM, GENERATOR_SYSTEM, PROMPT_VERSION
+from mmrole.profile_generation import ProfileOptions, generate_profiles
+from mmrole.raw_data import name_stem
+from mmrole.store import Journal
+from tests.data_prep_support import write_json
+from tests.openai_stub import Fault, OpenAIStub
+
+MODEL = "gpt-4-vision-stub"
+
+
+def make_client(stub, **options):
+    options = {"api_key": "sk-test-generators-0000", "timeout": 5, "backoff_initial": 0.001, "max_attempts": 3,
+               "concurrency": 3, **options}
+    return ChatClient(MODEL, base_url=stub.base_url, **options)
+
+
+def output_files(root: Path):
+    """Every output file under root except the journals, with its bytes."""
+    return {p.relative_to(root): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and ".generation" not in p.parts}
+
+
+def test_comment_question_pool_is_the_datas(mmrole_data):
+    asked = {"English": set(), "Chinese": set()}
+    chinese = {"孙悟空", "唐僧", "猪八戒", "沙悟净", "成龙", "小玉", "老爹", "杜甫", "李白"}
+    for path in (mmrole_data / "dialogues" / "in-distribution" / "comment").glob("*.json"):
+        language = "Chinese" if path.stem.rsplit("_", 1)[0] in chinese else "English"
+        for record in json.loads(path.read_text(encoding="utf-8")):
+            asked[language].add(record["conversations"][0]["value"])
+    assert asked == {language: set(pool) for language, pool in COMMENT_QUESTIONS.items()}
+    assert all(len(pool) == 10 for pool in COMMENT_QUESTIONS.values())
+
+
+# --- profiles ------------------------------------------------------------------------------------
+
+class GenuineProfiles:
+    """Answers profile requests with the released GPT-4 profiles of the shared data."""
+
+    def __init__(self, data_root: Path):
+        base = data_root / "profiles" / "in-distribution"
+        self.condensed = json.loads((base / "profiles.json").read_text(encoding="utf-8"))
+        self.detailed_dir = base / "detailed_profiles"
+        self.people = [json.loads(p.read_text(encoding="utf-8")) for p in sorted((base / "meta_info_hypo").glob("*.json"))]
+        self.names = sorted(self.condensed, key=len, reverse=True)
+        self.broken = set()  # characters whose detailed profile always comes back malformed
+
+    def detailed(self, name):
+        return json.loads((self.detailed_dir / f"{name_stem(name)}.json").read_text(encoding="utf-8"))
+
+    def __call__(self, request):
+        text = request.user_text
+        invent = re.match(r"Invent (\d+) ", text)
+        if invent:
+            taken = text.split("Do not reuse these names: ", 1)[1].split("\n", 1)[0]
+            fresh = [p for p in self.people if p["name"] not in taken][: int(invent.group(1))]
+            return "```json\n" + json.dumps(fresh, ensure_ascii=False) + "\n```"
+        name = next(n for n in self.names if text.startswith((f"Below is source material about {n} ",
+                                                              f"Below is source material about {n},",
+                                                              f"Here is a detailed profile of {n} ",
+                                                              f"Here is a detailed profile of {n},")))
+        if text.startswith("Below"):
+            if name in self.broken:
+                return '{"introduction": "cut off in the mid'
+            return json.dumps(self.detailed(name), ensure_ascii=False)
+        return self.condensed[name]
+
+
+@pytest.fixture
+def profile_root(mmrole_data, tmp_path):
+    """A raw tree holding roles and source texts only: three named characters, no hypothetical yet."""
+    root = tmp_path / "raw"
+    base = root / "profiles" / "in-distribution"
+    write_json(base / "roles.json", {"Toy Story": ["Woody", "Buzz Lightyear"], "西游记": ["孙悟空"],
+                                     "Hypothetical Characters": []})
+    shared = mmrole_data / "profiles" / "in-distribution"
+    for folder, name in (("raw_info_en", "Woody"), ("raw_info_en", "Buzz_Lightyear"), ("raw_info_zh", "孙悟空")):
+        (base / folder).mkdir(parents=True, exist_ok=True)
+        shutil.copy(shared / folder / f"{name}.txt", base / folder / f"{name}.txt")
+    return root
+
+
+def run_profiles(stub, root, out, **options):
+    return generate_profiles(make_client(stub), ProfileOptions(root, output_dir=out, num_hypothetical=2,
+                                                               hypothetical_batch=1, progress=False, **options),
+                             log=lambda line: None)
+
+
+def test_gen_profiles_end_to_end(mmrole_data, profile_root, tmp_path):
+    genuine = GenuineProfiles(mmrole_data)
+    with OpenAIStub(genuine) as stub:
+        report = run_profiles(stub, profile_root, tmp_path / "out")
+        requests = stub.completion_requests
+    assert {r.model for r in requests} == {MODEL}
+    assert {r.system_prompt for r in requests} == {GENERATOR_SYSTEM}
+    assert not any(r.image_urls for r in requests)  # profiles are text only
+    assert len(requests) == 2 + 5 + 5  # 2 batches of people; 5 detailed and 5 condensed profiles
+    wukong = [r for r in requests if r.user_text.startswith(("Below is source material about 孙悟空",
+                                                             "Here is a detailed profile of 孙悟空"))]
+    assert len(wukong) == 2 and all("in Chinese" in r.user_text for r in wukong)
+    source = (profile_root / "profiles" / "in-distribution" / "raw_info_en" / "Woody.txt").read_text(encoding="utf-8")
+    assert any(source.strip() in r.user_text for r in requests)
+
+    base = tmp_path / "out" / "profiles" / "in-distribution"
+    people = [p["name"] for p in genuine.people[:2]]
+    assert report.new_people == people
+    roles = json.loads((base / "roles.json").read_text(encoding="utf-8"))
+    assert roles["Hypothetical Characters"] == people and roles["Toy Story"] == ["Woody", "Buzz Lightyear"]
+    for person in genuine.people[:2]:
+        meta = json.loads((base / "meta_info_hypo" / f"{name_stem(person['name'])}.json").read_text(encoding="utf-8"))
+        assert meta == {**person, "generator": {"prompt_version": PROMPT_VERSION, "model": MODEL}}
+    for name in ["Woody", "Buzz Lightyear", "孙悟空", *people]:
+        detailed = json.loads((base / "detailed_profiles" / f"{name_stem(name)}.json").read_text(encoding="utf-8"))
+        assert detailed.pop("generator") == {"prompt_version": PROMPT_VERSION, "model": MODEL}
+        assert detailed == genuine.detailed(name)
+    profiles = json.loads((base / "profiles.json").read_text(encoding="utf-8"))
+    assert list(profiles) == ["Woody", "Buzz Lightyear", "孙悟空", *people]  # roles.json order
+    assert profiles == {n: genuine.condensed[n].strip() for n in profiles}
+    stamps = json.loads((base / "profiles.generator.json").read_text(encoding="utf-8"))
+    assert set(stamps) == set(profiles)
+
+
+def test_gen_profiles_retries_reports_and_never_writes_failures(mmrole_data, profile_root, tmp_path):
+    genuine = GenuineProfiles(mmrole_data)
+    genuine.broken = {"Buzz Lightyear"}
+    lines = []
+    with OpenAIStub(genuine, timeout_delay=1.0) as stub:
+        stub.fail_next(Fault.TRUNCATED, Fault.SERVER_ERROR)  # the first people batch, twice
+        stub.fail_when(lambda r: r.user_text.startswith("Below is source material about Woody"), Fault.MALFORMED_JSON)
+        report = generate_profiles(make_client(stub), ProfileOptions(profile_root, output_dir=tmp_path / "out",
+                                                                     progress=False), log=lines.append)
+        buzz = [r for r in stub.completion_requests if r.user_text.startswith("Below is source material about Buzz")]
+    base = tmp_path / "out" / "profiles" / "in-distribution"
+    assert len(buzz) == 3  # every attempt was made, then it failed
+    failed = report.stages["detailed profiles"].failed
+    assert len(failed) == 1 and "Buzz Lightyear" in failed[0] and "unusable reply" in failed[0]
+    assert any("failed" in line and "Buzz Lightyear" in line for line in lines)
+    assert not (base / "detailed_profiles" / "Buzz_Lightyear.json").exists()
+    assert (base / "detailed_profiles" / "Woody.json").exists()  # retried after the malformed body
+    profiles = json.loads((base / "profiles.json").read_text(encoding="utf-8"))
+    assert set(profiles) == {"Woody", "孙悟空"}
+    assert any("Buzz Lightyear: no detailed profile" in s for s in report.skipped)
+
+
+def test_gen_profiles_resumes_after_a_stop(mmrole_data, profile_root, tmp_path):
+    genuine = GenuineProfiles(mmrole_data)
+    with OpenAIStub(genuine) as stub:
+        run_profiles(stub, profile_root, tmp_path / "whole")
+        stopped = run_profiles(stub, profile_root, tmp_path / "resumed", max_items=2)
+        assert stopped.stages["detailed profiles"].stopped_early
+        calls_before = len(stub.completion_requests)
+        resumed = run_profiles(stub, profile_root, tmp_path / "resumed")
+        calls = len(stub.completion_requests) - calls_before
+    assert resumed.stages["detailed profiles"].already_done == 2
+    assert calls == 3 + 5  # the 3 remaining detailed profiles and all 5 condensed: nothing twice
+    assert output_files(tmp_path / "resumed") == output_files(tmp_path / "whole")
+
+
+# --- dialogues -----------------------------------------------------------------------------------
+
+class GenuineDialogues:
+    """Answers dialogue requests with the released GPT-4 dialogues of the requested character."""
+
+    MARKERS = {"comment": "comment", "human-role": "human-role", "inter-role": "inter-role"}
+
+    def __init__(self, data_root: Path):
+        self.dialogues = data_root / "dialogues" / "in-distribution"
+        self.bad = {}  # (type, character) -> reply given on the first n attempts: [reply, n]
+
+    def records(self, dialogue_type, name):
+        records = []
+        for source in ("COCO", "script"):
+            path = self.dialogues / dialogue_type / f"{name_stem(name)}_{source}.json"
+            if path.is_file():
+                records += [r for r in json.loads(path.read_text(encoding="utf-8")) if len(r.get("conversations") or []) >= 4
+                            or (dialogue_type == "comment" and len(r.get("conversations") or []) == 2)]
+        return records
+
+    def __call__(self, request):
+        text = request.user_text
+        name = re.search(r"\[Profile of (.+?) Start\]", text).group(1)
+        dialogue_type = ("comment" if "A curious human shows" in text else
+                         "human-role" if "between a curious human and" in text else "inter-role")
+        bad = self.bad.get((dialogue_type, name))
+        if bad and bad[1] > 0:
+            bad[1] -= 1
+            return bad[0]
+        records = self.records(dialogue_type, name)
+        record = records[zlib.crc32(request.image_urls[0][-200:].encode()) % len(records)]
+        turns = record["conversations"]
+        if dialogue_type == "comment":
+            return turns[1]["value"]
+        if dialogue_type == "inter-role":  # the genuine dialogue, its partner renamed to the one asked for
+            partner = re.search(r"between (.+?) from .+? and " + re.escape(name) + " about", text).group(1)
+            old = next(t["role"] for t in turns if t["role"] != name)
+            turns = [{"role": partner if t["role"] == old else t["role"], "value": t["value"]} for t in turns]
+        return json.dumps(turns, ensure_ascii=False)
+
+
+@pytest.fixture
+def coco_dir(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "coco"
+    folder.mkdir()
+    for i, color in enumerate(("red", "green", "blue")):
+        Image.new("RGB", (16, 16), color).save(folder / f"00000000000{i}.jpg", format="JPEG")
+    return folder
+
+
+def run_dialogues(stub, data_root, out, coco_dir, client=None, **options):
+    options = {"characters": ["Woody", "孙悟空"], "coco_per_character": 2, "script_per_character": 2, **options}
+    return generate_dialogues(client or make_client(stub), DialogueOptions(
+        data_root, output_dir=out, coco_dir=coco_dir, progress=False, **options), log=lambda line: None)
+
+
+def test_gen_dialogues_end_to_end(mmrole_data, coco_dir, tmp_path):
+    out = tmp_path / "out"
+    with OpenAIStub(GenuineDialogues(mmrole_data)) as stub:
+        report = run_dialogues(stub, mmrole_data, out, coco_dir)
+        requests = stub.completion_requests
+    assert not report.summary.failed and report.summary.finished == 2 * 3 * 4
+    assert len(requests) == 24
+    assert {r.model for r in requests} == {MODEL} and {r.system_prompt for r in requests} == {DIALOGUE_SYSTEM}
+    assert all(r.has_image_data_url and len(r.image_urls) == 1 for r in requests)
+
+    base = out / "dialogues" / "in-distribution"
+    for dialogue_type, marker in (("comment", "comment"), ("human-role", "human-role-dialogue"),
+                                  ("inter-role", "role-role-dialogue")):
+        for name, stem in (("Woody", "Woody"), ("孙悟空", "孙悟空")):
+            for source in ("COCO", "script"):
+                records = json.loads((base / dialogue_type / f"{stem}_{source}.json").read_text(encoding="utf-8"))
+                assert [r["id"] for r in records] == [f"{stem}_{marker}_{source}_{k}" for k in (0, 1)]
+                for record in records:
+                    assert record["generator"] == {"prompt_version": PROMPT_VERSION, "model": MODEL}
+                    if source == "script":  # the image on disk (Toy_Story), annotated (as Toy_story)
+                        assert record["image"].split("/")[0] in ("Toy_Story", "西游记") and record["role_info"]
+                    else:
+                        assert record["image"].startswith("COCO/train2017/") and "role_info" not in record
+    # the image sent is the record's image; annotations reach the prompt of character images only
+    woody = json.loads((base / "comment" / "Woody_script.json").read_text(encoding="utf-8"))[0]
+    sent = next(r for r in requests if "A curious human shows Woody" in r.user_text
+                and base64.b64decode(r.image_urls[0].split(",", 1)[1]) == (mmrole_data / "images" / woody["image"]).read_bytes())
+    assert "The auxiliary information of the image is as follows:" in sent.user_text
+    assert woody["conversations"][0] == {"from": "human", "value": woody["conversations"][0]["value"]}
+    assert woody["conversations"][0]["value"] in COMMENT_QUESTIONS["English"]
+    assert woody["conversations"][0]["value"] in sent.user_text
+    coco_requests = [r for r in requests if r.image_urls[0].startswith("data:image/jpeg") and "auxiliary" not in r.user_text]
+    assert len(coco_requests) == 12
+    wukong = json.loads((base / "comment" / "孙悟空_COCO.json").read_text(encoding="utf-8"))
+    assert all(r["conversations"][0]["value"] in COMMENT_QUESTIONS["Chinese"] for r in wukong)
+    partners = {t["role"] for r in json.loads((base / "inter-role" / "Woody_COCO.json").read_text(encoding="utf-8"))
+                for t in r["conversations"]}
+    assert partners == {"Woody", "Buzz Lightyear"}
+    # build_data reads what was generated without skipping anything of it
+    result = build(BuildOptions(mmrole_data, tmp_path / "built", test_ids=[], dialogues_root=out), log=lambda s: None)
+    assert not result.skips and result.train == sum(
+        len(r["conversations"]) if t == "inter-role" else len(r["conversations"]) // 2
+        for t in ("comment", "human-role", "inter-role") for p in (base / t).glob("*.json")
+        for r in json.loads(p.read_text(encoding="utf-8")))
+
+
+def test_gen_dialogues_retries_malformed_replies_and_reports_failures(mmrole_data, coco_dir, tmp_path):
+    genuine = GenuineDialogues(mmrole_data)
+    genuine.bad[("human-role", "Woody")] = ['[{"role": "human", "value": "Hi Woody!"}, {"role": "Woody", "val', 1]
+    genuine.bad[("comment", "孙悟空")] = ["As an AI language model, I cannot see this image.", 1]
+    genuine.bad[("inter-role", "孙悟空")] = [json.dumps([{"role": "Iron Man", "value": "Hey!"},
+                                                         {"role": "孙悟空", "value": "何方妖怪？"}]), 99]
+    with OpenAIStub(genuine, timeout_delay=1.0) as stub:
+        for marker, fault in (("A curious human shows Woody", Fault.RATE_LIMIT),
+                              ("between a curious human and Woody", Fault.TIMEOUT),
+                              ("between a curious human and 孙悟空", Fault.MALFORMED_JSON),
+                              ("and Woody about", Fault.INCOMPLETE)):
+            stub.fail_when(lambda r, marker=marker: marker in r.user_text, fault)  # once each
+        report = run_dialogues(stub, mmrole_data, tmp_path / "out", coco_dir,
+                               client=make_client(stub, timeout=0.5, concurrency=2))
+    failed = report.summary.failed
+    assert len(failed) == 4 and all("孙悟空_role-role-dialogue_" in f and "unknown_speaker" in f for f in failed)
+    assert report.summary.finished == 20
+    assert sorted(r.fault for r in stub.completion_requests if r.fault) == sorted(
+        [Fault.RATE_LIMIT, Fault.TIMEOUT, Fault.MALFORMED_JSON, Fault.INCOMPLETE])
+    base = tmp_path / "out" / "dialogues" / "in-distribution"
+    assert not (base / "inter-role" / "孙悟空_COCO.json").exists()
+    assert not (base / "inter-role" / "孙悟空_script.json").exists()
+    for path in base.rglob("*.json"):  # nothing malformed was written
+        for record in json.loads(path.read_text(encoding="utf-8")):
+            texts = " ".join(t["value"] for t in record["conversations"])
+            assert "As an AI" not in texts and "Iron Man" not in texts and "Hi Woody!" not in texts
+
+
+def test_gen_dialogues_resumes_after_a_stop_and_a_kill(mmrole_data, coco_dir, tmp_path, monkeypatch):
+    with OpenAIStub(GenuineDialogues(mmrole_data)) as stub:
+        run_dialogues(stub, mmrole_data, tmp_path / "whole", coco_dir)
+        stopped = run_dialogues(stub, mmrole_data, tmp_path / "resumed", coco_dir, max_items=5)
+        assert stopped.summary.stopped_early and stopped.summary.finished == 5
+
+        appended = []
+        original_append = Journal.append
+
+        def killed_after_four(self, record):
+            if len(appended) == 4:
+                raise KeyboardInterrupt  # as if the process were killed here
+            appended.append(record["key"])
+            original_append(self, record)
+
+        monkeypatch.setattr(Journal, "append", killed_after_four)
+        with pytest.raises(KeyboardInterrupt):
+            run_dialogues(stub, mmrole_data, tmp_path / "resumed", coco_dir)
+        monkeypatch.setattr(Journal, "append", original_append)
+        before = len(stub.completion_requests)
+        resumed = run_dialogues(stub, mmrole_data, tmp_path / "resumed", coco_dir)
+        calls = len(stub.completion_requests) - before
+    assert resumed.summary.already_done == 4 and resumed.summary.finished == 24 - 5 - 4
+    assert calls == 24 - 5 - 4  # each finished dialogue was asked for once, the items in flight again
+    assert output_files(tmp_path / "resumed") == output_files(tmp_path / "whole")
+
+
+def test_gen_dialogues_skips_an_annotated_image_that_is_absent(mmrole_data, coco_dir, tmp_path):
+    root = tmp_path / "raw"
+    shutil.copytree(mmrole_data / "profiles", root / "profiles")
+    shutil.copytree(mmrole_data / "images" / "Toy_Story", root / "images" / "Toy_Story")
+    shutil.copy(mmrole_data / "images" / "annotations.json", root / "images" / "annotations.json")
+    (root / "images" / "Toy_Story" / "02.jpg").unlink()
+    with OpenAIStub(GenuineDialogues(mmrole_data)) as stub:
+        report = run_dialogues(stub, root, tmp_path / "out", coco_dir, characters=["Woody"], types=["comment"],
+                               script_per_character=None, coco_per_character=0)
+    absent = [s for s in report.skipped if "Toy_story/02.jpg" in s]
+    assert len(absent) == 1 and "annotations.json" in absent[0] and "listed but absent" in absent[0]
+    records = json.loads((tmp_path / "out" / "dialogues" / "in-distribution" / "comment" / "Woody_script.json")
+                         .read_text(encoding="utf-8"))
+    toy_images = sorted(p.name for p in (root / "images" / "Toy_Story").glob("*.jpg"))
+    assert [r["image"] for r in records] == [f"Toy_Story/{n}" for n in toy_images]  # the rest goes on
+    assert [r["id"] for r in records] == [f"Woody_comment_script_{k}" for k in range(len(toy_images))]
+
+
+def test_generator_clis(profile_root, tmp_path, monkeypatch, capsys):
+    from data_prep.gen_dialogues import main as dialogues_main
+    from data_prep.gen_profiles import main as profiles_main
+
+    for main in (profiles_main, dialogues_main):
+        with pytest.raises(SystemExit):
+            main(["--help"])
+        help_text = capsys.readouterr().out
+        assert "--model" in help_text and "--max_items" in help_text and "OPENAI_API_KEY" in help_text
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    assert profiles_main(["--data_root", str(profile_root), "--model", "gpt-4o", "--no_progress"]) == 1
+    assert "OPENAI_API_KEY" in capsys.readouterr().err

@@ -14,7 +14,7 @@ from mmrole.inference import answer_files
 from mmrole.prompts import ROLEPLAY_SYSTEM
 from mmrole.results import input_files
 
-from test_eval_review import ReplayJudge  # the same replaying Backend, keyed by request key
+from test_eval_review import ReplayJudge, _setup  # the replaying Backend (keyed by request key), file setup
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import inference  # noqa: E402  (the script)
@@ -23,18 +23,14 @@ import inference  # noqa: E402  (the script)
 def _test_file(tmp_path, mmrole_reference, model, name, n=None, mutate=None):
     """A test file (published answers stripped) + placeholder images; returns (dir, images, answers)."""
     published = json.loads((mmrole_reference / "in-test_answers" / model / name).read_text(encoding="utf-8"))[:n]
-    samples = json.loads(json.dumps(published))
-    for sample in samples:
-        del sample["conversations"][1]["answer"]
-    if mutate:
-        mutate(samples)
-    test_dir, image_dir = tmp_path / "test", tmp_path / "images"
-    test_dir.mkdir(exist_ok=True)
-    (test_dir / name).write_text(json.dumps(samples, ensure_ascii=False, indent=4), encoding="utf-8")
-    for sample in samples:
-        if isinstance(sample, dict) and "image" in sample:
-            (image_dir / sample["image"]).parent.mkdir(parents=True, exist_ok=True)
-            (image_dir / sample["image"]).write_bytes(b"placeholder")
+
+    def strip_answers(samples):
+        for sample in samples:
+            del sample["conversations"][1]["answer"]
+        if mutate:
+            mutate(samples)
+
+    test_dir, image_dir = _setup(tmp_path, mmrole_reference, model, name, n=n, mutate=strip_answers)
     return test_dir, image_dir, {(s["id"],): s["conversations"][1]["answer"] for s in published}
 
 

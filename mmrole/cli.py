@@ -17,7 +17,7 @@ def add_backend_arguments(parser: argparse.ArgumentParser, *, backend: str, mode
                        help=f"hf: local Qwen-VL checkpoint; openai: any OpenAI-compatible endpoint (default {backend})")
     group.add_argument("--model_path", default=model_path, help="hf: checkpoint folder")
     group.add_argument("--use_lora", action="store_true", help="hf: --model_path holds a LoRA adapter")
-    group.add_argument("--device", default="cpu", help="hf: torch device (default cpu)")
+    group.add_argument("--device", default=None, help="hf: torch device (default: cuda if available, else cpu)")
     group.add_argument("--dtype", default=None, help="hf: float32, bfloat16 or float16 (default: float32 on cpu)")
     group.add_argument("--batch_size", type=int, default=8, help="hf: requests per forward pass (default 8)")
     group.add_argument("--model", default=model, help="openai: model name the endpoint serves")

@@ -361,3 +361,30 @@ def test_generator_clis(profile_root, tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     assert profiles_main(["--data_root", str(profile_root), "--model", "gpt-4o", "--no_progress"]) == 1
     assert "OPENAI_API_KEY" in capsys.readouterr().err
+
+
+def test_gen_dialogues_out_of_distribution_layout(tmp_path, coco_dir):
+    from tests.data_prep_support import make_raw_tree
+
+    root = tmp_path / "raw"
+    make_raw_tree(root)
+
+    def responder(request):  # short, valid replies in the requested shape
+        text = request.user_text
+        name = re.search(r"\[Profile of (.+?) Start\]", text).group(1)
+        if "A curious human shows" in text:
+            return f"Well, this picture reminds {name} of home."
+        first = "human" if "between a curious human and" in text else re.search(r"between (.+?) from", text).group(1)
+        return json.dumps([{"role": first if i % 2 == 0 else name, "value": f"Turn {i}: look at that."} for i in range(4)])
+
+    with OpenAIStub(responder) as stub:
+        report = generate_dialogues(make_client(stub), DialogueOptions(
+            root, split="out-of-distribution", output_dir=tmp_path / "out", coco_dir=coco_dir, progress=False),
+            log=lambda line: None)
+    assert report.summary.finished == 2 * 3 * 2 and not report.summary.failed
+    base = tmp_path / "out" / "dialogues" / "out-of-distribution"
+    assert sorted(p.name for p in base.iterdir()) == ["comment.json", "human-role.json", "inter-role.json"]
+    records = json.loads((base / "inter-role.json").read_text(encoding="utf-8"))
+    assert [r["id"] for r in records] == ["Sheldon_Cooper_role-role-dialogue_COCO", "Sheldon_Cooper_role-role-dialogue_script",
+                                          "Penny_role-role-dialogue_COCO", "Penny_role-role-dialogue_script"]
+    assert records[1]["image"].startswith("The_Big_Bang_Theory/") and records[0]["image"].startswith("COCO/")

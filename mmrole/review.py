@@ -114,8 +114,7 @@ class _FileReview:
     def _usable_samples(self) -> List[TestSample]:
         samples, problems = load_test_samples(self.input_path, need_answer=True)
         self.summary.samples = len(load_json_list(self.input_path))
-        samples, missing = missing_image_problems(samples, self.config.image_dir, self.input_path)
-        self.summary.skipped += problems + missing
+        self.summary.skipped += problems
         kept = []
         for sample in samples:
             # The original tests `if evaluated_answer:`, so only "" counts as empty.
@@ -124,6 +123,8 @@ class _FileReview:
                     Problem(str(self.input_path), sample.id, "empty answer: not reviewed (as the original)"))
             else:
                 kept.append(sample)
+        kept, missing = missing_image_problems(kept, self.config.image_dir, self.input_path)
+        self.summary.skipped += missing
         return kept
 
     def _attempts(self, key) -> int:

@@ -68,3 +68,8 @@ def test_results_errors_and_usage_through_the_stub(image, tmp_path, monkeypatch)
     assert sent.has_image_data_url and sent.authorization == "Bearer sk-abcdefghijklmnop"
     assert "abcdefghijklmnop" not in str(results[1])
     assert backend.usage_summary().startswith("4 calls")  # the request without its image never left
+
+
+def test_make_backend_rejects_unknown_names():
+    with pytest.raises(ValueError, match="unknown backend 'vllm'"):
+        make_backend("vllm")

@@ -23,22 +23,20 @@ with `check_images` the samples whose image is missing are skipped instead, each
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
-import tempfile
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, TextIO, Tuple, Union
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from .raw_data import (
     DIALOGUE_TYPES, IN_DISTRIBUTION, OUT_OF_DISTRIBUTION, SOURCES, SPLITS, Annotations, Dialogue,
     InstructionSample, RawDataError, RawSplit, Skip, dialogue_sample, dialogue_samples, has_split, load_annotations,
     load_dialogues, load_split, split_sample_id,
 )
-from .store import atomic_write_json, atomic_write_text
+from .store import atomic_text_writer, atomic_write_json, atomic_write_text
 
 PathLike = Union[str, os.PathLike]
 
@@ -260,7 +258,7 @@ def _write_train_set(loaded: LoadedData, test_dialogues: set, images: _ImageChec
     Streamed to disk (the full set is ~450 MB) and renamed into place when complete."""
     counts = Counter()
     profiles = loaded.profiles(IN_DISTRIBUTION)
-    with _atomic_text_stream(Path(options.output_dir) / "train" / "train.json") as out:
+    with atomic_text_writer(Path(options.output_dir) / "train" / "train.json") as out:
         out.write("[")
         separator = "\n"
         for dialogue in loaded.dialogues[IN_DISTRIBUTION]:
@@ -276,24 +274,6 @@ def _write_train_set(loaded: LoadedData, test_dialogues: set, images: _ImageChec
         out.write("\n]\n")
     result.train = sum(counts[t] for t in DIALOGUE_TYPES)
     return counts
-
-
-@contextlib.contextmanager
-def _atomic_text_stream(path: Path) -> Iterator[TextIO]:
-    """A file written in pieces that appears under `path` only once complete (readers never see a
-    part; a crash leaves the old file). store.atomic_write_text does the same for one string."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def _statistics(loaded: LoadedData, test_samples: Sequence[InstructionSample], train_counts: Counter,

@@ -34,7 +34,26 @@ for _m in METRICS:
 SCORE_MARKER = "[Scores]:"
 
 
-def parse_score_pair(review: str) -> Optional[Tuple[float, float]]:
+class ScorePair(tuple):
+    """(score of the evaluated answer, score of the ground truth). Equal to the `[A, B]` lists that
+    review files store, as well as to tuples, so parsed and stored scores compare directly."""
+
+    def __new__(cls, evaluated: float, ground_truth: float):
+        return super().__new__(cls, (evaluated, ground_truth))
+
+    def __eq__(self, other):
+        if isinstance(other, list):
+            other = tuple(other)
+        return tuple.__eq__(self, other)
+
+    def __ne__(self, other):
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
+
+    __hash__ = tuple.__hash__
+
+
+def parse_score_pair(review: str) -> Optional[ScorePair]:
     """The (evaluated, ground truth) scores of a judge review, parsed as the original did, or None.
 
     `[Scores]:` must occur exactly once; the first line after it (surrounding whitespace
@@ -58,7 +77,7 @@ def parse_score_pair(review: str) -> Optional[Tuple[float, float]]:
             scores.append(float(part.strip()))
         except ValueError:
             return None
-    return scores[0], scores[1]
+    return ScorePair(scores[0], scores[1])
 
 
 def score_ratio(pair: Sequence[float]) -> Optional[float]:

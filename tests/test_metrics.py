@@ -66,3 +66,10 @@ def test_mean_ratios_leaves_failed_metric_out_of_its_mean_only():
     assert scores["Fluency"] == 1.0
     assert scores["Coherency"] == 0.75
     assert METRIC_ABBRS == ("IA", "Flu", "Coh", "ITR", "RA", "PC", "KC", "TC")
+
+
+def test_parsed_pair_equals_stored_lists_and_tuples():
+    pair = parse_score_pair("ok [Scores]: (9, 10)")
+    assert pair == [9.0, 10.0] and [9.0, 10.0] == pair and pair == (9.0, 10.0)
+    assert pair != [10.0, 9.0] and pair != (10.0, 9.0)
+    assert list(pair) == [9.0, 10.0] and {pair: 1}[(9.0, 10.0)] == 1

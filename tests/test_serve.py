@@ -1,0 +1,502 @@
+"""mmrole.serve against the `openai` client on a tiny Qwen-VL checkpoint.
+
+Expected answers come from the model's own one-at-a-time `chat()` on the prompt the server should
+build (the system prompt, the turns rendered with from_list_format, each image at its content-named
+path in the image cache), never from the server code under test.
+"""
+
+import base64
+import hashlib
+import io
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import openai
+import pytest
+from PIL import Image
+
+from mmrole.backends.hf import HFBackend
+from mmrole.list_format import from_list_format
+from mmrole.serve import start_server
+from mmrole.serve_api import ImageStore, ServeConfig, chat_request, generation_params, ApiError
+
+MODEL_NAME = "tiny-agent"
+API_KEY = "sk-serve-test-0123456789abcdef"
+MAX_TOKENS = 8
+
+
+# --- fixtures ------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from mmrole.qwen_vl.loading import load_model_and_tokenizer
+    from mmrole.tiny import write_tiny_checkpoint
+
+    folder = tmp_path_factory.mktemp("tiny")
+    write_tiny_checkpoint(folder, seed=0)
+    model, tokenizer = load_model_and_tokenizer(folder, device="cpu")
+    return folder, model, tokenizer
+
+
+@pytest.fixture(scope="module")
+def backend(tiny):
+    _, model, tokenizer = tiny
+    return HFBackend(model=model, tokenizer=tokenizer)
+
+
+@pytest.fixture(scope="module")
+def server(backend, tmp_path_factory):
+    cache = tmp_path_factory.mktemp("image-cache")
+    running = start_server(backend, ServeConfig(model_name=MODEL_NAME, max_request_bytes=200_000), port=0,
+                           batch_wait=0.05, image_cache_dir=cache)
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0, timeout=60)
+
+
+def png_bytes(color, size=(24, 16)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def data_url(data: bytes, mime: str = "image/png") -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+def cached_path(server, data: bytes, extension: str = "png") -> str:
+    """Where the server keeps an image: content-named in its cache folder."""
+    return str(server.app.images.folder / f"{hashlib.sha256(data).hexdigest()[:32]}.{extension}")
+
+
+def expected_chat(tiny, query, history=(), system="You are a helpful assistant.", images=(), max_tokens=MAX_TOKENS):
+    """One-at-a-time greedy chat() of the model; `images` = [(path, bytes)] present while it runs."""
+    from mmrole.qwen_vl.generation import chat
+
+    _, model, tokenizer = tiny
+    for path, data in images:
+        Path(path).write_bytes(data)
+    try:
+        response, _ = chat(model, tokenizer, query, history=list(history), system=system, do_sample=False,
+                           max_new_tokens=max_tokens)
+    finally:
+        for path, _ in images:
+            Path(path).unlink(missing_ok=True)
+    return response
+
+
+def raw_request(server, method, path, body=b"", headers=None):
+    """A plain HTTP exchange (for bodies the openai client would never send)."""
+    import http.client
+
+    host, port = server.server.server_address[:2]
+    connection = http.client.HTTPConnection(host, port, timeout=30)
+    connection.request(method, path, body=body, headers=headers or {})
+    response = connection.getresponse()
+    data = response.read()
+    connection.close()
+    return response.status, dict(response.getheaders()), data
+
+
+def assert_clean_error(data: bytes, status: int):
+    """An OpenAI-shaped error body with nothing internal in it."""
+    body = json.loads(data)
+    assert set(body) == {"error"} and isinstance(body["error"]["message"], str) and body["error"]["message"]
+    assert {"message", "type", "param", "code"} <= set(body["error"])
+    text = data.decode()
+    for leak in ("Traceback", 'File "', "/tmp", "site-packages", "mmrole/", "Error:"):
+        assert leak not in text, (status, text)
+
+
+# --- mapping (no model) --------------------------------------------------------------------------
+
+def test_messages_map_onto_qwen_turns(tmp_path):
+    store = ImageStore(tmp_path / "cache")
+    red, blue = png_bytes((255, 0, 0)), png_bytes((0, 0, 255))
+    acquired = []
+    request = chat_request([
+        {"role": "system", "content": "You are Iron Man."},
+        {"role": "user", "content": [{"type": "image_url", "image_url": {"url": data_url(red)}},
+                                     {"type": "text", "text": "What is this?"}]},
+        {"role": "assistant", "content": "A red square."},
+        {"role": "developer", "content": [{"type": "text", "text": "Stay in character."}]},
+        {"role": "user", "content": "And this?"},
+        {"role": "user", "content": [{"type": "image_url", "image_url": {"url": data_url(blue)}}]},
+    ], store, acquired, max_images=4)
+    red_path = str(tmp_path / "cache" / f"{hashlib.sha256(red).hexdigest()[:32]}.png")
+    blue_path = str(tmp_path / "cache" / f"{hashlib.sha256(blue).hexdigest()[:32]}.png")
+    assert request.system == "You are Iron Man.\nStay in character."
+    assert request.history == ((({"image": red_path}, {"text": "What is this?"}), "A red square."),)
+    assert request.query == ({"text": "And this?"}, {"image": blue_path})
+    assert Path(red_path).read_bytes() == red and sorted(acquired) == sorted([red_path, blue_path])
+    for path in acquired:
+        store.release(path)
+    assert not os.path.exists(red_path) and not os.path.exists(blue_path)
+    assert chat_request([{"role": "user", "content": "hi"}], store, [], 4).system == "You are a helpful assistant."
+
+
+@pytest.mark.parametrize("messages, fragment", [
+    ([{"role": "assistant", "content": "hi"}], "start and end with a user"),
+    ([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}], "start and end with a user"),
+    ([{"role": "tool", "content": "x"}], "not supported"),
+    ([{"role": "user", "content": "look <img>/etc/passwd</img>"}], "must not contain"),
+    ([{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}], "not supported"),
+    ([{"role": "system", "content": [{"type": "image_url", "image_url": {"url": "data:,"}}]},
+      {"role": "user", "content": "hi"}], "content must be text"),
+    ([{"role": "user", "content": ""}], "empty"),
+    ([], "non-empty list"),
+])
+def test_bad_conversations_are_refused(tmp_path, messages, fragment):
+    with pytest.raises(ApiError) as caught:
+        chat_request(messages, ImageStore(tmp_path), [], 4)
+    assert caught.value.status == 400 and fragment in caught.value.message
+
+
+def test_generation_fields():
+    config = ServeConfig(model_name="m", max_tokens_limit=100)
+    greedy = generation_params({"temperature": 0, "top_p": 0.5, "max_tokens": 7, "stop": "END", "seed": 3}, config)
+    assert (greedy.greedy, greedy.top_p, greedy.max_new_tokens, greedy.stop, greedy.seed) == (True, None, 7, ("END",), 3)
+    sampled = generation_params({"temperature": 0.7, "top_p": 0.9, "max_completion_tokens": 5}, config)
+    assert (sampled.greedy, sampled.temperature, sampled.top_p, sampled.max_new_tokens) == (False, 0.7, 0.9, 5)
+    default = generation_params({}, config)  # the checkpoint's generation_config.json decides
+    assert (default.greedy, default.temperature, default.max_new_tokens) == (False, None, None)
+    for bad in ({"temperature": 3}, {"top_p": 0}, {"max_tokens": 101}, {"max_tokens": True}, {"stop": ["a"] * 5},
+                {"stop": [""]}, {"seed": "x"}):
+        with pytest.raises(ApiError):
+            generation_params(bad, config)
+
+
+# --- the server ----------------------------------------------------------------------------------
+
+def test_text_chat_equals_model_chat(server, client, tiny):
+    assert [m.id for m in client.models.list().data] == [MODEL_NAME]
+    reply = client.chat.completions.create(model=MODEL_NAME, temperature=0, max_tokens=MAX_TOKENS, messages=[
+        {"role": "system", "content": "You are Hermione Granger."}, {"role": "user", "content": "What is magic?"}])
+    choice = reply.choices[0]
+    assert choice.message.content == expected_chat(tiny, "What is magic?", system="You are Hermione Granger.")
+    assert choice.message.role == "assistant" and choice.finish_reason in ("stop", "length")
+    _, _, tokenizer = tiny
+    from mmrole.qwen_vl.chat_format import make_context
+    assert reply.usage.prompt_tokens == len(make_context(tokenizer, "What is magic?", system="You are Hermione Granger.")[1])
+    assert 1 <= reply.usage.completion_tokens <= MAX_TOKENS
+    assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
+
+
+def test_image_and_multi_turn_equal_model_chat(server, client, tiny):
+    red, green = png_bytes((220, 20, 20)), png_bytes((20, 200, 40), size=(30, 30))
+    red_path, green_path = cached_path(server, red), cached_path(server, green)
+    first = [{"type": "image_url", "image_url": {"url": data_url(red)}}, {"type": "text", "text": "Describe it."}]
+    reply = client.chat.completions.create(model=MODEL_NAME, temperature=0, max_tokens=MAX_TOKENS,
+                                           messages=[{"role": "user", "content": first}])
+    first_query = from_list_format([{"image": red_path}, {"text": "Describe it."}])
+    assert reply.choices[0].message.content == expected_chat(tiny, first_query, images=[(red_path, red)])
+    assert not os.path.exists(red_path), "request images are removed once answered"
+
+    second = [{"type": "text", "text": "Compare with"}, {"type": "image_url", "image_url": {"url": data_url(green)}}]
+    follow_up = client.chat.completions.create(model=MODEL_NAME, temperature=0, max_tokens=MAX_TOKENS, messages=[
+        {"role": "system", "content": "You are Woody."}, {"role": "user", "content": first},
+        {"role": "assistant", "content": "A red thing."}, {"role": "user", "content": second}])
+    query = from_list_format([{"text": "Compare with"}, {"image": green_path}])
+    assert follow_up.choices[0].message.content == expected_chat(
+        tiny, query, history=[(first_query, "A red thing.")], system="You are Woody.",
+        images=[(red_path, red), (green_path, green)])
+    assert list(server.app.images.folder.iterdir()) == []
+
+
+def test_streaming_and_stop_strings_match_non_streaming(server, client):
+    messages = [{"role": "user", "content": "Tell me a story about a dragon."}]
+    plain = client.chat.completions.create(model=MODEL_NAME, temperature=0, max_tokens=12, messages=messages)
+    text = plain.choices[0].message.content
+    chunks = list(client.chat.completions.create(model=MODEL_NAME, temperature=0, max_tokens=12, messages=messages,
+                                                 stream=True, stream_options={"include_usage": True}))
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert len([c for c in chunks if c.choices and c.choices[0].delta.content]) > 1, "streamed in pieces"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == text
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == plain.choices[0].finish_reason
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == plain.usage.completion_tokens
+
+    words = text.split()
+    assert len(words) >= 3, text
+    stop = words[2][:3]  # a stop string that starts inside the answer
+    cut = text[: text.find(stop)].strip()
+    stopped = client.chat.completions.create(model=MODEL_NAME, temperature=0, max_tokens=12, messages=messages,
+                                             stop=[stop, "\u2603never"])
+    assert stopped.choices[0].message.content == cut and stopped.choices[0].finish_reason == "stop"
+    streamed = client.chat.completions.create(model=MODEL_NAME, temperature=0, max_tokens=12, messages=messages,
+                                              stop=stop, stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in streamed) == cut
+
+
+def test_bad_requests_get_clean_4xx(server, client):
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "hi"}])
+    assert caught.value.body["code"] == "model_not_found"
+    not_an_image = data_url(b"GIF89a but not really an image at all", "image/gif")
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model=MODEL_NAME, messages=[{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": not_an_image}}, {"type": "text", "text": "?"}]}])
+    assert caught.value.body["code"] == "invalid_image"
+    for url in ("https://example.com/cat.png", "/etc/hosts", "file:///etc/hosts", "data:image/png;base64,%%%"):
+        with pytest.raises(openai.BadRequestError):
+            client.chat.completions.create(model=MODEL_NAME, messages=[{"role": "user", "content": [
+                {"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": "?"}]}])
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model=MODEL_NAME, messages=[{"role": "user", "content": "hi"}], n=2)
+
+    json_headers = {"Content-Type": "application/json"}
+    status, _, data = raw_request(server, "POST", "/v1/chat/completions", b'{"model": "tiny-agent", "messages": [',
+                                  json_headers)
+    assert status == 400 and json.loads(data)["error"]["code"] == "invalid_json"
+    assert_clean_error(data, status)
+    big = json.dumps({"model": MODEL_NAME, "messages": [{"role": "user", "content": "x" * 300_000}]}).encode()
+    status, headers, data = raw_request(server, "POST", "/v1/chat/completions", big, json_headers)
+    assert status == 413
+    assert_clean_error(data, status)
+    for method, path, expected in (("GET", "/v1/nothing", 404), ("DELETE", "/v1/models", 405),
+                                   ("POST", "/v1/completions", 404)):
+        status, _, data = raw_request(server, method, path, b"{}" if method == "POST" else b"", json_headers)
+        assert status == expected
+        assert_clean_error(data, status)
+    status, _, data = raw_request(server, "POST", "/v1/chat/completions", b"[1, 2]", json_headers)
+    assert status == 400
+    assert_clean_error(data, status)
+    # After all that the server still answers.
+    ok = client.chat.completions.create(model=MODEL_NAME, temperature=0, max_tokens=2,
+                                        messages=[{"role": "user", "content": "still there?"}])
+    assert ok.choices[0].message.content is not None
+
+
+def test_api_key_local_media_and_log_hygiene(backend, tmp_path, caplog):
+    media = tmp_path / "media"
+    media.mkdir()
+    inside = media / "blue.png"
+    inside.write_bytes(png_bytes((0, 0, 255)))
+    outside = tmp_path / "secret.png"
+    outside.write_bytes(png_bytes((1, 2, 3)))
+    config = ServeConfig(model_name=MODEL_NAME, api_key=API_KEY, allowed_local_media_path=media)
+    caplog.set_level(logging.DEBUG, logger="mmrole.serve")
+    with start_server(backend, config, port=0, image_cache_dir=tmp_path / "cache") as server:
+        wrong = openai.OpenAI(base_url=server.base_url, api_key="sk-wrong-key-123456", max_retries=0)
+        right = openai.OpenAI(base_url=server.base_url, api_key=API_KEY, max_retries=0)
+        hello = [{"role": "user", "content": "hello"}]
+        with pytest.raises(openai.AuthenticationError) as caught:
+            wrong.chat.completions.create(model=MODEL_NAME, messages=hello)
+        assert caught.value.body["code"] == "invalid_api_key" and API_KEY not in json.dumps(caught.value.body)
+        with pytest.raises(openai.AuthenticationError):
+            wrong.models.list()
+        body = json.dumps({"model": MODEL_NAME, "messages": hello}).encode()
+        for path, method, data in (("/v1/chat/completions", "POST", body), ("/v1/models", "GET", b"")):
+            status, _, answer = raw_request(server, method, path, data, {"Content-Type": "application/json"})
+            assert status == 401 and json.loads(answer)["error"]["message"].startswith("missing API key")
+        assert raw_request(server, "GET", "/health")[0] == 200
+        assert right.chat.completions.create(model=MODEL_NAME, messages=hello, max_tokens=2).choices
+        image_message = lambda url: [{"role": "user", "content": [  # noqa: E731
+            {"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": "colour?"}]}]
+        reply = right.chat.completions.create(model=MODEL_NAME, max_tokens=2, temperature=0,
+                                              messages=image_message(f"file://{inside}"))
+        assert reply.usage.prompt_tokens > 258, "the image span is in the prompt"
+        for escape in (str(outside), f"file://{media}/../secret.png", f"file://{media}/missing.png"):
+            with pytest.raises(openai.BadRequestError) as caught:
+                right.chat.completions.create(model=MODEL_NAME, messages=image_message(escape))
+            assert str(tmp_path) not in json.dumps(caught.value.body)
+        assert inside.exists(), "a client's local file is never deleted"
+    assert "POST /v1/chat/completions" in caplog.text
+    assert API_KEY not in caplog.text and "sk-wrong-key" not in caplog.text
+
+
+def _long_talker(client):
+    """A prompt on which the tiny model's greedy reply runs into a loop (never ends by itself)."""
+    for k in range(20):
+        messages = [{"role": "user", "content": f"Hello, who are you? ({k})"}]
+        reply = client.chat.completions.create(model=MODEL_NAME, temperature=0, max_tokens=48, messages=messages)
+        if reply.choices[0].finish_reason == "length":
+            return messages
+    pytest.fail("no prompt found on which the tiny model talks for 48 tokens")
+
+
+def _start_stream(server, messages, max_tokens):
+    """Send a streaming request on a raw socket and return it once the first chunk arrived."""
+    host, port = server.server.server_address[:2]
+    body = json.dumps({"model": MODEL_NAME, "stream": True, "temperature": 0, "max_tokens": max_tokens,
+                       "messages": messages}).encode()
+    sock = socket.create_connection((host, port), timeout=30)
+    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    received = b""
+    while b"data: " not in received:
+        received += sock.recv(4096)
+    assert received.startswith(b"HTTP/1.1 200")
+    return sock
+
+
+def _wait_for(condition, timeout=60.0, show=None):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out {show}"
+        time.sleep(0.05)
+
+
+def test_client_leaving_stops_its_generation_and_others_are_served(server, client, caplog):
+    caplog.set_level(logging.INFO, logger="mmrole.serve")
+    stats = server.app.engine.stats
+    talker = _long_talker(client)
+    before = dict(stats)
+    sock = _start_stream(server, talker, max_tokens=2000)
+    sock.close()  # mid-stream
+    _wait_for(lambda: stats["cancelled_rows"] == before["cancelled_rows"] + 1)
+    assert stats["cancelled_row_tokens"] - before["cancelled_row_tokens"] < 2000, "generation stopped early"
+
+    impatient = openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0, timeout=0.5)
+    with pytest.raises(openai.APITimeoutError):  # a non-streaming client that gives up
+        impatient.chat.completions.create(model=MODEL_NAME, temperature=0, max_tokens=2000, messages=talker)
+    _wait_for(lambda: stats["cancelled_rows"] + stats["dropped_jobs"]
+              == before["cancelled_rows"] + before["dropped_jobs"] + 2, show=stats)
+    reply = client.chat.completions.create(model=MODEL_NAME, temperature=0, max_tokens=3,
+                                           messages=[{"role": "user", "content": "next please"}])
+    assert reply.choices[0].message.content is not None
+    _wait_for(lambda: caplog.text.count('" 499 ') >= 2)
+    assert list(server.app.images.folder.iterdir()) == []
+
+
+def test_32_concurrent_clients_get_their_serial_answers(server, tiny):
+    """Greedy answers under load (batched, mixed settings, streams, images) equal one-at-a-time answers."""
+    colours = [png_bytes((40 * k % 256, 90 * k % 256, 150)) for k in range(4)]
+
+    def request(k):
+        content = f"Client {k}: say something about number {k * 7}."
+        if k % 4 == 1:
+            content = [{"type": "image_url", "image_url": {"url": data_url(colours[k % 3])}},
+                       {"type": "text", "text": content}]
+        return dict(model=MODEL_NAME, temperature=0, max_tokens=6 + k % 3, stream=k % 4 == 3,
+                    messages=[{"role": "system", "content": f"You are character {k % 5}."},
+                              {"role": "user", "content": content}])
+
+    def answer(k):
+        kwargs = request(k)
+        local = openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0, timeout=120)
+        response = local.chat.completions.create(**kwargs)
+        if kwargs["stream"]:
+            return "".join(c.choices[0].delta.content or "" for c in response if c.choices)
+        return response.choices[0].message.content
+
+    serial = [answer(k) for k in range(32)]
+    largest = server.app.engine.stats["largest_batch"]
+    barrier = threading.Barrier(32)
+
+    def together(k):
+        barrier.wait()
+        return answer(k)
+
+    with ThreadPoolExecutor(32) as pool:
+        concurrent = list(pool.map(together, range(32)))
+    assert concurrent == serial
+    assert server.app.engine.stats["largest_batch"] > max(largest, 1), "concurrent requests were batched"
+    # Spot check against the model itself: a text request and an image request.
+    _, model, tokenizer = tiny
+    assert serial[0] == expected_chat(tiny, "Client 0: say something about number 0.", system="You are character 0.",
+                                      max_tokens=6)
+    path = cached_path(server, colours[5 % 3])
+    query = from_list_format([{"image": path}, {"text": "Client 5: say something about number 35."}])
+    assert serial[5] == expected_chat(tiny, query, system="You are character 0.", images=[(path, colours[2])],
+                                      max_tokens=8)
+
+
+# --- the project's openai backends against the server -------------------------------------------
+
+def load_script(relative):
+    """A top-level script as a module (scripts are not packages)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / relative
+    spec = importlib.util.spec_from_file_location(f"serve_test_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _sample(k, image):
+    return {"id": f"Woody_comment_script_{k}_1", "system": "ignored", "image": image,
+            "conversations": [{"from": "user", "value": f"Please step into the shoes of Woody. Question {k}?"},
+                              {"from": "assistant", "value": f"Howdy partner, reach for the sky number {k}!"}],
+            "role": "Woody", "script": "Toy Story", "other_role": "a curious human"}
+
+
+def test_inference_and_review_openai_backends_against_the_server(server, tiny, tmp_path, monkeypatch):
+    inference, RM_review = load_script("inference.py"), load_script("eval/RM_review.py")
+    from mmrole.prompts import ROLEPLAY_SYSTEM
+    from mmrole.review import review_request
+    from mmrole.schema import load_test_samples
+
+    images = tmp_path / "images"
+    (images / "Toy_Story").mkdir(parents=True)
+    pictures = {"Toy_Story/01.png": png_bytes((200, 150, 20)), "Toy_Story/02.png": png_bytes((20, 150, 200))}
+    for name, data in pictures.items():
+        (images / name).write_bytes(data)
+    tests = tmp_path / "test"
+    tests.mkdir()
+    (tests / "comment_test.json").write_text(json.dumps([_sample(0, "Toy_Story/01.png"), _sample(1, "Toy_Story/02.png")]))
+    monkeypatch.setenv("SERVE_TEST_KEY", "unused")
+    common = ["--backend", "openai", "--base_url", server.base_url, "--model", MODEL_NAME, "--api_key_env",
+              "SERVE_TEST_KEY", "--no_random", "--max_new_tokens", str(MAX_TOKENS), "--image_dir", str(images),
+              "--no_progress"]
+    answers = tmp_path / "answers"
+    assert inference.main(common + ["--input_dir", str(tests), "--output_dir", str(answers)]) == 0
+    answered = json.loads((answers / "comment_test.json").read_text())
+    for record in answered:
+        path = cached_path(server, pictures[record["image"]])
+        query = from_list_format([{"image": path}, {"text": record["conversations"][0]["value"]}])
+        assert record["conversations"][1]["answer"] == expected_chat(
+            tiny, query, system=ROLEPLAY_SYSTEM, images=[(path, pictures[record["image"]])])
+
+    rows_before = server.app.engine.stats["rows"]
+    reviews = tmp_path / "reviews"
+    assert RM_review.main(common + ["--input_dir", str(answers), "--output_dir", str(reviews)]) == 0
+    reviewed = json.loads((reviews / "comment_test.json").read_text())
+    assert server.app.engine.stats["rows"] - rows_before == 2 * 8, "eight judge requests per sample"
+    samples, _ = load_test_samples(answers / "comment_test.json")
+    sample = samples[0]
+    metric = sorted(reviewed[0]["rm_review"])[0]
+    judge = review_request(sample, metric, "presented", str(images))
+    path = cached_path(server, pictures[sample.image])
+    parts = [{"image": path} if "image" in part else part for part in judge.query]
+    assert reviewed[0]["rm_review"][metric]["review"] == expected_chat(
+        tiny, from_list_format(parts), system=judge.system, images=[(path, pictures[sample.image])])
+    assert len(reviewed[0]["rm_review"]) == 8
+
+
+# --- the command line ----------------------------------------------------------------------------
+
+def test_command_line_server_with_key_file_and_clean_shutdown(tiny, tmp_path):
+    folder, _, _ = tiny
+    key_file = tmp_path / "key"
+    key_file.write_text(API_KEY + "\n")
+    repo = Path(__file__).resolve().parent.parent
+    process = subprocess.Popen(
+        [sys.executable, str(repo / "serve.py"), "--model_path", str(folder), "--port", "0", "--api_key_file",
+         str(key_file), "--served_model_name", "cli-agent", "--device", "cpu"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        line = process.stdout.readline()
+        assert line.startswith("serving cli-agent at http://127.0.0.1:"), line
+        base_url = line.split()[3]
+        cli = openai.OpenAI(base_url=base_url, api_key=API_KEY, max_retries=0)
+        reply = cli.chat.completions.create(model="cli-agent", max_tokens=2, messages=[{"role": "user", "content": "hi"}])
+        assert reply.model == "cli-agent" and reply.usage.completion_tokens >= 1
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0, stderr
+    assert "POST /v1/chat/completions" in stderr and API_KEY not in stderr

@@ -240,7 +240,7 @@ def test_bad_samples_are_named_skipped_and_counted(tok, mmrole_data, tmp_path):
     assert reasons["line 8"].startswith("not a JSON object")
     assert reasons["answer-too-far"].startswith("no assistant token within model_max_length")
     summary = "\n".join(report.lines())
-    assert f"10 samples, 2 used, 8 skipped" in summary and "gpt-role" in summary
+    assert "10 samples, 2 used, 8 skipped" in summary and "gpt-role" in summary
     assert all(problem.path == str(data) for problem in report.problems)
 
 

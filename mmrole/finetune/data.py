@@ -30,7 +30,7 @@ from torch.utils.data import Dataset
 from ..qwen_vl.image_processing_qwen import load_image, preprocess_images
 from ..qwen_vl.modeling_qwen import span_image_path
 from ..schema import Problem
-from .preprocess import DEFAULT_SYSTEM, ROLES, USER, ChatMLEncoder, Tokenized, collate_padded
+from .preprocess import DEFAULT_SYSTEM, ROLES, USER, ChatMLEncoder, collate_padded
 
 PathLike = Union[str, os.PathLike]
 

@@ -1,0 +1,173 @@
+"""The training entry behind finetune/finetune.py: MMRole-Agent and the reward model, full or LoRA, DeepSpeed or not.
+
+Flow: arguments -> (on a CPU-only torchrun run: the gloo shim) -> model and tokenizer -> trainable parameters
+(--fix_vit or LoRA) -> data (checked and scanned once, skipped samples printed) -> Trainer -> resume from the last
+checkpoint-N when there is one -> save (full weights, or the LoRA adapter) into output_dir.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import torch
+import transformers
+from transformers import Trainer
+from transformers.trainer_pt_utils import LengthGroupedSampler
+from transformers.trainer_utils import get_last_checkpoint
+
+from .arguments import ARGUMENT_CLASSES
+from .cpu_distributed import install_cpu_gloo_backend
+from .data import DataOptions, DataReport, ScanEntry, SupervisedCollator, build_dataset, write_report
+from .model_setup import (
+    apply_lora, check_q_lora, count_parameters, fix_vision_tower, load_for_training, training_dtype,
+)
+
+SKIPPED_FILE = "skipped_samples.jsonl"
+
+
+class FinetuneTrainer(Trainer):
+    """The HF Trainer with two additions: length grouping from the scanned lengths (no extra preprocessing pass),
+    and checkpoints saved with use_cache on (it is off only to train)."""
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if self.args.train_sampling_strategy == "group_by_length" and hasattr(dataset, "lengths"):
+            return LengthGroupedSampler(
+                self.args.train_batch_size * self.args.gradient_accumulation_steps, lengths=dataset.lengths
+            )
+        return super()._get_train_sampler(train_dataset)
+
+    def _save(self, output_dir: Optional[str] = None, state_dict=None) -> None:
+        config = getattr(self.model, "config", None)
+        previous = getattr(config, "use_cache", None)
+        if config is not None:
+            config.use_cache = True
+        try:
+            super()._save(output_dir, state_dict=state_dict)
+        finally:
+            if config is not None:
+                config.use_cache = previous
+
+
+def parse_arguments(argv: Optional[Sequence[str]] = None):
+    parser = transformers.HfArgumentParser(ARGUMENT_CLASSES)
+    parser.description = ("Fine-tune Qwen-VL-Chat into MMRole-Agent or the MMRole-Eval reward model "
+                          "(run under torchrun; see finetune/finetune_ds.sh).")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not torch.cuda.is_available() and _flag_is_true(argv, "--bf16"):
+        parser.error("--bf16 needs a GPU: CPU runs train in float32, drop --bf16 (the finetune_*.sh scripts do)")
+    model_args, data_args, training_args, lora_args = parser.parse_args_into_dataclasses(args=argv)
+    if not data_args.data_path:
+        parser.error("--data_path is required")
+    return model_args, data_args, training_args, lora_args
+
+
+def _flag_is_true(argv: Sequence[str], flag: str) -> bool:
+    """Whether the last occurrence of a boolean flag sets it (`--flag`, `--flag True`, `--flag=true`)."""
+    value = None
+    for i, arg in enumerate(argv):
+        if arg == flag:
+            following = argv[i + 1] if i + 1 < len(argv) else ""
+            value = following.lower() not in ("false", "0", "no") if not following.startswith("--") else True
+        elif arg.startswith(flag + "="):
+            value = arg.split("=", 1)[1].lower() not in ("false", "0", "no")
+    return bool(value)
+
+
+def resume_checkpoint(value: Optional[str], output_dir: str) -> Optional[str]:
+    """The checkpoint to continue from: see --resume_from_checkpoint (auto / True / False / a folder)."""
+    choice = (value or "").strip()
+    if choice.lower() in ("", "false", "no", "none"):
+        return None
+    last = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+    if choice.lower() == "auto":
+        return last
+    if choice.lower() == "true":
+        if last is None:
+            raise FileNotFoundError(f"--resume_from_checkpoint True, but {output_dir} holds no checkpoint-N folder")
+        return last
+    if not os.path.isdir(choice):
+        raise FileNotFoundError(f"--resume_from_checkpoint {choice}: no such checkpoint folder")
+    return choice
+
+
+def _gather_scan(entries: List[ScanEntry]) -> List[ScanEntry]:
+    """All processes' scan entries (each process scanned every world_size-th sample)."""
+    gathered: List[List[ScanEntry]] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(gathered, entries)
+    return [entry for part in gathered for entry in part]
+
+
+def load_data(path: str, tokenizer, data_args, training_args):
+    options = DataOptions(
+        max_len=training_args.model_max_length,
+        use_sample_system=data_args.use_sample_system,
+        default_system=data_args.default_system,
+        image_root=data_args.image_root,
+    )
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    world = torch.distributed.get_world_size() if distributed else 1
+    rank = torch.distributed.get_rank() if distributed else 0
+    return build_dataset(path, tokenizer, options, lazy=data_args.lazy_preprocess, shard=(rank, world),
+                         gather=_gather_scan if world > 1 else None)
+
+
+def report_data(report: DataReport, training_args, name: str) -> None:
+    """Print what was skipped/truncated (main process) and list the skipped samples in output_dir."""
+    if not training_args.should_save:
+        return
+    for line in report.lines():
+        print(line, flush=True)
+    if report.problems:
+        os.makedirs(training_args.output_dir, exist_ok=True)
+        where = Path(training_args.output_dir) / name
+        write_report(report, where)
+        print(f"  every skipped sample is listed in {where}", flush=True)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    install_cpu_gloo_backend()  # must run before TrainingArguments sets up accelerate's state
+    # DeepSpeed calls torch.distributed functions torch has deprecated, once per step: not ours to fix, only noise.
+    warnings.filterwarnings("ignore", message=r"`torch\.distributed\.\w+` is deprecated", category=FutureWarning)
+    model_args, data_args, training_args, lora_args = parse_arguments(argv)
+    if not torch.cuda.is_available():
+        training_args.dataloader_pin_memory = False  # nothing to pin for without a GPU
+    check_q_lora(training_args.use_lora, lora_args.q_lora)
+    transformers.set_seed(training_args.seed)
+
+    dtype = training_dtype(training_args.fp16, training_args.bf16)
+    model, tokenizer = load_for_training(model_args.model_name_or_path, dtype, q_lora=lora_args.q_lora)
+    if training_args.use_lora:
+        model = apply_lora(model, lora_args, model_args.model_name_or_path, training_args.activation_checkpointing)
+    elif training_args.fix_vit:
+        fix_vision_tower(model)
+    if training_args.should_save:
+        print(f"{model_args.model_name_or_path}: {count_parameters(model)}", flush=True)
+
+    train_dataset, train_report = load_data(data_args.data_path, tokenizer, data_args, training_args)
+    report_data(train_report, training_args, SKIPPED_FILE)
+    eval_dataset = None
+    if data_args.eval_data_path:
+        eval_dataset, eval_report = load_data(data_args.eval_data_path, tokenizer, data_args, training_args)
+        report_data(eval_report, training_args, "skipped_eval_samples.jsonl")
+    if len(train_dataset) == 0:
+        raise SystemExit(f"{data_args.data_path}: no usable training sample (see the report above)")
+
+    collator = SupervisedCollator(
+        tokenizer.pad_token_id,
+        image_size=model.config.visual["image_size"],
+        pad_to=training_args.model_max_length if data_args.pad_to_model_max_length else None,
+    )
+    trainer = FinetuneTrainer(model=model, args=training_args, processing_class=tokenizer,
+                              train_dataset=train_dataset, eval_dataset=eval_dataset, data_collator=collator)
+    checkpoint = resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
+    if checkpoint and training_args.should_save:
+        print(f"resuming from {checkpoint}", flush=True)
+    trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.save_state()
+    trainer.save_model(training_args.output_dir)
+    return 0

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from mmrole.finetune.data import (
     DataFileError, DataOptions, SupervisedCollator, build_dataset, load_samples, read_records,
 )
+from mmrole.finetune.loss import supervised_loss
 from mmrole.finetune.preprocess import IGNORE_INDEX, ChatMLEncoder, original_preprocess
 from mmrole.prompts import ROLEPLAY_SYSTEM
 from mmrole.qwen_vl import QWenTokenizer, preprocess_images
@@ -157,6 +158,30 @@ def test_dynamic_padding_gives_the_per_sample_loss_of_padding_to_max_len(tok, ca
     assert dynamic_losses == pytest.approx(padded_losses, rel=1e-5, abs=1e-5)
     assert dynamic_losses == pytest.approx(alone, rel=1e-5, abs=1e-5)
     assert batch_loss_dynamic == pytest.approx(batch_loss_padded, rel=1e-5)
+
+
+def test_loss_from_learned_positions_only_equals_the_models_loss_and_gradients(tok, cases, tiny_model,
+                                                                                qwen_reference, tmp_path):
+    data = write_jsonl(tmp_path / "mixed.jsonl", [_record(case) for case in cases])
+    dataset, _ = build_dataset(data, tok, DataOptions(max_len=400, image_root=qwen_reference))
+    batch = SupervisedCollator(tok.pad_token_id, REFERENCE_IMAGE_SIZE)([dataset[i] for i in range(len(dataset))])
+    tiny_model.train()
+    try:
+        gradients = []
+        for compute in (lambda: tiny_model(**batch).loss, lambda: supervised_loss(tiny_model, batch)):
+            tiny_model.zero_grad()
+            loss = compute()
+            loss.backward()
+            gradients.append((loss.item(), {name: p.grad.clone() for name, p in tiny_model.named_parameters()
+                                            if p.grad is not None}))
+    finally:
+        tiny_model.zero_grad()
+        tiny_model.eval()
+    (full_loss, full_grads), (kept_loss, kept_grads) = gradients
+    assert kept_loss == pytest.approx(full_loss, rel=1e-6)
+    assert full_grads.keys() == kept_grads.keys() and "lm_head.weight" in full_grads
+    for name in full_grads:
+        assert torch.allclose(kept_grads[name], full_grads[name], rtol=1e-4, atol=1e-7), name
 
 
 # --- lazy loading, image root, truncation ----------------------------------------------------------------------

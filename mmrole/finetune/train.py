@@ -22,6 +22,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from .arguments import ARGUMENT_CLASSES
 from .cpu_distributed import install_cpu_gloo_backend
 from .data import DataOptions, DataReport, ScanEntry, SupervisedCollator, build_dataset, write_report
+from .loss import supervised_loss
 from .model_setup import (
     apply_lora, check_q_lora, count_parameters, fix_vision_tower, load_for_training, training_dtype,
 )
@@ -30,8 +31,9 @@ SKIPPED_FILE = "skipped_samples.jsonl"
 
 
 class FinetuneTrainer(Trainer):
-    """The HF Trainer with two additions: length grouping from the scanned lengths (no extra preprocessing pass),
-    and checkpoints saved with use_cache on (it is off only to train)."""
+    """The HF Trainer with three additions: the loss from logits at learned positions only (same value, see
+    loss.py), length grouping from the scanned lengths (no extra preprocessing pass), and checkpoints saved with
+    use_cache on (it is off only to train)."""
 
     def _get_train_sampler(self, train_dataset=None):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
@@ -40,6 +42,11 @@ class FinetuneTrainer(Trainer):
                 self.args.train_batch_size * self.args.gradient_accumulation_steps, lengths=dataset.lengths
             )
         return super()._get_train_sampler(train_dataset)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.label_smoother is not None or self.compute_loss_func is not None or return_outputs:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        return supervised_loss(model, inputs)
 
     def _save(self, output_dir: Optional[str] = None, state_dict=None) -> None:
         config = getattr(self.model, "config", None)

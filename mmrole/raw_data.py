@@ -458,9 +458,12 @@ class InstructionSample:
         }
 
     def train_record(self, image_prefix: str = "images/") -> dict:
-        """Qwen-VL's fine-tuning format; the image path is image_prefix + the sample's image."""
+        """Qwen-VL's fine-tuning format; the image path is image_prefix + the sample's image. The
+        role-play system prompt goes with it so training sees what inference sends (finetune.py
+        honours a sample's `system`; the original trained every sample with Qwen's default)."""
         return {
             "id": self.id,
+            "system": ROLEPLAY_SYSTEM,
             "conversations": [
                 {"from": "user", "value": from_list_format([{"image": image_prefix + self.image}, {"text": self.prompt}])},
                 {"from": "assistant", "value": self.target},

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from mmrole.prompts import ROLEPLAY_SYSTEM
 from mmrole.data_build import BuildOptions, build, choose_test_samples, load_data, BuildResult
 from mmrole.raw_data import DIALOGUE_TYPES
 from tests.data_prep_support import OUT_ROLES, dialogue_file, edit_json, make_raw_tree, raw_records, train_ids
@@ -283,3 +284,15 @@ def test_cli_help_and_bad_root(tmp_path, capsys):
         assert flag in help_text
     assert main(["--data_root", str(tmp_path / "nothing"), "--output_dir", str(tmp_path / "out")]) == 1
     assert "roles.json" in capsys.readouterr().err
+
+
+def test_train_records_are_qwen_vl_finetuning_samples_with_the_roleplay_system(tree, tmp_path):
+    run_build(tree, tmp_path / "out", seed=3)
+    records = read(tmp_path / "out" / "train" / "train.json")
+    assert records
+    for record in records:
+        assert list(record) == ["id", "system", "conversations"]
+        assert record["system"] == ROLEPLAY_SYSTEM
+        user, assistant = record["conversations"]
+        assert user["from"] == "user" and assistant["from"] == "assistant" and assistant["value"]
+        assert user["value"].startswith("Picture 1: <img>images/") and "</img>\nPlease step into the shoes of " in user["value"]

@@ -202,7 +202,7 @@ def test_training_format_and_annotation_quirk(tree, tmp_path):
             "are the heroes of Toy Story.\n - Place information: A quiet room.\n - Scene information: They talk."
             ) in user["value"]
     assert assistant["value"] == "Woody says: what a script picture, part 0, line 1. Reminds me of the old days."
-    assert set(sample) == {"id", "conversations"}
+    assert list(sample) == ["id", "system", "conversations"] and sample["system"] == ROLEPLAY_SYSTEM
     # human-role: one sample per character turn; inter-role: one per turn
     human = [s["id"] for s in train if s["id"].startswith("Woody_human-role-dialogue_COCO_1_")]
     inter = [s["id"] for s in train if s["id"].startswith("Woody_role-role-dialogue_COCO_1_")]
@@ -285,14 +285,3 @@ def test_cli_help_and_bad_root(tmp_path, capsys):
     assert main(["--data_root", str(tmp_path / "nothing"), "--output_dir", str(tmp_path / "out")]) == 1
     assert "roles.json" in capsys.readouterr().err
 
-
-def test_train_records_are_qwen_vl_finetuning_samples_with_the_roleplay_system(tree, tmp_path):
-    run_build(tree, tmp_path / "out", seed=3)
-    records = read(tmp_path / "out" / "train" / "train.json")
-    assert records
-    for record in records:
-        assert list(record) == ["id", "system", "conversations"]
-        assert record["system"] == ROLEPLAY_SYSTEM
-        user, assistant = record["conversations"]
-        assert user["from"] == "user" and assistant["from"] == "assistant" and assistant["value"]
-        assert user["value"].startswith("Picture 1: <img>images/") and "</img>\nPlease step into the shoes of " in user["value"]

@@ -177,7 +177,7 @@ def test_kv_cache_decoding_matches_the_full_forward(ref_model, expected):
     with torch.no_grad():
         full = ref_model(tokens, use_cache=False).logits
         out = ref_model(tokens[:, :-3], use_cache=True)
-        cache, steps = out.past_key_values, [out.logits[:, -1]]
+        cache, steps = getattr(out, modeling_qwen.CACHE_FIELD), [out.logits[:, -1]]
         for t in range(tokens.size(1) - 3, tokens.size(1)):
             out = ref_model(tokens[:, t : t + 1], past_key_values=cache, use_cache=True)
             steps.append(out.logits[:, -1])
@@ -192,7 +192,7 @@ def test_cached_decoding_keeps_the_prefill_alpha(ref_model):
     tokens = torch.randint(0, 150000, (1, 302))
     with torch.no_grad():
         out = ref_model(tokens[:, :299], use_cache=True)
-        cache = out.past_key_values
+        cache = getattr(out, modeling_qwen.CACHE_FIELD)
         for t in range(299, 302):
             out = ref_model(tokens[:, t : t + 1], past_key_values=cache, use_cache=True)
         full = ref_model(tokens, use_cache=False)

@@ -30,7 +30,7 @@ class QWenConfig(PretrainedConfig):
     model_type = "qwen"
     # AutoTokenizer falls back to this when a folder has no tokenizer_config.json.
     tokenizer_class = "QWenTokenizer"
-    keys_to_ignore_at_inference = ["past_key_values"]
+    keys_to_ignore_at_inference = ["past_key_values", "cache"]
 
     def __init__(
         self,

@@ -28,6 +28,17 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
 from .configuration_qwen import QWenConfig
+
+# transformers 5.24 renamed the key-value cache from `past_key_values` to `cache`, in forward keywords (generate
+# passes `cache=`) and in output fields; older 5.x releases use `past_key_values`. Both names are accepted as input,
+# and outputs carry the cache under the installed release's name.
+CACHE_FIELD = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
+
+
+def _one_cache(past_key_values: Optional[Cache], cache: Optional[Cache]) -> Optional[Cache]:
+    if past_key_values is not None and cache is not None:
+        raise ValueError("pass the key-value cache as `cache` or as `past_key_values`, not both")
+    return cache if cache is not None else past_key_values
 from .modeling_qwen_visual import Resampler, VisionTransformer, sincos_2d_table
 
 # Attribute set on a KV cache at prefill: the NTK alpha of every row, kept for cached decoding.
@@ -238,7 +249,7 @@ class QWenPreTrainedModel(PreTrainedModel):
     base_model_prefix = "transformer"
     supports_gradient_checkpointing = True
     _no_split_modules = ["QWenBlock", "VisualAttentionBlock", "Resampler"]
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = ["past_key_values", "cache"]
     _supports_sdpa = True
     # Non-persistent state of the original code that some exported checkpoints still carry.
     _keys_to_ignore_on_load_unexpected = [r"attn\.masked_bias", r"rotary_emb\.inv_freq"]
@@ -303,11 +314,14 @@ class QWenModel(QWenPreTrainedModel):
         output_attentions: bool = False,
         output_hidden_states: bool = False,
         return_dict: Optional[bool] = None,
+        cache: Optional[Cache] = None,
     ) -> Union[QWenModelOutput, tuple]:
         """input_ids: [B, T]; attention_mask: [B, past+T] 0/1; position_ids: [B, T] (optional, see module doc);
         pixel_values: [n_images, 3, S, S] for the image spans of input_ids in order of appearance (optional:
         without it the images are loaded from the paths written in the spans, as the original).
-        Returns last_hidden_state [B, T, C], past_key_values, hidden_states, attentions, ntk_alpha [B]."""
+        `cache` is `past_key_values` under transformers' newer name (CACHE_FIELD).
+        Returns last_hidden_state [B, T, C], the cache, hidden_states, attentions, ntk_alpha [B]."""
+        past_key_values = _one_cache(past_key_values, cache)
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids and inputs_embeds")
         use_cache = self.config.use_cache if use_cache is None else use_cache
@@ -356,7 +370,7 @@ class QWenModel(QWenPreTrainedModel):
 
         output = QWenModelOutput(
             last_hidden_state=hidden_states,
-            past_key_values=past_key_values if use_cache else None,
+            **{CACHE_FIELD: past_key_values if use_cache else None},
             hidden_states=tuple(all_hidden) if output_hidden_states else None,
             attentions=tuple(all_attn) if output_attentions else None,
             ntk_alpha=torch.tensor(alphas, dtype=torch.float32),
@@ -556,13 +570,14 @@ class QWenLMHeadModel(QWenPreTrainedModel, GenerationMixin):
         output_hidden_states: bool = False,
         return_dict: Optional[bool] = None,
         logits_to_keep: Union[int, torch.Tensor] = 0,
+        cache: Optional[Cache] = None,
     ) -> Union[QWenCausalLMOutput, tuple]:
         """As QWenModel.forward, plus: labels [B, T] (-100 = ignored) gives the mean shifted cross-entropy;
         logits_to_keep (int k > 0: the last k positions) avoids full-vocabulary logits everywhere.
         `token_type_ids` and `head_mask` are accepted for the original's signature and ignored."""
         outputs = self.transformer(
             input_ids=input_ids,
-            past_key_values=past_key_values,
+            past_key_values=_one_cache(past_key_values, cache),
             attention_mask=attention_mask,
             position_ids=position_ids,
             inputs_embeds=inputs_embeds,
@@ -582,7 +597,7 @@ class QWenLMHeadModel(QWenPreTrainedModel, GenerationMixin):
         output = QWenCausalLMOutput(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
+            **{CACHE_FIELD: getattr(outputs, CACHE_FIELD)},
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             ntk_alpha=outputs.ntk_alpha,

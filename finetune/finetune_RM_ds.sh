@@ -17,11 +17,6 @@ DATA="${DATA:-RM_data/train/RM-train_23k.json}"
 OUTPUT_DIR="${OUTPUT_DIR:-checkpoints/MMRole-Eval_RM}"
 
 launch_finetune \
-    --model_name_or_path "$MODEL" \
-    --data_path "$DATA" \
-    --output_dir "$OUTPUT_DIR" \
-    "${PRECISION_ARGS[@]}" \
-    "${PAPER_ARGS[@]}" \
     --fix_vit True \
     --num_train_epochs 10 \
     --per_device_train_batch_size 4 \

@@ -17,11 +17,6 @@ DATA="${DATA:-data/train/train.json}"
 OUTPUT_DIR="${OUTPUT_DIR:-checkpoints/MMRole-Agent}"
 
 launch_finetune \
-    --model_name_or_path "$MODEL" \
-    --data_path "$DATA" \
-    --output_dir "$OUTPUT_DIR" \
-    "${PRECISION_ARGS[@]}" \
-    "${PAPER_ARGS[@]}" \
     --fix_vit True \
     --num_train_epochs 3 \
     --per_device_train_batch_size 8 \

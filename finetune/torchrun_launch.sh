@@ -34,12 +34,15 @@ PAPER_ARGS=(
     --save_strategy epoch --save_total_limit 100 --logging_steps 1
 )
 
-# launch_finetune ARGS...: torchrun finetune.py with ARGS (later arguments override earlier ones).
+# launch_finetune ARGS...: torchrun finetune.py on $MODEL, $DATA, $OUTPUT_DIR (set by the calling script) with the
+# paper's common settings, then ARGS (later arguments override earlier ones).
 launch_finetune() {
     local command=("$PYTHON" -m torch.distributed.run
         --nproc_per_node "$GPUS_PER_NODE" --nnodes "$NNODES" --node_rank "$NODE_RANK"
         --master_addr "$MASTER_ADDR" --master_port "$MASTER_PORT"
-        "$FINETUNE_DIR/finetune.py" "$@")
+        "$FINETUNE_DIR/finetune.py"
+        --model_name_or_path "$MODEL" --data_path "$DATA" --output_dir "$OUTPUT_DIR"
+        "${PRECISION_ARGS[@]}" "${PAPER_ARGS[@]}" "$@")
     if [[ "${DRY_RUN:-0}" == 1 ]]; then
         printf '%q ' "${command[@]}"; echo
     else

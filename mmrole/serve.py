@@ -368,8 +368,13 @@ def build_server(backend, config: ServeConfig, *, host: str = "127.0.0.1", port:
     engine = ChatEngine(backend, max_batch_size=max_batch_size, batch_wait=batch_wait, max_queue=max_queue)
     images = ImageStore(image_cache_dir, max_pixels=config.max_image_pixels,
                         allowed_local_root=config.allowed_local_media_path)
-    app = ServeApp(config, engine.start(), images, int(time.time()))
-    return Server((host, port), app)
+    try:
+        server = Server((host, port), ServeApp(config, engine, images, int(time.time())))
+    except OSError:  # e.g. the port is taken: leave nothing behind
+        images.close()
+        raise
+    engine.start()
+    return server
 
 
 def start_server(backend, config: ServeConfig, **options: Any) -> RunningServer:
@@ -461,9 +466,13 @@ def main(argv=None) -> int:
         max_context_tokens=args.max_context_tokens, read_timeout=args.read_timeout,
         allowed_local_media_path=Path(args.allowed_local_media_path) if args.allowed_local_media_path else None)
     _warn_if_exposed(args.host, api_key is not None)
-    server = build_server(backend, config, host=args.host, port=args.port, max_batch_size=args.max_batch_size,
-                          batch_wait=args.batch_wait_ms / 1000, max_queue=args.max_queue,
-                          image_cache_dir=args.image_cache_dir)
+    try:
+        server = build_server(backend, config, host=args.host, port=args.port, max_batch_size=args.max_batch_size,
+                              batch_wait=args.batch_wait_ms / 1000, max_queue=args.max_queue,
+                              image_cache_dir=args.image_cache_dir)
+    except (OSError, ValueError) as e:  # port in use, unusable cache folder, bad limits
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     host, port = server.server_address[:2]
     # One line on stdout that scripts can wait for (demo.sh, tests).
     print(f"serving {config.model_name} at http://{host}:{port}/v1 (api key {'required' if api_key else 'not required'})",

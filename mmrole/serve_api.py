@@ -99,6 +99,10 @@ class ImageStore:
         self.owns_folder = folder is None
         self.folder = Path(tempfile.mkdtemp(prefix="mmrole-serve-images-") if folder is None else folder).resolve()
         self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        longest = len(str(self.folder / f"{'0' * 32}.webp").encode("utf-8"))
+        if longest > MAX_IMAGE_PATH_BYTES:  # the path goes between <img> and </img> in the prompt
+            raise ValueError(f"image cache folder {self.folder} is too long: image paths would take {longest} bytes, "
+                             f"Qwen-VL allows {MAX_IMAGE_PATH_BYTES}")
         self.max_pixels = max_pixels
         self.allowed_local_root = Path(allowed_local_root).resolve() if allowed_local_root else None
         self._lock = threading.Lock()

@@ -9,6 +9,8 @@ For each chosen training sample (of the demo dataset, mmrole.demo_data) one cand
 from the ground truth, cycling through these kinds:
 
     faithful         the ground truth itself                                  no defect
+    word_salad       the ground truth's words in a shuffled order             word_salad
+    repetitive       the catchphrase said over and over                       repetitive
     no_catchphrase   the ground truth without the character's catchphrase     no_catchphrase
     wrong_colour     the ground truth with the image's colour word swapped    wrong_colour
     other_character  what another character would say about the image         wrong_character
@@ -32,12 +34,13 @@ from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 from .demo_data import COLOURS, CHARACTERS, DemoImage, character, colour_word, read_manifest, remark, shape_word, join_sentences
 from .metrics import METRIC_NAMES
-from .prompts import CURIOUS_HUMAN
 from .raw_data import IN_DISTRIBUTION, dialogue_samples, load_annotations, load_dialogues, load_split
 
 JUDGE_SCORE_B = 9
-VARIANTS = ("faithful", "no_catchphrase", "wrong_colour", "other_character", "assistant", "off_topic")
+VARIANTS = ("faithful", "no_catchphrase", "wrong_colour", "word_salad", "other_character", "assistant", "off_topic",
+            "repetitive")
 DEFECTS = {"faithful": (), "no_catchphrase": ("no_catchphrase",), "wrong_colour": ("wrong_colour",),
+           "word_salad": ("word_salad",), "repetitive": ("repetitive",),
            "other_character": ("wrong_character",), "assistant": ("assistant_style", "no_catchphrase"),
            "off_topic": ("off_topic",)}
 # defect -> metric -> points taken from Model A's 9
@@ -48,23 +51,29 @@ PENALTIES: Dict[str, Dict[str, int]] = {
                         "Instruction Adherence": 2},
     "assistant_style": {"Instruction Adherence": 6, "Tone Consistency": 3, "Personality Consistency": 3},
     "off_topic": {"Image-Text Relevance": 6, "Response Accuracy": 6, "Coherency": 2},
+    "word_salad": {"Fluency": 6, "Coherency": 5, "Response Accuracy": 3, "Instruction Adherence": 2},
+    "repetitive": {"Fluency": 3, "Coherency": 4, "Image-Text Relevance": 5, "Response Accuracy": 5},
 }
+# Short fixed phrases: the review's wording is not the point, its format (ending in the score pair) is,
+# and a tiny reward model learns a small vocabulary quickly.
 GOOD = {
-    "Instruction Adherence": "stays in the role of {role} without extra explanations",
+    "Instruction Adherence": "stays in character without extra explanations",
     "Fluency": "is fluent and grammatical",
     "Coherency": "keeps a coherent thread",
-    "Image-Text Relevance": "talks about the {colour} {shape} in the image",
-    "Response Accuracy": "answers {other} directly",
-    "Personality Consistency": "shows the personality of {role}",
-    "Knowledge Consistency": "stays consistent with what {role} knows",
-    "Tone Consistency": "uses the catchphrase and tone of {role}",
+    "Image-Text Relevance": "talks about what the image shows",
+    "Response Accuracy": "answers the words it was given",
+    "Personality Consistency": "shows the personality of the character",
+    "Knowledge Consistency": "stays consistent with what the character knows",
+    "Tone Consistency": "uses the catchphrase and tone of the character",
 }
 FLAWS = {
-    "no_catchphrase": "never uses the catchphrase of {role}",
-    "wrong_colour": "describes the wrong colour instead of {colour}",
-    "wrong_character": "sounds like a different character, not {role}",
-    "assistant_style": "speaks like an AI assistant instead of {role}",
-    "off_topic": "ignores the image and the words of {other}",
+    "no_catchphrase": "never uses the catchphrase",
+    "wrong_colour": "names the wrong colour",
+    "wrong_character": "sounds like a different character",
+    "assistant_style": "speaks like an AI assistant",
+    "off_topic": "ignores the image and the words it was given",
+    "word_salad": "is a jumble of words without grammar",
+    "repetitive": "only repeats one phrase",
 }
 
 
@@ -74,12 +83,12 @@ def scores(defects: Sequence[str], metric: str) -> Tuple[int, int]:
     return max(1, JUDGE_SCORE_B - penalty), JUDGE_SCORE_B
 
 
-def review_text(defects: Sequence[str], metric: str, slots: Dict[str, str]) -> str:
+def review_text(defects: Sequence[str], metric: str) -> str:
     score_a, score_b = scores(defects, metric)
     relevant = sorted((d for d in defects if PENALTIES[d].get(metric)), key=lambda d: -PENALTIES[d][metric])
-    good = GOOD[metric].format(**slots)
+    good = GOOD[metric]
     if relevant:
-        judgement = f"Model A {FLAWS[relevant[0]].format(**slots)}, while Model B {good}"
+        judgement = f"Model A {FLAWS[relevant[0]]}, while Model B {good}"
     else:
         judgement = f"Both models are fine here: each {good}"
     return f"{judgement}. [Scores]: ({score_a}, {score_b})"
@@ -103,6 +112,12 @@ def candidate(kind: str, record: dict, image: DemoImage, rng: random.Random) -> 
     if kind == "assistant":
         return ((f"作为一个AI助手，我可以告诉你图片里有一个{colour}的{shape}。" if language == "Chinese"
                  else f"As an AI assistant, I can tell you that the image shows a {colour} {shape}."), DEFECTS[kind])
+    if kind == "word_salad":
+        pieces = list(truth) if language == "Chinese" else truth.split()
+        rng.shuffle(pieces)
+        return ("" if language == "Chinese" else " ").join(pieces), DEFECTS[kind]
+    if kind == "repetitive":
+        return join_sentences(role, *[role.catchphrase] * 4), DEFECTS[kind]
     if kind == "off_topic":
         return join_sentences(role, role.catchphrase, "我今天只想聊聊天气。" if language == "Chinese"
                      else "I would rather talk about the weather today."), DEFECTS[kind]
@@ -123,14 +138,12 @@ def training_records(data_root: Path, train_ids: Set[str]) -> List[dict]:
 
 def reviewed_record(record: dict, kind: str, image: DemoImage, rng: random.Random) -> dict:
     answer, defects = candidate(kind, record, image, rng)
-    other = "the curious human" if record["other_role"] == CURIOUS_HUMAN else record["other_role"]
-    slots = {"role": record["role"], "other": other, "colour": COLOURS[image.colour][1], "shape": image.shape}
     out = json.loads(json.dumps(record))
     out["conversations"][1]["answer"] = answer
     out["rm_review"] = {}
     for metric in METRIC_NAMES:
         score_a, score_b = scores(defects, metric)
-        out["rm_review"][metric] = {"review": review_text(defects, metric, slots),
+        out["rm_review"][metric] = {"review": review_text(defects, metric),
                                     "score": [float(score_a), float(score_b)]}
     return out
 

@@ -14,21 +14,44 @@ import os
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any, Dict, Hashable, Iterator, Optional, TextIO, Tuple, Union
+from typing import IO, Any, ContextManager, Dict, Hashable, Iterator, Optional, TextIO, Tuple, Union
 
 PathLike = Union[str, os.PathLike]
 Key = Tuple[Hashable, ...]
 
 
+def _process_umask() -> int:
+    """The umask, read without changing it where Linux reports it (os.umask can only be read by setting it,
+    which would race with other threads creating files)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _final_mode(path: Path) -> int:
+    """The mode the finished file gets: the replaced file's, or what open() would give a new file
+    (mkstemp creates 0600, which would hide every output from the group and others)."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        return 0o666 & ~_process_umask()
+
+
 @contextlib.contextmanager
-def atomic_text_writer(path: PathLike) -> Iterator[TextIO]:
-    """A text file written in pieces that appears under `path` only once complete: readers see
-    the old file or the new one, never a part; an exception or a kill leaves the old file."""
+def _atomic_writer(path: PathLike, mode: str) -> Iterator[IO]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        os.fchmod(fd, _final_mode(path))
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
@@ -39,10 +62,23 @@ def atomic_text_writer(path: PathLike) -> Iterator[TextIO]:
         raise
 
 
+def atomic_text_writer(path: PathLike) -> ContextManager[TextIO]:
+    """A text file written in pieces that appears under `path` only once complete: readers see
+    the old file or the new one, never a part; an exception or a kill leaves the old file.
+    The new file keeps the replaced file's permissions (a new one gets 0666 minus the umask)."""
+    return _atomic_writer(path, "w")
+
+
 def atomic_write_text(path: PathLike, text: str) -> None:
     """Write `text` to `path` atomically (see atomic_text_writer)."""
     with atomic_text_writer(path) as f:
         f.write(text)
+
+
+def atomic_write_bytes(path: PathLike, data: bytes) -> None:
+    """Write `data` to `path` atomically, with the permissions atomic_text_writer gives."""
+    with _atomic_writer(path, "wb") as f:
+        f.write(data)
 
 
 def atomic_write_json(path: PathLike, obj: Any, *, indent: Optional[int] = 4) -> None:

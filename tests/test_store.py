@@ -1,4 +1,6 @@
 import json
+import os
+import stat
 
 import pytest
 
@@ -63,3 +65,24 @@ def test_atomic_text_writer_keeps_old_file_on_error(tmp_path):
     with atomic_text_writer(target) as f:
         f.write("new")
     assert target.read_text() == "new"
+
+
+@pytest.fixture()
+def umask_027():
+    previous = os.umask(0o027)
+    yield
+    os.umask(previous)
+
+
+def test_atomic_writes_get_normal_permissions_not_mkstemps_0600(tmp_path, umask_027):
+    from mmrole.store import atomic_write_bytes, atomic_write_text
+
+    atomic_write_text(tmp_path / "new.json", "[]")
+    atomic_write_bytes(tmp_path / "new.png", b"\x89PNG")
+    assert stat.S_IMODE((tmp_path / "new.json").stat().st_mode) == 0o640  # 0666 minus the umask
+    assert stat.S_IMODE((tmp_path / "new.png").stat().st_mode) == 0o640
+    existing = tmp_path / "shared.csv"
+    existing.write_text("old")
+    existing.chmod(0o664)
+    atomic_write_text(existing, "new")
+    assert existing.read_text() == "new" and stat.S_IMODE(existing.stat().st_mode) == 0o664  # kept, not the umask's

@@ -8,6 +8,7 @@ import argparse
 from .backends.base import GenerationParams
 
 BACKENDS = ("hf", "openai")
+DEFAULT_SEED = 1234  # the original scripts seeded torch with it
 
 
 def add_backend_arguments(parser: argparse.ArgumentParser, *, backend: str, model_path: str, model: str = None) -> None:
@@ -38,13 +39,19 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
                        help="default: the checkpoint's generation_config.json (hf) or the endpoint's default")
     group.add_argument("--temperature", type=float, default=None, help="sampling temperature (default: checkpoint/endpoint)")
     group.add_argument("--top_p", type=float, default=None, help="nucleus sampling (default: checkpoint/endpoint)")
-    group.add_argument("--seed", type=int, default=1234, help="sampling seed (the original seeded torch with 1234)")
+    group.add_argument("--seed", type=int, default=None,
+                       help=f"sampling seed (default {DEFAULT_SEED}, as the original seeded torch); sent to an openai "
+                            "endpoint only when given, since some endpoints reject the field")
     group.add_argument("--no_progress", action="store_true", help="no progress bars")
+
+
+def seed_of(args: argparse.Namespace) -> int:
+    return DEFAULT_SEED if args.seed is None else args.seed
 
 
 def generation_params(args: argparse.Namespace) -> GenerationParams:
     return GenerationParams(greedy=args.no_random, max_new_tokens=args.max_new_tokens,
-                            temperature=args.temperature, top_p=args.top_p, seed=args.seed)
+                            temperature=args.temperature, top_p=args.top_p, seed=seed_of(args))
 
 
 def backend_from_args(args: argparse.Namespace):
@@ -55,7 +62,8 @@ def backend_from_args(args: argparse.Namespace):
         return make_backend("hf", model_path=args.model_path, use_lora=args.use_lora, device=args.device,
                             dtype=args.dtype, batch_size=args.batch_size)
     return make_backend("openai", model=args.model, base_url=args.base_url, api_key_env=args.api_key_env,
-                        concurrency=args.concurrency, max_attempts=args.max_attempts, timeout=args.timeout)
+                        concurrency=args.concurrency, max_attempts=args.max_attempts, timeout=args.timeout,
+                        send_seed=args.seed is not None)
 
 
 def add_io_arguments(parser: argparse.ArgumentParser, *, input_dir: str, output_dir: str) -> None:
@@ -83,7 +91,7 @@ def review_main(argv, *, description: str, backend: str, model_path: str, model:
                        help="also ask with the answers swapped (rm_review_swapped) and report the position bias")
     args = parser.parse_args(argv)
     config = ReviewConfig(image_dir=args.image_dir, params=generation_params(args), parse_retries=args.parse_retries,
-                          retry_seed=args.seed, empty_answer=args.empty_answer, swap=args.swap,
+                          retry_seed=seed_of(args), empty_answer=args.empty_answer, swap=args.swap,
                           progress=not args.no_progress)
     return run_with_backend(args, lambda inputs, backend: review_files(inputs, args.output_dir, backend, config))
 

@@ -34,7 +34,8 @@ def test_request_becomes_system_and_user_message_image_first(image):
 
 def test_generation_params_map_to_request_fields():
     assert completion_params(GenerationParams(greedy=True, max_new_tokens=64, top_p=0.3, seed=7)) == {
-        "temperature": 0.0, "max_tokens": 64, "seed": 7}
+        "temperature": 0.0, "max_tokens": 64}  # no seed unless asked: some endpoints reject the field
+    assert completion_params(GenerationParams(greedy=True, seed=7), send_seed=True) == {"temperature": 0.0, "seed": 7}
     assert completion_params(GenerationParams(temperature=0.7, top_p=0.9, stop=("<e>",))) == {
         "temperature": 0.7, "top_p": 0.9, "stop": ["<e>"]}
     assert completion_params(GenerationParams()) == {}

@@ -73,6 +73,7 @@ def test_published_reviews_come_back_and_the_server_saw_the_protocol(setup, caps
             content = request.messages[-1]["content"]
             assert [part["type"] for part in content] == ["image_url", "text"]  # image first, as the original
             assert request.authorization == f"Bearer {SECRET}"
+    assert all("seed" not in r.body for r in stub.completion_requests)  # not asked for: not sent
     err = capsys.readouterr().err
     assert "API usage: 32 calls" in err
     for path in (tmp_path / "reviews").iterdir():
@@ -95,8 +96,9 @@ def test_api_failure_is_reported_skipped_and_retried_by_the_next_run(setup, caps
     assert "Knowledge Consistency" not in out[2]["rm_review"]
     assert out[0] == reviews[0]  # the truncated body was retried by the client
     stub.clear()
-    assert GPT_review.main(_args(stub, tmp_path, "--max_attempts", "2")) == 0
+    assert GPT_review.main(_args(stub, tmp_path, "--max_attempts", "2", "--seed", "77")) == 0
     assert [r.user_text for r in stub.completion_requests] == [target]
+    assert stub.completion_requests[0].body["seed"] == 77  # asked for: sent
     assert json.loads((tmp_path / "reviews" / NAME).read_text(encoding="utf-8")) == reviews
 
 

@@ -129,6 +129,7 @@ def test_openai_backend_end_to_end_against_the_stub(mmrole_reference, tmp_path, 
     assert len(stub.completion_requests) == 3
     for request in stub.completion_requests:
         assert request.system_prompt == ROLEPLAY_SYSTEM and request.model == "some-mrpa"
+        assert "seed" not in request.body  # only sent when --seed is given
         [url] = request.image_urls
         assert base64.b64decode(url.split(",", 1)[1]) == (image_dir / samples[0]["image"]).read_bytes()
     assert "sk-agent-secret" not in capsys.readouterr().err

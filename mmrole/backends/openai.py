@@ -37,8 +37,9 @@ def chat_messages(request: ChatRequest, encode: Callable[[str], str] = image_dat
     return messages
 
 
-def completion_params(params: GenerationParams) -> Dict[str, Any]:
-    """GenerationParams as request fields; None leaves the endpoint's default."""
+def completion_params(params: GenerationParams, *, send_seed: bool = False) -> Dict[str, Any]:
+    """GenerationParams as request fields; None leaves the endpoint's default. The seed only with
+    send_seed: some OpenAI-compatible endpoints reject the field."""
     fields: Dict[str, Any] = {}
     if params.greedy:
         fields["temperature"] = 0.0
@@ -50,29 +51,33 @@ def completion_params(params: GenerationParams) -> Dict[str, Any]:
         fields["max_tokens"] = params.max_new_tokens
     if params.stop:
         fields["stop"] = list(params.stop)
-    if params.seed is not None:
+    if send_seed and params.seed is not None:
         fields["seed"] = params.seed
     return fields
 
 
 class OpenAIBackend(Backend):
-    """model: the served model name. Other options go to ChatClient (base_url, api_key_env,
-    concurrency, max_attempts, timeout, backoff_initial, ...); or pass a ready `client`."""
+    """model: the served model name. send_seed: send GenerationParams.seed as the request's `seed`
+    (off by default: some endpoints reject it; the scripts turn it on when --seed is given). Other
+    options go to ChatClient (base_url, api_key_env, concurrency, max_attempts, timeout,
+    backoff_initial, ...); or pass a ready `client`."""
 
     name = "openai"
 
-    def __init__(self, model: Optional[str] = None, *, client: Optional[ChatClient] = None, **client_options: Any):
+    def __init__(self, model: Optional[str] = None, *, client: Optional[ChatClient] = None, send_seed: bool = False,
+                 **client_options: Any):
         if client is None:
             client_options = {k: v for k, v in client_options.items() if v is not None}
             client = ChatClient(model, **client_options)
         self.client = client
+        self.send_seed = send_seed
         # The 8 judge requests of a sample share one image: encode it once, not 8 times.
         self._encode = functools.lru_cache(maxsize=32)(image_data_url)
 
     def generate_iter(
         self, requests: Sequence[ChatRequest], params: GenerationParams
     ) -> Iterator[Tuple[int, Union[ChatResult, BackendError]]]:
-        fields = completion_params(params)
+        fields = completion_params(params, send_seed=self.send_seed)
         unreadable: List[Tuple[int, BackendError]] = []
 
         def calls() -> Iterator[ChatCall]:  # built lazily: only ~2 x concurrency images in memory

@@ -4,10 +4,11 @@
 #   e.g. bash inference.sh mmrole-agent model_weights/MMRole-Agent -- --no_random --batch_size 8
 #   API models: bash inference.sh gpt-4-turbo "" -- --backend openai --model gpt-4-turbo
 set -euo pipefail
-MODEL="${1:-mmrole-agent}"
-MODEL_PATH="${2:-model_weights/MMRole-Agent}"
-shift $(( $# < 2 ? $# : 2 )); [ "${1:-}" = "--" ] && shift
+source "$(dirname "${BASH_SOURCE[0]}")/eval/wrapper_args.sh"
+split_args 2 "$@"
+MODEL="${POSITIONAL[0]:-mmrole-agent}"
+MODEL_PATH="${POSITIONAL[1]:-model_weights/MMRole-Agent}"
 python inference.py --model_path "$MODEL_PATH" --input_dir data/test/in-distribution \
-    --output_dir "eval/in-test_answers/$MODEL" "$@"
+    --output_dir "eval/in-test_answers/$MODEL" "${FLAGS[@]}"
 python inference.py --model_path "$MODEL_PATH" --input_dir data/test/out-of-distribution \
-    --output_dir "eval/out-test_answers/$MODEL" "$@"
+    --output_dir "eval/out-test_answers/$MODEL" "${FLAGS[@]}"

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Reward-model review of one model's In-Test and Out-Test answers (run from the repository root).
-# Usage: bash eval/RM_review.sh [MODEL] [extra RM_review.py flags]
+# Usage: bash eval/RM_review.sh [MODEL] [--] [extra RM_review.py flags]
 #   e.g. bash eval/RM_review.sh mmrole-agent --no_random --batch_size 16
 set -euo pipefail
-MODEL="${1:-mmrole-agent}"
-shift $(( $# < 1 ? $# : 1 ))
+source "$(dirname "${BASH_SOURCE[0]}")/wrapper_args.sh"
+split_args 1 "$@"
+MODEL="${POSITIONAL[0]:-mmrole-agent}"
 for SPLIT in in out; do
     python eval/RM_review.py --model_path model_weights/MMRole-Eval_RM \
-        --input_dir "eval/${SPLIT}-test_answers/${MODEL}" --output_dir "eval/${SPLIT}-test_reviews/${MODEL}" "$@"
+        --input_dir "eval/${SPLIT}-test_answers/${MODEL}" --output_dir "eval/${SPLIT}-test_reviews/${MODEL}" "${FLAGS[@]}"
 done

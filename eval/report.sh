@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Table 5, radar chart and per-dimension bars from eval/{in,out}-test_results/<model>/*.csv.
-# Usage: bash eval/report.sh [MODEL ...]   (default: the six models of the published results)
+# Usage: bash eval/report.sh [MODEL ...] [--] [extra report.py flags, e.g. --aggregation samples]
+#   (default models: the six of the published results)
 set -euo pipefail
-if [ "$#" -eq 0 ]; then
-    set -- gpt-4-turbo claude-3-opus qwen-vl-chat llava-next-mistral-7b yi-vl-6b mmrole-agent
+source "$(dirname "${BASH_SOURCE[0]}")/wrapper_args.sh"
+split_args -1 "$@"
+if [ "${#POSITIONAL[@]}" -eq 0 ]; then
+    POSITIONAL=(gpt-4-turbo claude-3-opus qwen-vl-chat llava-next-mistral-7b yi-vl-6b mmrole-agent)
 fi
-python eval/report.py --eval_dir eval --models "$@" --output_dir eval/report
+python eval/report.py --eval_dir eval --models "${POSITIONAL[@]}" --output_dir eval/report "${FLAGS[@]}"

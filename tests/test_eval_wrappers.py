@@ -1,0 +1,93 @@
+"""The shell wrappers (inference.sh, eval/*.sh) pass names and flags where they belong: run with a
+fake `python` first on PATH that records its arguments instead of running anything."""
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+FAKE_PYTHON = """#!/bin/sh
+for arg in "$@"; do printf '%s\\n' "$arg" >> "$CALLS"; done
+printf '%s\\n' '----' >> "$CALLS"
+"""
+
+
+@pytest.fixture()
+def run_wrapper(tmp_path):
+    """run_wrapper("inference.sh", *args) -> (returncode, stderr, [argv of each python call])."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python").write_text(FAKE_PYTHON)
+    (bin_dir / "python").chmod(0o755)
+    for split in ("in", "out"):  # RM_result.sh only runs for review folders that exist
+        for model in ("m7", "mmrole-agent"):
+            (tmp_path / "eval" / f"{split}-test_reviews" / model).mkdir(parents=True)
+    calls = tmp_path / "calls.txt"
+
+    def run(script, *args):
+        calls.write_text("")
+        env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", CALLS=str(calls))
+        proc = subprocess.run(["bash", str(REPO / script), *args], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=60)
+        argvs = [block.strip("\n").split("\n") for block in calls.read_text().split("----\n") if block.strip()]
+        return proc.returncode, proc.stderr, argvs
+
+    return run
+
+
+def _flag(argv, name):
+    return argv[argv.index(name) + 1]
+
+
+@pytest.mark.parametrize("args, model, model_path, extra", [
+    (("mmrole-agent", "--", "--no_random"), "mmrole-agent", "model_weights/MMRole-Agent", ["--no_random"]),
+    (("--", "--no_random"), "mmrole-agent", "model_weights/MMRole-Agent", ["--no_random"]),
+    (("--no_random", "--batch_size", "4"), "mmrole-agent", "model_weights/MMRole-Agent", ["--no_random", "--batch_size", "4"]),
+    (("m7", "ckpt/M7", "--", "--use_lora"), "m7", "ckpt/M7", ["--use_lora"]),
+    (("gpt-4-turbo", "", "--", "--backend", "openai"), "gpt-4-turbo", "model_weights/MMRole-Agent", ["--backend", "openai"]),
+    ((), "mmrole-agent", "model_weights/MMRole-Agent", []),
+])
+def test_inference_sh_takes_names_only_up_to_the_flags(run_wrapper, args, model, model_path, extra):
+    code, err, argvs = run_wrapper("inference.sh", *args)
+    assert code == 0, err
+    assert argvs == [["inference.py", "--model_path", model_path, "--input_dir", f"data/test/{data}",
+                      "--output_dir", f"eval/{split}-test_answers/{model}", *extra]
+                     for data, split in (("in-distribution", "in"), ("out-of-distribution", "out"))]
+
+
+def test_inference_sh_refuses_a_third_name(run_wrapper):
+    code, err, argvs = run_wrapper("inference.sh", "m7", "ckpt", "stray")
+    assert code == 2 and "at most 2 name(s)" in err and argvs == []
+
+
+@pytest.mark.parametrize("script, program, output", [
+    ("eval/RM_review.sh", "eval/RM_review.py", "eval/{split}-test_reviews/{model}"),
+    ("eval/GPT_review.sh", "eval/GPT_review.py", "eval/{split}-test_gpt_reviews/{model}"),
+    ("eval/RM_result.sh", "eval/RM_result.py", "eval/{split}-test_results/{model}"),
+])
+@pytest.mark.parametrize("args, model, extra", [
+    (("m7", "--", "--no_progress"), "m7", ["--no_progress"]),
+    (("m7", "--no_progress"), "m7", ["--no_progress"]),
+    (("--", "--no_progress"), "mmrole-agent", ["--no_progress"]),
+    (("--no_progress",), "mmrole-agent", ["--no_progress"]),
+])
+def test_eval_wrappers_take_the_model_name_only_before_the_flags(run_wrapper, script, program, output, args, model, extra):
+    code, err, argvs = run_wrapper(script, *args)
+    assert code == 0, err
+    assert len(argvs) == 2
+    for argv, split in zip(argvs, ("in", "out")):
+        assert argv[0] == program
+        assert _flag(argv, "--output_dir") == output.format(split=split, model=model)
+        assert argv[-1:] == extra and "--" not in argv
+
+
+def test_report_sh_models_then_flags(run_wrapper):
+    code, err, [argv] = run_wrapper("eval/report.sh", "a", "b", "--", "--aggregation", "samples")
+    assert code == 0, err
+    assert argv[argv.index("--models") + 1: argv.index("--output_dir")] == ["a", "b"]
+    assert argv[-2:] == ["--aggregation", "samples"]
+    code, err, [argv] = run_wrapper("eval/report.sh", "--aggregation", "samples")
+    assert argv[argv.index("--models") + 1: argv.index("--output_dir")][-1] == "mmrole-agent"
+    assert argv[-2:] == ["--aggregation", "samples"]

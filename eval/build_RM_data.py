@@ -4,7 +4,9 @@ Each review with a parseable score pair becomes one sample in the Qwen-VL fine-t
 the evaluator system prompt, the user turn "Picture 1: <img>IMAGE</img>\\n" + the exact judge
 prompt, and the review as the assistant turn. Reviews without a parseable score pair (or whose
 stored score disagrees with the text), samples without a review and missing images are listed on
-stderr and left out. Output: one JSON list for finetune/finetune.py (--data_path).
+stderr and left out. A file that cannot be read (e.g. malformed JSON) is reported, the other
+files still make the output, and the exit status is 1. Output: one JSON list for
+finetune/finetune.py (--data_path).
 """
 import os, sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -36,9 +38,12 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     atomic_write_json(args.output_file, samples)
-    print(f"{len(samples)} training samples from {len(inputs)} file(s) -> {args.output_file}")
-    print_problems(problems, "left out")
-    return 0
+    unusable = [p for p in problems if p.whole_file]
+    print(f"{len(samples)} training samples from {len(inputs) - len(unusable)} of {len(inputs)} file(s) "
+          f"-> {args.output_file}")
+    print_problems([p for p in problems if not p.whole_file], "left out")
+    print_problems(unusable, "error: unusable files (left out)")
+    return 1 if unusable else 0
 
 
 if __name__ == "__main__":

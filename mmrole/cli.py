@@ -98,7 +98,8 @@ def review_main(argv, *, description: str, backend: str, model_path: str, model:
 
 def run_with_backend(args: argparse.Namespace, work) -> int:
     """The input files of --input_dir/--input_file and the Backend of the flags, handed to
-    work(inputs, backend) -> [FileSummary]; then the summary (and API usage) on stderr."""
+    work(inputs, backend) -> [FileSummary]; then the summary (and API usage) on stderr.
+    Exit status 1 when a file could not be processed at all (the others were), else 0."""
     import sys
 
     from .jobs import print_summaries
@@ -119,4 +120,4 @@ def run_with_backend(args: argparse.Namespace, work) -> int:
     print_summaries(summaries)
     if usage is not None:
         print(f"API usage: {usage()}", file=sys.stderr)
-    return 0
+    return 1 if any(summary.unusable for summary in summaries) else 0

@@ -56,7 +56,7 @@ def answer_file(
         records = load_json_list(input_path)
         samples, problems = load_test_samples(input_path, need_ground_truth=False)
     except SchemaError as e:
-        summary.skipped.append(Problem(e.path, "*", str(e).split(": ", 1)[-1]))
+        summary.skipped.append(Problem.unusable_file(e))
         return summary
     samples, missing = missing_image_problems(samples, image_dir, input_path)
     summary.samples, summary.skipped = len(records), problems + missing

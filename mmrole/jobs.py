@@ -89,6 +89,11 @@ class FileSummary:
     failed: List[Problem] = field(default_factory=list)  # backend errors, parse failures
     notes: List[str] = field(default_factory=list)
 
+    @property
+    def unusable(self) -> bool:
+        """The file could not be worked on at all (see Problem.whole_file)."""
+        return any(problem.whole_file for problem in self.skipped)
+
     def print(self, stream=None) -> None:
         from .schema import print_problems
 
@@ -100,7 +105,6 @@ class FileSummary:
         print_problems(self.failed, "  failed", stream)
 
 
-
 def print_summaries(summaries: Sequence[FileSummary], stream=None) -> None:
     stream = stream or sys.stderr
     print("=== summary ===", file=stream)
@@ -108,7 +112,9 @@ def print_summaries(summaries: Sequence[FileSummary], stream=None) -> None:
         summary.print(stream)
     skipped = sum(len(s.skipped) for s in summaries)
     failed = sum(len(s.failed) for s in summaries)
-    print(f"total: {sum(s.done for s in summaries)} samples done, {skipped} skipped, {failed} failed", file=stream)
+    unusable = sum(s.unusable for s in summaries)
+    print(f"total: {sum(s.done for s in summaries)} samples done, {skipped} skipped, {failed} failed"
+          + (f"; {unusable} file(s) not processed" if unusable else ""), file=stream)
 
 
 def seeded(params: GenerationParams, seed: Optional[int]) -> GenerationParams:

@@ -20,7 +20,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Union
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .metrics import ABBR_OF, METRIC_ABBRS, METRIC_NAMES, mean_ratios, overall, weighted_mean
 from .schema import Problem, SchemaError, read_reviews
@@ -109,14 +109,19 @@ def input_files(input_dir: PathLike, input_file: Optional[str], suffix: str = ".
 
 def write_result_csvs(
     input_dir: PathLike, output_dir: PathLike, input_file: Optional[str] = None, *, strict: bool = False
-) -> List[FileResult]:
-    """RM_result over a directory of reviews files: one CSV per file, named like it."""
-    results = []
+) -> Tuple[List[FileResult], List[Problem]]:
+    """RM_result over a directory of reviews files: one CSV per file, named like it. A file that
+    cannot be read is reported (second list) and gets no CSV; the other files go on."""
+    results, unusable = [], []
     for path in input_files(input_dir, input_file):
-        result = score_reviews_file(path, strict=strict)
+        try:
+            result = score_reviews_file(path, strict=strict)
+        except SchemaError as e:
+            unusable.append(Problem.unusable_file(e))
+            continue
         atomic_write_text(Path(output_dir) / (path.stem + ".csv"), result_csv_text(result.count, result.scores))
         results.append(result)
-    return results
+    return results, unusable
 
 
 # --- Table 5 ------------------------------------------------------------------------------------

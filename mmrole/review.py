@@ -171,7 +171,7 @@ class _FileReview:
         try:
             self.samples = self._usable_samples()
         except SchemaError as e:  # unreadable or malformed file: reported, the other files go on
-            self.summary.skipped.append(Problem(e.path, "*", str(e).split(": ", 1)[-1]))
+            self.summary.skipped.append(Problem.unusable_file(e))
             return self.summary
         self.journal = Journal(journal_path(self.output_path), key_fields=("id", "metric", "order"))
         retried_errors: set = set()

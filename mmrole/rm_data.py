@@ -19,7 +19,7 @@ from .metrics import ABBR_OF, METRIC_NAMES, parse_score_pair
 from .prompts import EVALUATOR_SYSTEM
 from .list_format import from_list_format
 from .review import NORMAL, SWAPPED, review_request
-from .schema import REVIEW_KEY, SWAPPED_REVIEW_KEY, Problem, score_pair_of, load_test_samples
+from .schema import REVIEW_KEY, SWAPPED_REVIEW_KEY, Problem, SchemaError, load_test_samples, score_pair_of
 
 PathLike = Union[str, os.PathLike]
 
@@ -84,12 +84,17 @@ def rm_training_samples(
 def build_rm_data(
     inputs: Sequence[Path], image_dir: PathLike, *, include_swapped: bool = False, check_images: bool = True
 ) -> Tuple[List[dict], List[Problem]]:
-    """The training samples of many reviews files, and every review left out."""
+    """The training samples of many reviews files, and every review left out. A file that cannot
+    be read is one Problem with whole_file set; the other files go on."""
     samples: List[dict] = []
     problems: List[Problem] = []
     for path in inputs:
-        more, skipped = rm_training_samples(path, image_dir, include_swapped=include_swapped,
-                                            check_images=check_images)
+        try:
+            more, skipped = rm_training_samples(path, image_dir, include_swapped=include_swapped,
+                                                check_images=check_images)
+        except SchemaError as e:
+            problems.append(Problem.unusable_file(e))
+            continue
         samples += more
         problems += skipped
     return samples, problems

@@ -34,18 +34,28 @@ class SchemaError(ValueError):
         super().__init__(f"{where}: {message}")
         self.path = str(path)
         self.sample_id = sample_id
+        self.reason = message
 
 
 @dataclass(frozen=True)
 class Problem:
-    """A record that was reported and skipped (or a review that could not be scored)."""
+    """A record that was reported and skipped (or a review that could not be scored); with
+    whole_file, a file that could not be used at all (the other files go on; scripts exit non-zero)."""
 
     path: str
     sample_id: str
     message: str
     metric: Optional[str] = None
+    whole_file: bool = False
+
+    @classmethod
+    def unusable_file(cls, error: SchemaError) -> "Problem":
+        return cls(error.path, error.sample_id or "*", error.reason, whole_file=True)
 
     def __str__(self) -> str:
+        if self.whole_file:
+            sample = f" (sample {self.sample_id})" if self.sample_id != "*" else ""
+            return f"{self.path}: file skipped{sample}: {self.message}"
         metric = f" [{self.metric}]" if self.metric else ""
         return f"{self.path}: sample {self.sample_id}{metric}: {self.message}"
 

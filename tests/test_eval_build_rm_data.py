@@ -70,3 +70,18 @@ def test_unparseable_inconsistent_and_imageless_reviews_are_left_out(mmrole_refe
     assert f"sample {samples[2]['id']}: image not found" in err
     ids = {item["id"] for item in data}
     assert f"mmrole-agent/{samples[0]['id']}_Flu" not in ids and f"mmrole-agent/{samples[0]['id']}_Coh" in ids
+
+
+def test_unusable_file_is_reported_and_the_other_files_still_make_the_data(mmrole_reference, tmp_path, capsys):
+    good = mmrole_reference / "in-test_reviews" / "mmrole-agent"
+    broken = tmp_path / "reviews" / "broken-model"
+    broken.mkdir(parents=True)
+    (broken / "comment_test.json").write_text('[{"id": "x", "conversations": [', encoding="utf-8")
+    out = tmp_path / "rm.json"
+    code = build_RM_data.main(["--input_dir", str(broken), str(good), "--input_file", "comment_test.json",
+                               "--output_file", str(out), "--no_image_check"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert f"{broken / 'comment_test.json'}: file skipped: malformed JSON at line 1" in err
+    data = json.loads(out.read_text(encoding="utf-8"))
+    assert len(data) == 72 * 8 and all(item["id"].startswith("mmrole-agent/") for item in data)

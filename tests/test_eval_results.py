@@ -83,11 +83,25 @@ def test_failed_and_missing_reviews_are_listed_not_scored(mmrole_reference, tmp_
     assert "(ratio 0)" in strict_err
 
 
-def test_malformed_json_names_the_file(tmp_path, capsys):
-    (tmp_path / "rev").mkdir()
-    (tmp_path / "rev" / "broken.json").write_text('[{"id": "a",', encoding="utf-8")
-    assert RM_result.main(["--input_dir", str(tmp_path / "rev"), "--output_dir", str(tmp_path / "res")]) == 2
-    assert "broken.json: malformed JSON at line 1" in capsys.readouterr().err
+def test_unusable_files_are_reported_and_the_others_still_scored(mmrole_reference, tmp_path, capsys):
+    reviews = tmp_path / "rev"
+    reviews.mkdir()
+    (reviews / "broken.json").write_text('[{"id": "a",', encoding="utf-8")
+    (reviews / "object.json").write_text('{"id": "a"}', encoding="utf-8")
+    good = mmrole_reference / "in-test_reviews" / "mmrole-agent" / "comment_test.json"
+    (reviews / "comment_test.json").write_bytes(good.read_bytes())
+    assert RM_result.main(["--input_dir", str(reviews), "--output_dir", str(tmp_path / "res")]) == 1
+    err = capsys.readouterr().err
+    assert f"{reviews / 'broken.json'}: file skipped: malformed JSON at line 1" in err
+    assert f"{reviews / 'object.json'}: file skipped: expected a JSON list of samples, found dict" in err
+    assert sorted(p.name for p in (tmp_path / "res").iterdir()) == ["comment_test.csv"]
+    published = mmrole_reference / "in-test_results" / "mmrole-agent" / "comment_test.csv"
+    assert (tmp_path / "res" / "comment_test.csv").read_bytes() == published.read_bytes()
+
+
+def test_missing_input_folder_is_an_error(tmp_path, capsys):
+    assert RM_result.main(["--input_dir", str(tmp_path / "nowhere"), "--output_dir", str(tmp_path / "res")]) == 2
+    assert "nowhere: no such directory" in capsys.readouterr().err
 
 
 def test_help_runs_from_any_directory(tmp_path, repo_root):

@@ -133,3 +133,26 @@ def test_openai_backend_end_to_end_against_the_stub(mmrole_reference, tmp_path, 
         [url] = request.image_urls
         assert base64.b64decode(url.split(",", 1)[1]) == (image_dir / samples[0]["image"]).read_bytes()
     assert "sk-agent-secret" not in capsys.readouterr().err
+
+
+def test_malformed_test_file_is_reported_the_others_answered_exit_status_1(mmrole_reference, tmp_path, monkeypatch,
+                                                                           capsys):
+    from tests.openai_stub import OpenAIStub
+
+    name = "comment_test.json"
+    test_dir, image_dir, answers = _test_file(tmp_path, mmrole_reference, "gpt-4-turbo", name, n=2)
+    (test_dir / "a_broken_test.json").write_text('[{"id": "x"', encoding="utf-8")
+    samples = json.loads((test_dir / name).read_text())
+    by_prompt = {s["conversations"][0]["value"]: answers[(s["id"],)] for s in samples}
+    monkeypatch.setenv("AGENT_KEY", "sk-agent-secret-000111")
+    with OpenAIStub(lambda request: by_prompt[request.user_text]) as stub:
+        code = inference.main(["--backend", "openai", "--model", "m", "--base_url", stub.base_url, "--api_key_env",
+                               "AGENT_KEY", "--image_dir", str(image_dir), "--input_dir", str(test_dir),
+                               "--output_dir", str(tmp_path / "out"), "--no_progress"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert f"{test_dir / 'a_broken_test.json'}: file skipped: malformed JSON at line 1" in err
+    assert "1 file(s) not processed" in err
+    assert not (tmp_path / "out" / "a_broken_test.json").exists()
+    out = json.loads((tmp_path / "out" / name).read_text())
+    assert [s["conversations"][1]["answer"] for s in out] == [answers[(s["id"],)] for s in samples]

@@ -7,6 +7,7 @@ schema). Backends: hf (a local Qwen-VL checkpoint such as MMRole-Agent; batched;
 openai (any OpenAI-compatible endpoint: a GPT-4-class API, a vLLM server, mmrole.serve).
 --no_random decodes greedily; otherwise the checkpoint's generation_config.json applies (hf).
 A rerun resumes from the journal (<output>.journal.jsonl); bad samples are reported and skipped.
+Journal answers count only for the model, settings and prompt that made them (--redo_stale).
 """
 import os, sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -24,7 +25,8 @@ def main(argv=None) -> int:
     add_generation_arguments(parser)
     args = parser.parse_args(argv)
     return run_with_backend(args, lambda inputs, backend: answer_files(
-        inputs, args.output_dir, backend, generation_params(args), args.image_dir, progress=not args.no_progress))
+        inputs, args.output_dir, backend, generation_params(args), args.image_dir, progress=not args.no_progress,
+        redo_stale=args.redo_stale))
 
 
 if __name__ == "__main__":

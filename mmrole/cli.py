@@ -72,6 +72,9 @@ def add_io_arguments(parser: argparse.ArgumentParser, *, input_dir: str, output_
     parser.add_argument("--input_dir", default=input_dir, help="folder of input files (*.json)")
     parser.add_argument("--input_file", default=None, help="only this file of --input_dir")
     parser.add_argument("--output_dir", default=output_dir, help="outputs go here, named like the inputs")
+    parser.add_argument("--redo_stale", action="store_true",
+                        help="redo results in --output_dir's journals made with another model or other generation "
+                             "settings (default: refuse such a file and say so)")
 
 
 def review_main(argv, *, description: str, backend: str, model_path: str, model: str = None) -> int:
@@ -92,7 +95,7 @@ def review_main(argv, *, description: str, backend: str, model_path: str, model:
     args = parser.parse_args(argv)
     config = ReviewConfig(image_dir=args.image_dir, params=generation_params(args), parse_retries=args.parse_retries,
                           retry_seed=seed_of(args), empty_answer=args.empty_answer, swap=args.swap,
-                          progress=not args.no_progress)
+                          progress=not args.no_progress, redo_stale=args.redo_stale)
     return run_with_backend(args, lambda inputs, backend: review_files(inputs, args.output_dir, backend, config))
 
 

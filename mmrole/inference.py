@@ -15,10 +15,18 @@ from pathlib import Path
 from typing import List, Sequence, Union
 
 from .backends.base import Backend, BackendError, ChatRequest, ChatResult, GenerationParams
-from .jobs import FileSummary, already_finished, journal_path, missing_image_problems, run_requests, write_samples_json
+from .jobs import (
+    FileSummary,
+    ResultJournal,
+    already_finished,
+    journal_path,
+    missing_image_problems,
+    run_requests,
+    run_settings,
+    write_samples_json,
+)
 from .prompts import ROLEPLAY_SYSTEM
 from .schema import Problem, SchemaError, TestSample, load_json_list, load_test_samples
-from .store import Journal
 
 PathLike = Union[str, os.PathLike]
 
@@ -45,9 +53,10 @@ def _with_answer(record, answer: Union[str, None]):
 
 def answer_file(
     input_path: Path, output_path: Path, backend: Backend, params: GenerationParams, image_dir: PathLike,
-    *, progress: bool = True,
+    *, progress: bool = True, redo_stale: bool = False,
 ) -> FileSummary:
-    """Answer every usable sample of one test file into output_path."""
+    """Answer every usable sample of one test file into output_path. A journal holding answers of
+    other settings makes it refuse the file, unless redo_stale (see mmrole.jobs.ResultJournal)."""
     summary = FileSummary(str(input_path), str(output_path))
     if already_finished(output_path):
         summary.notes.append("output exists without a journal: already finished, left as is (delete it to redo)")
@@ -60,8 +69,14 @@ def answer_file(
         return summary
     samples, missing = missing_image_problems(samples, image_dir, input_path)
     summary.samples, summary.skipped = len(records), problems + missing
-    journal = Journal(journal_path(output_path), key_fields=("id",))
-    todo = [s for s in samples if (journal.get((s.id,)) or {}).get("status") != "ok"]
+    requests = [answer_request(s, image_dir) for s in samples]
+    journal = ResultJournal(journal_path(output_path), ("id",), run_settings(backend, params),
+                            {r.key: r.content_hash() for r in requests})
+    if journal.refusal() and not redo_stale:
+        summary.skipped.append(journal.refusal())
+        return summary
+    summary.notes += journal.notes(redo_stale)
+    todo = [r for r in requests if (journal.get(r.key) or {}).get("status") != "ok"]
 
     def record(request: ChatRequest, result: Union[ChatResult, BackendError]) -> None:
         if isinstance(result, BackendError):
@@ -70,8 +85,7 @@ def answer_file(
             journal.append({"id": request.key[0], "status": "ok", "answer": result.text,
                             "finish_reason": result.finish_reason})
 
-    run_requests(backend, [answer_request(s, image_dir) for s in todo], params, record,
-                 desc=input_path.name, progress=progress)
+    run_requests(backend, todo, params, record, desc=input_path.name, progress=progress)
 
     answers = {}
     for sample in samples:
@@ -99,7 +113,8 @@ def _note_answers(summary: FileSummary, entries: List[dict]) -> None:
 
 def answer_files(
     inputs: Sequence[Path], output_dir: PathLike, backend: Backend, params: GenerationParams, image_dir: PathLike,
-    *, progress: bool = True,
+    *, progress: bool = True, redo_stale: bool = False,
 ) -> List[FileSummary]:
-    return [answer_file(Path(p), Path(output_dir) / Path(p).name, backend, params, image_dir, progress=progress)
+    return [answer_file(Path(p), Path(output_dir) / Path(p).name, backend, params, image_dir, progress=progress,
+                        redo_stale=redo_stale)
             for p in inputs]

@@ -5,6 +5,14 @@ Each output file `OUT/<name>.json` has a journal `OUT/<name>.journal.jsonl` (mmr
 that receives every finished item at once. The output itself is written atomically from the input
 and the journal when the file is done, so a rerun after a kill resumes from the journal and
 produces the same file as an uninterrupted run.
+
+Every journal entry records what made it (`ResultJournal`): the run settings (backend and model,
+dtype, generation settings that change the result) and a digest of the request. A rerun reuses
+an entry only when both still hold. An entry whose request changed (edited answers, another
+--image_dir) is redone and counted in the summary. Entries made with other settings make the run
+refuse the file with a message naming the journal; --redo_stale redoes them instead. Why refuse:
+the usual cause is an --output_dir reused by mistake, and silently redoing would throw away
+another model's finished results.
 """
 
 from __future__ import annotations
@@ -12,13 +20,13 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Hashable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .backends.base import Backend, BackendError, ChatRequest, ChatResult, GenerationParams
 from .schema import Problem, TestSample
-from .store import atomic_write_text
+from .store import Journal, atomic_write_text
 
 PathLike = Union[str, os.PathLike]
 JOURNAL_SUFFIX = ".journal.jsonl"  # not *.json: RM_result and review read every *.json in a folder
@@ -27,6 +35,91 @@ JOURNAL_SUFFIX = ".journal.jsonl"  # not *.json: RM_result and review read every
 def journal_path(output_path: PathLike) -> Path:
     output_path = Path(output_path)
     return output_path.with_name(output_path.stem + JOURNAL_SUFFIX)
+
+
+def run_settings(backend: Backend, params: GenerationParams) -> Dict[str, Any]:
+    """What decides a result besides the request: the model and the generation settings. Greedy
+    decoding ignores temperature, top_p and seed, so they do not count then."""
+    settings = dict(backend.identity())
+    generation = asdict(params)
+    generation["stop"] = list(params.stop)
+    if params.greedy:
+        for unused in ("temperature", "top_p", "seed"):
+            generation.pop(unused)
+    settings.update(generation)
+    return settings
+
+
+RUN_FIELD, INPUT_FIELD = "run", "input"  # the journal fields ResultJournal adds to every entry
+ERROR_STATUS = "error"  # an entry without a result: always asked again, never a reason to refuse
+
+
+class ResultJournal:
+    """A Journal whose entries count only for the run settings and the request that made them.
+
+    input_hashes: {key: ChatRequest.content_hash()} of every item of the current input. get()
+    returns None for an entry made for another request or with other settings (so it is redone);
+    append() stamps both on the entry; records() yields current entries only.
+    """
+
+    def __init__(self, path: PathLike, key_fields: Tuple[str, ...], run: Mapping[str, Any],
+                 input_hashes: Mapping[Tuple[Hashable, ...], str]):
+        self.journal = Journal(path, key_fields)
+        self.path = self.journal.path
+        self.run = dict(run)
+        self.input_hashes = dict(input_hashes)
+        self.changed_input: List[Tuple[Hashable, ...]] = []  # results for a request that has changed since
+        self.other_run: List[dict] = []  # results made with other settings (or unrecorded ones)
+        for key, hash_ in self.input_hashes.items():
+            entry = self.journal.get(key)
+            if entry is None or entry.get("status") == ERROR_STATUS:
+                continue
+            if entry.get(RUN_FIELD) != self.run:
+                self.other_run.append(entry)
+            elif entry.get(INPUT_FIELD) != hash_:
+                self.changed_input.append(key)
+
+    def _current(self, entry: Optional[dict]) -> bool:
+        return (entry is not None and entry.get(RUN_FIELD) == self.run
+                and entry.get(INPUT_FIELD) == self.input_hashes.get(self.journal.key_of(entry)))
+
+    def get(self, key: Tuple[Hashable, ...]) -> Optional[dict]:
+        entry = self.journal.get(key)
+        return entry if self._current(entry) else None
+
+    def records(self) -> Iterator[dict]:
+        return (entry for entry in self.journal.records() if self._current(entry))
+
+    def append(self, record: dict) -> None:
+        key = self.journal.key_of(record)
+        self.journal.append({**record, RUN_FIELD: self.run, INPUT_FIELD: self.input_hashes[key]})
+
+    def refusal(self) -> Optional[Problem]:
+        """The whole-file problem to report when entries of other settings would be redone."""
+        if not self.other_run:
+            return None
+        return Problem(str(self.path), "*", f"{len(self.other_run)} result(s) here were made with other settings "
+                       f"({_settings_difference(self.other_run[0].get(RUN_FIELD), self.run)}); not mixing them with "
+                       "this run's. Use another --output_dir, or --redo_stale to redo them with this run's settings",
+                       whole_file=True)
+
+    def notes(self, redo_stale: bool) -> List[str]:
+        notes = []
+        if self.changed_input:
+            notes.append(f"{len(self.changed_input)} journal result(s) redone: their request changed since "
+                         f"(e.g. edited answers or another --image_dir): "
+                         + ", ".join(str(key) for key in self.changed_input[:5]))
+        if redo_stale and self.other_run:
+            notes.append(f"{len(self.other_run)} journal result(s) of other settings redone (--redo_stale)")
+        return notes
+
+
+def _settings_difference(old: Optional[Mapping[str, Any]], new: Mapping[str, Any]) -> str:
+    if not isinstance(old, Mapping):
+        return "settings not recorded in the journal"
+    changed = [f"{name} {old.get(name)!r} -> now {new.get(name)!r}" for name in sorted(set(old) | set(new))
+               if old.get(name) != new.get(name)]
+    return "; ".join(changed)
 
 
 def write_samples_json(path: PathLike, samples: Sequence[Any]) -> None:

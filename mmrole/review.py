@@ -16,7 +16,8 @@ Beyond the original:
 - swap: every metric is also asked with the two answers swapped (A = ground truth) into
   `rm_review_swapped`; the position bias is reported.
 - A journal keyed by (sample id, metric, order) makes a rerun resume; an API error is reported,
-  and retried by the next run.
+  and retried by the next run. Journal results count only for the judge, generation settings and
+  prompt that made them (mmrole.jobs.ResultJournal): a changed answer is reviewed again.
 """
 
 from __future__ import annotations
@@ -30,10 +31,12 @@ from .agreement import winner
 from .backends.base import Backend, BackendError, ChatRequest, ChatResult, GenerationParams
 from .jobs import (
     FileSummary,
+    ResultJournal,
     already_finished,
     journal_path,
     missing_image_problems,
     run_requests,
+    run_settings,
     seeded,
     write_samples_json,
 )
@@ -48,7 +51,7 @@ from .schema import (
     load_json_list,
     load_test_samples,
 )
-from .store import Journal, atomic_write_text
+from .store import atomic_write_text
 
 PathLike = Union[str, os.PathLike]
 NORMAL, SWAPPED = "AB", "BA"  # AB: A = evaluated answer, B = ground truth (the protocol's order)
@@ -66,6 +69,7 @@ class ReviewConfig:
     swap: bool = False
     metrics: Tuple[str, ...] = METRIC_NAMES
     progress: bool = True
+    redo_stale: bool = False  # redo journal results of other settings instead of refusing the file
 
     def __post_init__(self):
         if self.empty_answer not in EMPTY_ANSWER_POLICIES:
@@ -108,8 +112,9 @@ class _FileReview:
         self.input_path, self.output_path = input_path, output_path
         self.backend, self.config = backend, config
         self.summary = FileSummary(str(input_path), str(output_path))
-        self.journal: Optional[Journal] = None
+        self.journal: Optional[ResultJournal] = None
         self.samples: List[TestSample] = []
+        self.requests: Dict[Tuple[str, str, str], ChatRequest] = {}
 
     def _usable_samples(self) -> List[TestSample]:
         samples, problems = load_test_samples(self.input_path, need_answer=True)
@@ -145,8 +150,7 @@ class _FileReview:
                         attempt = record["attempts"]
                     else:
                         continue
-                    groups.setdefault(attempt, []).append(
-                        review_request(sample, metric, order, self.config.image_dir))
+                    groups.setdefault(attempt, []).append(self.requests[key])
         return groups
 
     def _record(self, request: ChatRequest, result: Union[ChatResult, BackendError], attempt: int) -> None:
@@ -173,7 +177,15 @@ class _FileReview:
         except SchemaError as e:  # unreadable or malformed file: reported, the other files go on
             self.summary.skipped.append(Problem.unusable_file(e))
             return self.summary
-        self.journal = Journal(journal_path(self.output_path), key_fields=("id", "metric", "order"))
+        self.requests = {(sample.id, metric, order): review_request(sample, metric, order, self.config.image_dir)
+                         for sample in self.samples for metric in self.config.metrics for order in self.config.orders}
+        self.journal = ResultJournal(journal_path(self.output_path), ("id", "metric", "order"),
+                                     run_settings(self.backend, self.config.params),
+                                     {key: request.content_hash() for key, request in self.requests.items()})
+        if self.journal.refusal() and not self.config.redo_stale:
+            self.summary.skipped.append(self.journal.refusal())
+            return self.summary
+        self.summary.notes += self.journal.notes(self.config.redo_stale)
         retried_errors: set = set()
         while True:
             groups = self._pending(retried_errors)

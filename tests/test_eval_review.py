@@ -21,10 +21,14 @@ class ReplayJudge(Backend):
 
     name = "replay"
 
-    def __init__(self, replies, fail_after=None):
+    def __init__(self, replies, fail_after=None, model="replayed"):
         self.replies = replies
         self.requests = []  # (request, params) as received
         self.fail_after = fail_after  # simulate a kill after this many results
+        self.model = model
+
+    def identity(self):
+        return {"backend": self.name, "model": self.model}
 
     def generate_iter(self, requests, params):
         for index, request in enumerate(requests):
@@ -64,8 +68,8 @@ def _setup(tmp_path, mmrole_reference, model, name, n=None, mutate=None):
     return answers_dir, image_dir
 
 
-def _review(answers_dir, out_dir, judge, image_dir, **config):
-    config = ReviewConfig(image_dir=str(image_dir), params=GenerationParams(greedy=True), progress=False, **config)
+def _review(answers_dir, out_dir, judge, image_dir, params=GenerationParams(greedy=True), **config):
+    config = ReviewConfig(image_dir=str(image_dir), params=params, progress=False, **config)
     return review_files(input_files(answers_dir, None), out_dir, judge, config)
 
 
@@ -249,3 +253,61 @@ def test_swap_asks_both_orders_and_reports_position_bias(mmrole_reference, tmp_p
     assert float(first) == pytest.approx(0.875) and float(second) == pytest.approx((6 / 9 + 1) / 2)
     assert float(flips) == 0.0
     assert any("position bias" in note for note in summary.notes)
+
+
+def test_journal_results_of_another_judge_or_settings_are_refused_unless_redo_stale(mmrole_reference, tmp_path):
+    name = "comment_test.json"
+    answers_dir, image_dir = _setup(tmp_path, mmrole_reference, "mmrole-agent", name, n=2)
+    replies = _replies(_published(mmrole_reference, "mmrole-agent", name))
+    _review(answers_dir, tmp_path / "out", ReplayJudge(replies), image_dir)
+    first = (tmp_path / "out" / name).read_bytes()
+    journal = tmp_path / "out" / "comment_test.journal.jsonl"
+    for judge, params, difference in (
+        (ReplayJudge(replies, model="another-judge"), GenerationParams(greedy=True),
+         "model 'replayed' -> now 'another-judge'"),
+        (ReplayJudge(replies), GenerationParams(greedy=True, max_new_tokens=64), "max_new_tokens None -> now 64"),
+        (ReplayJudge(replies), GenerationParams(temperature=0.7), "greedy True -> now False"),
+    ):
+        [summary] = _review(answers_dir, tmp_path / "out", judge, image_dir, params=params)
+        assert judge.requests == [] and summary.unusable
+        [problem] = summary.skipped
+        assert problem.path == str(journal) and "16 result(s) here were made with other settings" in problem.message
+        assert difference in problem.message and "--redo_stale" in problem.message
+        assert (tmp_path / "out" / name).read_bytes() == first
+    # Greedy ignores the seed: another --seed reuses the greedy results.
+    judge = ReplayJudge(replies)
+    _review(answers_dir, tmp_path / "out", judge, image_dir, params=GenerationParams(greedy=True, seed=99))
+    assert judge.requests == []
+    # --redo_stale: everything is asked again with the new settings, and said so.
+    changed = {key: "Redone. [Scores]: (5, 10)" for key in replies}
+    judge = ReplayJudge(changed, model="another-judge")
+    [summary] = _review(answers_dir, tmp_path / "out", judge, image_dir, redo_stale=True)
+    assert len(judge.requests) == 16 and not summary.unusable
+    assert any("16 journal result(s) of other settings redone" in note for note in summary.notes)
+    out = json.loads((tmp_path / "out" / name).read_text())
+    assert [r["score"] for s in out for r in s["rm_review"].values()] == [[5.0, 10.0]] * 16
+    # ... and from then on those are this judge's results: a plain rerun resumes with no request.
+    judge = ReplayJudge(changed, model="another-judge")
+    _review(answers_dir, tmp_path / "out", judge, image_dir)
+    assert judge.requests == []
+
+
+def test_an_edited_answer_is_reviewed_again_the_rest_reused(mmrole_reference, tmp_path):
+    name = "inter-role_test.json"
+    answers_dir, image_dir = _setup(tmp_path, mmrole_reference, "qwen-vl-chat", name, n=3)
+    replies = _replies(_published(mmrole_reference, "qwen-vl-chat", name))
+    _review(answers_dir, tmp_path / "out", ReplayJudge(replies), image_dir)
+    samples = json.loads((answers_dir / name).read_text())
+    samples[1]["conversations"][1]["answer"] = "A new answer from a rerun of inference."
+    (answers_dir / name).write_text(json.dumps(samples, ensure_ascii=False, indent=4), encoding="utf-8")
+    for metric in METRIC_NAMES:
+        replies[(samples[1]["id"], metric, NORMAL)] = "Changed. [Scores]: (3, 9)"
+    judge = ReplayJudge(replies)
+    [summary] = _review(answers_dir, tmp_path / "out", judge, image_dir)
+    assert sorted(r.key for r, _ in judge.requests) == sorted((samples[1]["id"], m, NORMAL) for m in METRIC_NAMES)
+    assert all("A new answer from a rerun" in r.query[1]["text"] for r, _ in judge.requests)
+    assert any(note.startswith("8 journal result(s) redone: their request changed") for note in summary.notes)
+    out = json.loads((tmp_path / "out" / name).read_text())
+    assert out[1]["rm_review"]["Fluency"] == {"review": "Changed. [Scores]: (3, 9)", "score": [3.0, 9.0]}
+    published = _published(mmrole_reference, "qwen-vl-chat", name)
+    assert out[0]["rm_review"] == published[0]["rm_review"] and out[2]["rm_review"] == published[2]["rm_review"]

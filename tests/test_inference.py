@@ -156,3 +156,35 @@ def test_malformed_test_file_is_reported_the_others_answered_exit_status_1(mmrol
     assert not (tmp_path / "out" / "a_broken_test.json").exists()
     out = json.loads((tmp_path / "out" / name).read_text())
     assert [s["conversations"][1]["answer"] for s in out] == [answers[(s["id"],)] for s in samples]
+
+
+def test_answers_of_another_model_in_the_journal_are_refused_unless_redo_stale(mmrole_reference, tmp_path):
+    name = "comment_test.json"
+    test_dir, image_dir, answers = _test_file(tmp_path, mmrole_reference, "yi-vl-6b", name, n=3)
+    _answer(test_dir, tmp_path / "out", ReplayJudge(answers, model="yi"), image_dir)
+    before = (tmp_path / "out" / name).read_bytes()
+    other = {key: f"other model's answer to {key[0]}" for key in answers}
+    model = ReplayJudge(other, model="agent")
+    [summary] = _answer(test_dir, tmp_path / "out", model, image_dir)
+    assert model.requests == [] and summary.unusable
+    assert "3 result(s) here were made with other settings (model 'yi' -> now 'agent')" in summary.skipped[0].message
+    assert (tmp_path / "out" / name).read_bytes() == before
+    [summary] = answer_files(input_files(test_dir, None), tmp_path / "out", model, GenerationParams(greedy=True),
+                             image_dir, progress=False, redo_stale=True)
+    assert len(model.requests) == 3 and summary.done == 3
+    out = json.loads((tmp_path / "out" / name).read_text())
+    assert [s["conversations"][1]["answer"] for s in out] == [other[(s["id"],)] for s in out]
+
+
+def test_another_image_dir_changes_the_prompt_so_answers_are_redone(mmrole_reference, tmp_path):
+    """Qwen-VL reads the image path as part of the prompt: the journal notices the changed request."""
+    import shutil
+
+    name = "comment_test.json"
+    test_dir, image_dir, answers = _test_file(tmp_path, mmrole_reference, "yi-vl-6b", name, n=2)
+    _answer(test_dir, tmp_path / "out", ReplayJudge(answers), image_dir)
+    moved = shutil.copytree(image_dir, tmp_path / "moved_images")
+    model = ReplayJudge(answers)
+    [summary] = _answer(test_dir, tmp_path / "out", model, moved)
+    assert len(model.requests) == 2 and all(str(moved) in r.query[0]["image"] for r, _ in model.requests)
+    assert any(note.startswith("2 journal result(s) redone: their request changed") for note in summary.notes)

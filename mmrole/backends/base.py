@@ -7,8 +7,10 @@ Qwen-VL checkpoint (`hf`) and any OpenAI-compatible endpoint (`openai`) are inte
 from __future__ import annotations
 
 import abc
+import hashlib
+import json
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 # A message part in Qwen-VL's list format: {"text": "..."} or {"image": "<local path>"}.
 Part = Dict[str, str]
@@ -40,6 +42,12 @@ class ChatRequest:
         """Every image path of the request, history first, in order of appearance."""
         found = [p["image"] for turn, _ in self.history for p in turn if "image" in p]
         return found + [p["image"] for p in self.query if "image" in p]
+
+    def content_hash(self) -> str:
+        """A digest of what the model is shown (system, history, query; images by path, as the
+        original's prompt names them): journals use it to notice an input that changed."""
+        shown = json.dumps([self.system, self.history, self.query], ensure_ascii=False, sort_keys=True)
+        return hashlib.sha256(shown.encode("utf-8")).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -93,6 +101,11 @@ class Backend(abc.ABC):
         for index, result in self.generate_iter(requests, params):
             results[index] = result
         return results  # type: ignore[return-value]
+
+    def identity(self) -> Dict[str, Any]:
+        """What names the model that answers (recorded with every journal entry, so results of
+        another model are never taken for this one's)."""
+        return {"backend": self.name}
 
     def close(self) -> None:
         """Release resources (threads, connections)."""

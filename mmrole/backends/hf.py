@@ -56,8 +56,15 @@ class HFBackend(Backend):
             from ..qwen_vl.loading import load_model_and_tokenizer
 
             model, tokenizer = load_model_and_tokenizer(model_path, use_lora=use_lora, device=device, dtype=_dtype(dtype))
+            self._model_name = os.path.abspath(model_path)
+        else:
+            self._model_name = getattr(model, "name_or_path", None) or type(model).__name__
         self.model, self.tokenizer = model, tokenizer
         self.batch_size = batch_size
+
+    def identity(self) -> Dict[str, Any]:
+        # The weights' folder (adapter folder for LoRA) and dtype: bf16 and fp32 answers differ.
+        return {"backend": self.name, "model": self._model_name, "dtype": str(next(self.model.parameters()).dtype)}
 
     def render(self, request: ChatRequest) -> Tuple[str, List[Tuple[str, str]]]:
         """(query text, history) exactly as the original scripts gave them to `model.chat`."""

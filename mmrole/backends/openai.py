@@ -97,6 +97,10 @@ class OpenAIBackend(Backend):
         while unreadable:
             yield unreadable.pop()
 
+    def identity(self) -> Dict[str, Any]:
+        # The served model's name, not the URL: the same model behind another address is the same judge.
+        return {"backend": self.name, "model": self.client.model}
+
     def usage_summary(self) -> str:
         return self.client.usage.summary()
 

@@ -109,9 +109,13 @@ class RequestFailed(RuntimeError):
 class ChatCall:
     """One request. params go to `chat.completions.create` (max_tokens, temperature, top_p, seed,
     stop, response_format, ...). validate(completion) returns the value the caller keeps (e.g. the
-    parsed JSON) or raises MalformedResponse to ask for another attempt."""
+    parsed JSON) or raises MalformedResponse to ask for another attempt.
 
-    messages: Sequence[Message]
+    messages may be a function returning them: it is called once, when the call is sent, so a
+    large batch holds base64 images only for the calls in flight (and none for calls never made).
+    If it raises (e.g. an unreadable image), the call fails without an attempt."""
+
+    messages: Union[Sequence[Message], Callable[[], Sequence[Message]]]
     key: Any = None
     params: Dict[str, Any] = field(default_factory=dict)
     validate: Optional[Callable[["Completion"], Any]] = None
@@ -327,12 +331,17 @@ class ChatClient:
         message = "no attempt made"
         retryable = True
         attempt = 0
+        try:
+            messages = list(call.messages() if callable(call.messages) else call.messages)
+        except Exception as e:  # no attempt can fix a request that cannot be built
+            message, retryable = self._redact(f"cannot build the request: {type(e).__name__}: {e}"), False
+            return self._failed(call, message, attempt, retryable)
         for attempt in range(1, self.max_attempts + 1):
             with self._usage_lock:
                 self.usage.attempts += 1
                 self.usage.retries += attempt > 1
             try:
-                completion = self._attempt(call)
+                completion = self._attempt(call, messages)
                 completion.attempts = attempt
                 with self._usage_lock:
                     self.usage.succeeded += 1
@@ -350,15 +359,18 @@ class ChatClient:
             except Exception as e:  # an unexpected error (e.g. a bug in validate): report, never crash the pool
                 message, retryable = self._redact(f"{type(e).__name__}: {e}"), False
                 break
+        return self._failed(call, message, attempt, retryable)
+
+    def _failed(self, call: ChatCall, message: str, attempts: int, retryable: bool) -> RequestFailed:
         with self._usage_lock:
             self.usage.failed += 1
         logger.error("call %s failed: %s", self._redact(repr(call.key)), message)
-        return RequestFailed(call.key, message, attempts=attempt, retryable=retryable)
+        return RequestFailed(call.key, message, attempts=attempts, retryable=retryable)
 
-    def _attempt(self, call: ChatCall) -> Completion:
+    def _attempt(self, call: ChatCall, messages: List[Message]) -> Completion:
         params = {**self.default_params, **call.params}
         try:
-            response = self._sdk.chat.completions.create(model=self.model, messages=list(call.messages), **params)
+            response = self._sdk.chat.completions.create(model=self.model, messages=messages, **params)
         except (openai.APITimeoutError, openai.APIConnectionError) as e:
             raise _Retryable(f"{type(e).__name__}: {e}") from None
         except openai.APIStatusError as e:

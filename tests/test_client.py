@@ -197,3 +197,30 @@ def test_stub_streams_valid_server_sent_events(stub):
     assert text == "a streamed answer that is longer than one chunk"
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
     assert chunks[-1].usage.completion_tokens > 0
+
+
+def test_messages_built_when_sent(stub):
+    built = []
+
+    def messages_of(i):
+        def build():
+            built.append((i, threading.current_thread().name))
+            return [user_message(str(i))]
+        return build
+
+    client = make_client(stub, concurrency=2)
+    outcomes = client.chat_many(ChatCall(messages_of(i), key=i) for i in range(50))
+    first = next(outcomes)
+    outcomes.close()
+    assert first.text == f"echo: {first.key}"
+    assert len(built) == len(stub.completion_requests) <= 4 + 2  # only the calls actually sent were built
+    assert all(thread.startswith("chat") for _, thread in built)  # by the worker sending them
+
+    def unreadable():
+        raise FileNotFoundError("no such image: photos/a.jpg")
+
+    before = len(stub.completion_requests)
+    failed = list(client.chat_many([ChatCall(unreadable, key="a")]))[0]
+    assert isinstance(failed, RequestFailed) and failed.key == "a" and not failed.retryable
+    assert "photos/a.jpg" in failed.message and failed.attempts == 0
+    assert len(stub.completion_requests) == before  # nothing sent

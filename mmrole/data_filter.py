@@ -25,7 +25,7 @@ Rules (a record is rejected when any fires; all firing rules are listed):
 Notes (reported, never rejecting): trailing_human_turn — a human-role dialogue ending with an
 unanswered human turn (build_data makes no sample of it).
 
-Defaults were chosen on the real data to flag damage, not style: see notes/readme_data.md for the
+Defaults were chosen on the real data to flag damage, not style: see docs/data.md for the
 counts they give on the released snapshot.
 """
 
@@ -103,6 +103,17 @@ class Verdict:
         return not self.reasons
 
 
+def language_problem(text: str, language: str, config: FilterConfig) -> Optional[str]:
+    """Why `text` is not written in `language` (judged by the share of CJK among its letters), or None."""
+    cjk, latin = len(_CJK.findall(text)), len(_LATIN.findall(text))
+    share = cjk / max(1, cjk + latin)
+    if language == "Chinese" and share < config.min_cjk_share_zh:
+        return f"Chinese expected, CJK share {share:.2f}"
+    if language == "English" and share > config.max_cjk_share_en:
+        return f"English expected, CJK share {share:.2f}"
+    return None
+
+
 class TextRules:
     """The per-turn and per-dialogue text rules, compiled once for a script's characters."""
 
@@ -126,12 +137,9 @@ class TextRules:
         last = stripped[-1:]
         if last and (last.isalnum() or last in _CUT_END_PUNCTUATION):  # letters of any script, digits
             problems.append(("truncated_turn", f"ends with {stripped[-20:]!r}"))
-        cjk, latin = len(_CJK.findall(text)), len(_LATIN.findall(text))
-        share = cjk / max(1, cjk + latin)
-        if language == "Chinese" and share < self.config.min_cjk_share_zh:
-            problems.append(("wrong_language", f"Chinese expected, CJK share {share:.2f}"))
-        if language == "English" and share > self.config.max_cjk_share_en:
-            problems.append(("wrong_language", f"English expected, CJK share {share:.2f}"))
+        wrong_language = language_problem(text, language, self.config)
+        if wrong_language:
+            problems.append(("wrong_language", wrong_language))
         lowered = text.lower()
         for keyword, pattern in self._phrases:
             phrase = pattern.search(lowered) if keyword in lowered else None

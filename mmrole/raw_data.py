@@ -105,6 +105,18 @@ def read_json(path: PathLike):
         raise DialogueError("malformed_file", f"malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
 
 
+def read_required_json(path: PathLike, expected: type, shape: str):
+    """A file a whole run depends on (roles.json, profiles.json, annotations.json): its content, or
+    RawDataError naming the file and what is wrong with it."""
+    try:
+        content = read_json(path)
+    except DialogueError as e:
+        raise RawDataError(f"{path}: {e.detail}") from None
+    if not isinstance(content, expected):
+        raise RawDataError(f"{path}: expected {shape}")
+    return content
+
+
 # --- characters ----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -160,11 +172,8 @@ def load_split(root: PathLike, split: str) -> Tuple[RawSplit, List[Skip]]:
     root = Path(root)
     roles_path = root / "profiles" / split / "roles.json"
     profiles_path = root / "profiles" / split / "profiles.json"
-    try:
-        roles = read_json(roles_path)
-    except DialogueError as e:
-        raise RawDataError(f"{roles_path}: {e.detail}") from None
-    if not isinstance(roles, dict) or not all(
+    roles = read_required_json(roles_path, dict, "{script: [character name, ...]}")
+    if not all(
         isinstance(s, str) and isinstance(names, list) and all(isinstance(n, str) and n for n in names)
         for s, names in roles.items()
     ):
@@ -172,13 +181,7 @@ def load_split(root: PathLike, split: str) -> Tuple[RawSplit, List[Skip]]:
     skips: List[Skip] = []
     profiles: Mapping[str, str] = {}
     if profiles_path.is_file():
-        try:
-            loaded = read_json(profiles_path)
-        except DialogueError as e:
-            raise RawDataError(f"{profiles_path}: {e.detail}") from None
-        if not isinstance(loaded, dict):
-            raise RawDataError(f"{profiles_path}: expected {{character name: profile text}}")
-        profiles = loaded
+        profiles = read_required_json(profiles_path, dict, "{character name: profile text}")
     else:
         skips.append(Skip(str(profiles_path), "*", "missing_profile", "profiles.json not found: no character has a profile"))
     characters: Dict[str, Character] = {}
@@ -233,12 +236,7 @@ def load_annotations(root: PathLike) -> Tuple[Annotations, List[Skip]]:
     if not path.is_file():
         return Annotations(path=path), [Skip(str(path), "*", "malformed_file",
                                              "annotations.json not found: no image gets auxiliary information")]
-    try:
-        data = read_json(path)
-    except DialogueError as e:
-        raise RawDataError(f"{path}: {e.detail}") from None
-    if not isinstance(data, list):
-        raise RawDataError(f"{path}: expected a list of {{image, role_info, place_info, scene_info}}")
+    data = read_required_json(path, list, "a list of {image, role_info, place_info, scene_info}")
     entries: Dict[str, Dict[str, str]] = {}
     skips = []
     for index, entry in enumerate(data):

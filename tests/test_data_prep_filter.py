@@ -33,6 +33,8 @@ EXPECTED = {
     "猪八戒_role-role-dialogue_script_0": "self_talk",
     "Maya_Patel_comment_COCO_0": "empty_record",
     "Maya_Patel_comment_COCO_1": "truncated",
+    "Buzz_Lightyear_human-role-dialogue_COCO_0": "wrong_speaker_order",  # the character speaks first
+    "Buzz_Lightyear_comment_COCO_0": "wrong_speaker_order",  # a third turn after the monologue
     "(whole file)": "malformed_file",
 }
 
@@ -61,6 +63,9 @@ def damaged(tmp_path):
         r[0]["conversations"].reverse(), set_turn(r, 1, 2, speaker="Iron Man")))
     edit_json(dialogue_file(root, "inter-role", "猪八戒", "script"),
               lambda r: [turn.__setitem__("role", "猪八戒") for turn in r[0]["conversations"]])
+    edit_json(dialogue_file(root, "human-role", "Buzz Lightyear", "COCO"), lambda r: r[0]["conversations"].reverse())
+    edit_json(dialogue_file(root, "comment", "Buzz Lightyear", "COCO"), lambda r: r[0]["conversations"].append(
+        {"role": "Buzz Lightyear", "value": "And one more thing: to infinity!"}))
     edit_json(dialogue_file(root, "comment", "Maya Patel", "COCO"), lambda r: (
         r[0].__setitem__("conversations", []), r[1].__setitem__("conversations", r[1]["conversations"][:1])))
     return root
@@ -81,6 +86,9 @@ def test_each_rule_rejects_its_record_and_says_why(damaged, tmp_path):
     assert "turn 2" in rejected["Buzz_Lightyear_role-role-dialogue_COCO_0"].reasons[0][1]
     assert "Woody_comment_COCO_1" in rejected["Woody_comment_COCO_2"].reasons[0][1]  # names the original
     assert "Iron Man" in rejected["Liam_Johnson_role-role-dialogue_COCO_1"].reasons[0][1]
+    assert ("turn 0 is by 'Buzz Lightyear', expected 'human'"
+            in rejected["Buzz_Lightyear_human-role-dialogue_COCO_0"].reasons[0][1])
+    assert "found 3" in rejected["Buzz_Lightyear_comment_COCO_0"].reasons[0][1]
     assert rejected["(whole file)"].path.endswith("猪八戒_COCO.json")
     notes = {v.id: v.notes for v in verdicts if v.notes}
     assert list(notes) == ["Liam_Johnson_human-role-dialogue_COCO_0"]  # a note, not a rejection
@@ -153,3 +161,24 @@ def test_cli(damaged, tmp_path, capsys):
     assert "rejected (speaker_prefix)" in printed and "Woody_human-role-dialogue_COCO_0" in printed
     assert "turn_length" not in printed
     assert f"{len(EXPECTED) - 1} rejected" in printed
+
+
+def test_missing_profiles_and_duplicate_ids_are_rejected_by_name(tmp_path):
+    root = tmp_path / "raw"
+    make_raw_tree(root)
+    profiles = root / "profiles" / "in-distribution" / "profiles.json"
+    edit_json(profiles, lambda p: p.pop("Buzz Lightyear"))
+    first = dialogue_file(root, "comment", "Woody", "COCO")
+    again = dialogue_file(root, "comment", "Woody", "script")
+    edit_json(again, lambda records: records.append(json.loads(first.read_text(encoding="utf-8"))[1]))
+    report, verdicts = run_filter(root, tmp_path / "out")
+    rejected = {(v.path, v.id): v.reasons for v in verdicts if not v.kept}
+    # Buzz's own dialogues and Woody's inter-role ones (Buzz is the partner): read from the files
+    needs_buzz = {i for i in raw_records(root) if i.startswith(("Buzz_Lightyear_", "Woody_role-role-dialogue_"))}
+    missing = {i: reasons for (_, i), reasons in rejected.items() if reasons[0][0] == "missing_profile"}
+    assert set(missing) == needs_buzz and len(needs_buzz) == 15 + 5
+    assert all(reasons == [("missing_profile", f"no profile for 'Buzz Lightyear' in {profiles}")]
+               for reasons in missing.values())
+    assert rejected[(str(again), "Woody_comment_COCO_1")] == [("duplicate_id", f"id already used in {first}")]
+    assert (str(first), "Woody_comment_COCO_1") not in rejected  # the first one is kept
+    assert report.rejected == len(needs_buzz) + 1 and report.by_rule == {"missing_profile": 20, "duplicate_id": 1}

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Quality-filter raw MMRole-Data dialogues (run from the repository root).
-# Usage: bash data_prep/filter_dialogues.sh [DATA_ROOT] [OUTPUT_DIR]
+# Usage: bash data_prep/filter_dialogues.sh [DATA_ROOT] [OUTPUT_DIR] [extra flags, see --help]
 #   Then: python data_prep/build_data.py --data_root DATA_ROOT --dialogues_root OUTPUT_DIR ...
 set -euo pipefail
 DATA_ROOT="${1:-../shared/mmrole_data}"
 OUTPUT_DIR="${2:-data/filtered}"
-python data_prep/filter_dialogues.py --data_root "${DATA_ROOT}" --output_dir "${OUTPUT_DIR}"
+shift $(( $# < 2 ? $# : 2 ))
+python data_prep/filter_dialogues.py --data_root "${DATA_ROOT}" --output_dir "${OUTPUT_DIR}" "$@"

@@ -17,8 +17,9 @@ reported. Without it the split is sampled as the paper describes, seeded:
 Every dialogue that contributes a test sample is left out of training entirely, and
 out-of-distribution dialogues never enter training.
 
-Images: no image file is needed. Missing image files are counted (by top folder) and reported;
-with `check_images` the samples whose image is missing are skipped instead, each one named.
+Images: no image file is needed. Missing image files are counted (by top folder), and so are the
+test and training samples that reference them; with `check_images` those samples are skipped
+instead, each one named.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class BuildResult:
     skips: List[Skip] = field(default_factory=list)
     stats: dict = field(default_factory=dict)
     missing_test_ids: List[Tuple[str, str]] = field(default_factory=list)  # (id, why)
+    missing_image_samples: Counter = field(default_factory=Counter)  # "test"/"train" -> samples
 
 
 def read_test_ids(path: PathLike) -> List[str]:
@@ -216,22 +218,27 @@ def build(options: BuildOptions, log: Callable[[str], None] = print) -> BuildRes
     result.skips = list(loaded.skips)
     test_samples = choose_test_samples(loaded, options, result)
     images = _ImageCheck(Path(options.image_root) if options.image_root else Path(options.data_root) / "images")
-    test_samples = _with_images(test_samples, images, options.check_images, result)
+    test_samples = _with_images(test_samples, "test", images, options.check_images, result)
     test_dialogues = {s.dialogue_id for s in test_samples}
     result.test = _write_test_sets(test_samples, Path(options.output_dir) / "test")
     train_counts = _write_train_set(loaded, test_dialogues, images, options, result)
-    result.stats = _statistics(loaded, test_samples, train_counts, images, result)
+    result.stats = _statistics(loaded, test_samples, train_counts, images, result, options.check_images)
     _write_reports(result, Path(options.output_dir))
     for line in format_examples(result) + format_statistics(result.stats):
         log(line)
     return result
 
 
-def _with_images(samples: Iterable[InstructionSample], images: _ImageCheck, check: bool,
+def _with_images(samples: Iterable[InstructionSample], part: str, images: _ImageCheck, check: bool,
                  result: BuildResult) -> List[InstructionSample]:
+    """The samples to write; those whose image file is missing are counted, and skipped if `check`."""
     kept = []
     for sample in samples:
-        if not images.exists(sample.image) and check:
+        if images.exists(sample.image):
+            kept.append(sample)
+            continue
+        result.missing_image_samples[part] += 1
+        if check:
             result.skips.append(Skip(sample.dialogue_id, sample.id, "missing_image",
                                      f"image not found: {images.image_root / sample.image}"))
             continue
@@ -264,7 +271,7 @@ def _write_train_set(loaded: LoadedData, test_dialogues: set, images: _ImageChec
         for dialogue in loaded.dialogues[IN_DISTRIBUTION]:
             if dialogue.id in test_dialogues:
                 continue
-            samples = _with_images(dialogue_samples(dialogue, loaded.annotations, profiles), images,
+            samples = _with_images(dialogue_samples(dialogue, loaded.annotations, profiles), "train", images,
                                    options.check_images, result)
             for sample in samples:
                 out.write(separator + json.dumps(sample.train_record(options.image_prefix), ensure_ascii=False))
@@ -277,7 +284,7 @@ def _write_train_set(loaded: LoadedData, test_dialogues: set, images: _ImageChec
 
 
 def _statistics(loaded: LoadedData, test_samples: Sequence[InstructionSample], train_counts: Counter,
-                images: _ImageCheck, result: BuildResult) -> dict:
+                images: _ImageCheck, result: BuildResult, check_images: bool) -> dict:
     per_split = {}
     for split, raw in loaded.splits.items():
         dialogues = loaded.dialogues[split]
@@ -295,6 +302,9 @@ def _statistics(loaded: LoadedData, test_samples: Sequence[InstructionSample], t
         "splits": per_split,
         "annotated_images": len(loaded.annotations),
         "images": images.summary(),
+        "samples_with_missing_image": {"test": result.missing_image_samples["test"],
+                                       "train": result.missing_image_samples["train"],
+                                       "skipped": check_images},
         "train_samples": {t: train_counts[t] for t in DIALOGUE_TYPES},
         "train_dialogues": {t: train_counts[f"{t} dialogues"] for t in DIALOGUE_TYPES},
         "test_samples": {f"{split}/{t}": n for (split, t), n in sorted(result.test.items())},
@@ -322,6 +332,10 @@ def format_statistics(stats: dict) -> List[str]:
     lines.append(f"images: {img['distinct_images']} distinct, {stats['annotated_images']} annotated, "
                  f"{img['missing_files']} without a file under {img['image_root']}"
                  + (f" (by folder: {img['missing_by_folder']})" if img["missing_files"] else ""))
+    missing = stats["samples_with_missing_image"]
+    if missing["test"] or missing["train"]:
+        lines.append(f"samples whose image file is missing: {missing['test']} test, {missing['train']} train "
+                     + ("(skipped: --check_images)" if missing["skipped"] else "(kept; --check_images skips them)"))
     lines.append("train: " + ", ".join(f"{t} {n} samples from {stats['train_dialogues'][t]} dialogues"
                                        for t, n in stats["train_samples"].items()))
     lines.append("test: " + (", ".join(f"{k} {n}" for k, n in stats["test_samples"].items()) or "none")

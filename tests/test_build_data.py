@@ -285,3 +285,65 @@ def test_cli_help_and_bad_root(tmp_path, capsys):
     assert main(["--data_root", str(tmp_path / "nothing"), "--output_dir", str(tmp_path / "out")]) == 1
     assert "roles.json" in capsys.readouterr().err
 
+
+
+def test_cli_test_ids_file_is_the_split(tree, tmp_path, capsys):
+    from data_prep.build_data import main
+
+    chosen = ["Woody_comment_COCO_0_1", "孙悟空_human-role-dialogue_script_1_3", "Buzz_Lightyear_role-role-dialogue_COCO_2_0"]
+    ids_file = tmp_path / "ids.txt"
+    ids_file.write_text("# the split\n" + "\n".join([chosen[0], "", *chosen[1:]]) + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    assert main(["--data_root", str(tree), "--output_dir", str(out), "--test_ids", str(ids_file)]) == 0
+    written = {p.name: [r["id"] for r in read(p)] for p in (out / "test" / "in-distribution").glob("*.json")}
+    assert written == {"comment_test.json": chosen[:1], "human-role_test.json": chosen[1:2],
+                       "inter-role_test.json": chosen[2:]}
+    assert not (out / "test" / "out-of-distribution").exists()  # no sampled Out-Test next to the file's split
+    held_out = {i.rpartition("_")[0] for i in chosen}
+    trained = {i.rpartition("_")[0] for i in train_ids(out / "train" / "train.json")}
+    in_distribution = {i for i in raw_records(tree) if not i.startswith(("Sheldon", "Penny"))}
+    assert trained == in_distribution - held_out
+    assert "test: in-distribution/comment 1, in-distribution/human-role 1, in-distribution/inter-role 1" in capsys.readouterr().out
+
+
+def test_default_run_counts_samples_whose_image_is_missing(tree, tmp_path):
+    (tree / "images" / "Toy_Story" / "02.jpg").unlink()
+    result, log = run_build(tree, tmp_path / "out", test_ids=["Woody_comment_COCO_0_1", "Woody_comment_script_1_1",
+                                                              "Woody_comment_script_0_1"])
+    # the oracle: every written sample whose image file is not under images/
+    test_images = [r["image"] for p in (tmp_path / "out" / "test").rglob("*.json") for r in read(p)]
+    train_images = [s["conversations"][0]["value"].split("<img>images/", 1)[1].split("</img>", 1)[0]
+                    for s in read(tmp_path / "out" / "train" / "train.json")]
+    missing_test = sum(not (tree / "images" / image).is_file() for image in test_images)
+    missing_train = sum(not (tree / "images" / image).is_file() for image in train_images)
+    assert (missing_test, len(test_images)) == (2, 3) and 0 < missing_train < len(train_images)
+    assert (f"samples whose image file is missing: {missing_test} test, {missing_train} train "
+            "(kept; --check_images skips them)") in log
+    stats = read(tmp_path / "out" / "build_stats.json")["samples_with_missing_image"]
+    assert stats == {"test": missing_test, "train": missing_train, "skipped": False}
+
+
+def test_duplicate_ids_are_skipped_naming_the_first_file(tree, tmp_path):
+    first = dialogue_file(tree, "comment", "Woody", "COCO")
+    again = dialogue_file(tree, "comment", "Woody", "script")
+    copy = dict(read(first)[0], conversations=[{"from": "human", "value": "Another question?"},
+                                               {"role": "Woody", "value": "Another answer, partner."}])
+    edit_json(again, lambda records: records.append(copy))
+    result, log = run_build(tree, tmp_path / "out", test_ids=[])
+    duplicates = [s for s in result.skips if s.reason == "duplicate_id"]
+    assert [(s.path, s.item) for s in duplicates] == [(str(again), "Woody_comment_COCO_0")]
+    assert str(first) in duplicates[0].detail and "duplicate_id 1" in log
+    trained = read(tmp_path / "out" / "train" / "train.json")
+    woody = [s for s in trained if s["id"] == "Woody_comment_COCO_0_1"]
+    assert len(woody) == 1 and woody[0]["conversations"][1]["value"] != "Another answer, partner."  # the first kept
+
+
+@pytest.mark.parametrize("wrapper, positional", [("build_data.sh", ["ROOT", "OUT", "IDS"]),
+                                                  ("filter_dialogues.sh", ["ROOT", "OUT"])])
+def test_wrappers_pass_extra_flags_on(repo_root, wrapper, positional):
+    import subprocess
+
+    done = subprocess.run(["bash", f"data_prep/{wrapper}", *positional, "--help"], cwd=repo_root,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"usage: {wrapper.replace('.sh', '.py')}")  # --help reached the script

@@ -9,6 +9,8 @@ data URL.
               character's monologue
   human-role  a curious human opens; --rounds turns each
   inter-role  a partner of the same script opens; --rounds turns each
+  (a reply may have --rounds_tolerance rounds more or fewer; outside 2-20 rounds, give
+  filter_dialogues.py a matching --dialogue_turns)
 Output: OUTPUT_DIR/dialogues/<split>/<type>/<Name>_{COCO,script}.json (out-of-distribution:
 <type>.json, one COCO and one character image per character), ids as in the released data.
 A reply must pass the checks of build_data and filter_dialogues, else it is retried and finally
@@ -19,6 +21,18 @@ import os, sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import argparse
+
+
+def _at_least(minimum):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+    return parse
 
 
 def parse_args(argv=None):
@@ -36,7 +50,10 @@ def parse_args(argv=None):
                         help="COCO images per character and type (default 50; out-of-distribution 1)")
     parser.add_argument("--script_per_character", type=int, default=None,
                         help="character-related images per character and type (default all; out-of-distribution 1)")
-    parser.add_argument("--rounds", type=int, default=6, help="turns of each speaker in multi-turn dialogues (default 6)")
+    parser.add_argument("--rounds", type=_at_least(1), default=6,
+                        help="turns of each speaker in multi-turn dialogues (default 6)")
+    parser.add_argument("--rounds_tolerance", type=_at_least(0), default=2,
+                        help="a reply may have this many rounds more or fewer (default 2: 8-16 turns for 6 rounds)")
     parser.add_argument("--seed", type=int, default=42, help="seed of image, question and partner choices (default 42)")
     add_client_arguments(parser, default_max_tokens=3000)
     return parser.parse_args(argv)
@@ -50,7 +67,8 @@ def main(argv=None) -> int:
     options = DialogueOptions(
         data_root=args.data_root, split=args.split, output_dir=args.output_dir, types=args.types,
         characters=args.characters, coco_dir=args.coco_dir, coco_per_character=args.coco_per_character,
-        script_per_character=args.script_per_character, rounds=args.rounds, seed=args.seed,
+        script_per_character=args.script_per_character, rounds=args.rounds,
+        rounds_tolerance=args.rounds_tolerance, seed=args.seed,
         max_items=args.max_items, progress=not args.no_progress)
     return run_generator_cli(args, lambda client: generate_dialogues(client, options))
 

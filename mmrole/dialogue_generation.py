@@ -9,6 +9,8 @@ character-related image the prompt also carries its annotation. Types (protocol 
               language, seeded) and the character's monologue;
   human-role  the human opens, `rounds` turns each;
   inter-role  a partner from the same script (seeded) opens, `rounds` turns each.
+A multi-turn reply must have 2 x rounds turns, give or take `rounds_tolerance` rounds (real
+dialogues vary in length too: the released ones have 4 to 26 turns, most 8 to 16).
 
 Output: the raw layout under OUT/dialogues/<split>/ with the data's ids
 (`<Name>_{comment|human-role-dialogue|role-role-dialogue}_{COCO|script}_<k>`; out-of-distribution:
@@ -18,6 +20,13 @@ speakers and order, right language, no assistant phrases or speaker labels, ...)
 retried and, after the last attempt, reported and never written. Records already in the output
 files count as done; new ones are merged in, in id order. Every new record carries a `generator`
 stamp (prompt version, model).
+
+Unusable inputs are reported with file and item and skipped; the rest goes on: a character without
+a profile, an annotated image without a file, an output file that exists but cannot be read (its
+items are not generated and the file is left as it is). Without annotations.json no character-related
+image is known (they are found through their annotations), so only COCO dialogues are made.
+Requests are built as they are sent: the image is read and base64-encoded only for a dialogue not
+done yet, and only while its request is in flight.
 """
 
 from __future__ import annotations
@@ -37,8 +46,8 @@ from .gen_prompts import (
 from .generation_runner import GenJob, RunSummary, generator_stamp, open_journal, run_jobs, write_json_file
 from .prompts import HUMAN_SPEAKER
 from .raw_data import (
-    DIALOGUE_TYPES, ID_MARKERS, OUT_OF_DISTRIBUTION, Annotations, Character, DialogueError, RawSplit, dialogue_files,
-    load_annotations, load_split, name_stem, parse_dialogue, read_json,
+    DIALOGUE_TYPES, ID_MARKERS, OUT_OF_DISTRIBUTION, Annotations, Character, DialogueError, RawSplit, Skip,
+    dialogue_files, iter_dialogue_records, load_annotations, load_split, name_stem, parse_dialogue,
 )
 
 PathLike = Union[str, os.PathLike]
@@ -57,6 +66,7 @@ class DialogueOptions:
     coco_per_character: Optional[int] = None  # default 50 (out-of-distribution: 1)
     script_per_character: Optional[int] = None  # default all (out-of-distribution: 1)
     rounds: int = 6
+    rounds_tolerance: int = 2  # accepted: 2 x (rounds -/+ tolerance) turns
     seed: int = 42
     max_items: Optional[int] = None
     progress: bool = True
@@ -91,7 +101,9 @@ class DialogueReport:
 
     def lines(self) -> List[str]:
         out = self.summary.lines("dialogues")
-        out += [f"  skipped: {s}" for s in self.skipped]
+        if self.skipped:
+            out.append(f"skipped: {len(self.skipped)}")
+            out += [f"  skipped: {s}" for s in self.skipped]
         out += [f"  wrote {n} records to {path}" for path, n in self.written.items()]
         return out
 
@@ -137,7 +149,9 @@ def _output_file(out_root: Path, split: str, dialogue_type: str, owner: Characte
 
 
 def plan_dialogues(options: DialogueOptions, raw: RawSplit, annotations: Annotations,
-                   existing_ids: set, report: DialogueReport) -> List[Planned]:
+                   existing_ids: set, report: DialogueReport, unreadable: Optional[Dict[Path, str]] = None) -> List[Planned]:
+    """The dialogues still to make. unreadable: output files that exist but cannot be read (their
+    items are skipped, so the file is never overwritten)."""
     root = Path(options.data_root)
     out_root = Path(options.output_dir or options.data_root)
     images_root = root / "images"
@@ -177,6 +191,10 @@ def plan_dialogues(options: DialogueOptions, raw: RawSplit, annotations: Annotat
                 item = Planned(_dialogue_id(owner, dialogue_type, source, k), dialogue_type, owner, source, image,
                                file, annotation, _output_file(out_root, options.split, dialogue_type, owner, source))
                 if item.id in existing_ids:
+                    continue
+                if item.output in (unreadable or {}):
+                    report.skipped.append(f"{item.output}: {item.id}: not generated, the output file cannot be "
+                                          f"read ({unreadable[item.output]}): repair or move it, then rerun")
                     continue
                 if not _choose_speakers(item, raw, options.seed, report):
                     continue
@@ -235,6 +253,13 @@ def _conversations(item: Planned, completion: Completion) -> List[dict]:
     return conversations
 
 
+def turn_bounds(rounds: int, tolerance: int) -> Tuple[int, int]:
+    """Turns a multi-turn reply may have when `rounds` turns each were asked for."""
+    if rounds < 1 or tolerance < 0:
+        raise ValueError(f"rounds must be at least 1 and its tolerance at least 0 (got {rounds}, {tolerance})")
+    return 2 * max(1, rounds - tolerance), 2 * (rounds + tolerance)
+
+
 def _validator(item: Planned, raw: RawSplit, rules: TextRules):
     """The record of a reply, if it passes build_data's structure checks and the filter's text rules."""
     def validate(completion: Completion) -> dict:
@@ -253,37 +278,57 @@ def _validator(item: Planned, raw: RawSplit, rules: TextRules):
 
 
 def _job(item: Planned, raw: RawSplit, rules: TextRules, rounds: int) -> GenJob:
-    messages = [system_message(DIALOGUE_SYSTEM), user_message(_prompt(item, raw, rounds), images=[item.file])]
-    call = ChatCall(messages=messages, key=item.id, validate=_validator(item, raw, rules))
-    return GenJob(item.id, call, f"{item.output}: {item.id}")
+    def messages():  # run by the client when the request is sent: the image is encoded then
+        return [system_message(DIALOGUE_SYSTEM), user_message(_prompt(item, raw, rounds), images=[item.file])]
+
+    def make_call():
+        return ChatCall(messages=messages, key=item.id, validate=_validator(item, raw, rules))
+
+    return GenJob(item.id, f"{item.output}: {item.id}", make_call)
 
 
 # --- the pipeline --------------------------------------------------------------------------------
 
-def _existing(paths: Sequence[Path]) -> Dict[Path, List[dict]]:
-    """Records already in the output files (they count as done and are kept)."""
-    existing = {}
+def _existing(paths: Sequence[Path]) -> Tuple[Dict[Path, List[dict]], Dict[Path, str]]:
+    """Records already in the output files (they count as done and are kept), and the files that
+    exist but cannot be read, with why."""
+    existing, unreadable = {}, {}
     for path in paths:
-        if path.is_file():
-            records = read_json(path)
-            if not isinstance(records, list):
-                raise DialogueError("malformed_file", f"{path}: expected a JSON list of dialogues")
-            existing[path] = records
-    return existing
+        try:
+            records = list(record for _, record in iter_dialogue_records(path))
+        except DialogueError as e:
+            unreadable[path] = e.detail
+            continue
+        existing[path] = records
+    return existing, unreadable
+
+
+def _annotation_notes(annotations: Annotations, skips: Sequence[Skip]) -> List[str]:
+    if annotations.path is not None and not annotations.path.is_file():
+        return [f"{annotations.path}: *: not found: character-related images are found through their "
+                "annotations, so no character-image dialogues are made; COCO dialogues go on"]
+    return [str(skip) for skip in skips]
 
 
 def generate_dialogues(client: ChatClient, options: DialogueOptions, log: Callable[[str], None] = print) -> DialogueReport:
     report = DialogueReport()
-    raw, _ = load_split(options.data_root, options.split)
-    annotations, _ = load_annotations(options.data_root)
+    low, high = turn_bounds(options.rounds, options.rounds_tolerance)
+    raw, _ = load_split(options.data_root, options.split)  # characters without a profile are named when planned
+    annotations, annotation_skips = load_annotations(options.data_root)
+    report.skipped += _annotation_notes(annotations, annotation_skips)
     out_root = Path(options.output_dir or options.data_root)
-    existing = _existing([p for t in options.types for p in dialogue_files(out_root, options.split, t)])
+    existing, unreadable = _existing([p for t in options.types for p in dialogue_files(out_root, options.split, t)])
     existing_ids = {r.get("id") for records in existing.values() for r in records if isinstance(r, dict)}
-    report.planned = plan_dialogues(options, raw, annotations, existing_ids, report)
-    rules = TextRules(FilterConfig(), raw)
+    report.planned = plan_dialogues(options, raw, annotations, existing_ids, report, unreadable)
+    default_low, default_high = FilterConfig().dialogue_turns["human-role"]
+    if {"human-role", "inter-role"} & set(options.types) and not (default_low <= low and high <= default_high):
+        log(f"note: dialogues of {low}-{high} turns: filter them with --dialogue_turns {low} {high} "
+            f"(filter_dialogues' default is {default_low} {default_high})")
+    rules = TextRules(FilterConfig(dialogue_turns={"comment": (2, 2), "human-role": (low, high),
+                                                   "inter-role": (low, high)}), raw)
     journal = open_journal(out_root, f"gen_dialogues.{options.split}")
     items = report.planned
-    jobs = [_job(item, raw, rules, options.rounds) for item in items]
+    jobs = [_job(item, raw, rules, options.rounds) for item in items]  # cheap: calls are built when sent
     report.summary = run_jobs(client, jobs, journal, max_items=options.max_items, progress=options.progress,
                               desc="dialogues", log=log)
     _write(items, journal, existing, raw, report)

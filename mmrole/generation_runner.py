@@ -1,8 +1,8 @@
 """What the data generators share: the client flags, running generation jobs through the client
 with a journal (resume), and the record of which prompts and model made an output.
 
-A job is one chat call whose validated value is kept. `run_jobs` skips jobs already in the
-journal, sends the rest `concurrency` at a time, appends each finished value to the journal the
+A job is one chat call whose validated value is kept; its call (prompt, base64 image) is built only
+when the job is sent. `run_jobs` skips jobs already in the journal, sends the rest `concurrency` at a time, appends each finished value to the journal the
 moment it arrives (a kill loses only the calls in flight), and reports failures per job without
 ever writing them as data: a rerun retries them. Outputs are then written from the journal, in a
 fixed order, so an interrupted-then-resumed run writes the same files as an uninterrupted one.
@@ -29,8 +29,8 @@ JOURNAL_DIR = ".generation"  # beside profiles/ and dialogues/ in the output fol
 @dataclass
 class GenJob:
     key: str  # unique within the journal, e.g. "detailed/Iron Man" or a dialogue id
-    call: ChatCall
     where: str  # for messages: the file (and item) this job produces
+    make_call: Callable[[], ChatCall]  # called only if the job is sent: a finished job costs nothing
 
 
 @dataclass
@@ -66,10 +66,8 @@ def run_jobs(client: ChatClient, jobs: Sequence[GenJob], journal: Journal, *, ma
         summary.stopped_early = bool(pending)
         return summary
     by_key = {job.key: job for job in pending}
-    from tqdm import tqdm
-
-    outcomes = client.chat_many(job.call for job in pending)
-    with tqdm(total=len(pending), desc=desc, unit="call", file=sys.stderr, disable=not progress) as bar:
+    outcomes = client.chat_many(job.make_call() for job in pending)  # taken lazily, a few ahead
+    with progress_bar(len(pending), desc, progress) as bar:
         try:
             for outcome in outcomes:
                 bar.update(1)
@@ -87,6 +85,13 @@ def run_jobs(client: ChatClient, jobs: Sequence[GenJob], journal: Journal, *, ma
         finally:
             outcomes.close()  # cancels what has not started; calls in flight are dropped
     return summary
+
+
+def progress_bar(total: int, desc: str, enabled: bool):
+    """A tqdm bar on stderr, counting calls (stdout keeps the report)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="call", file=sys.stderr, disable=not enabled)
 
 
 def write_json_file(path: PathLike, obj: Any) -> None:

@@ -13,6 +13,11 @@ entry) unless `overwrite`. Every generated file carries a `generator` stamp (pro
 model); profiles.json, a plain {name: text} map, has its stamps in profiles.generator.json.
 Finished calls are journaled in OUT/.generation/ (a rerun continues; `overwrite` regenerates
 what the journal does not hold yet: delete the journal to start over).
+
+A reply is kept only in the requested format and the character's language (the filter's CJK-share
+bounds); a condensed profile also needs a heading for each of the five sections. Failures (a batch
+of people, a character) and unusable inputs (a missing or malformed source text, meta information
+or detailed profile) are reported with file and name; the rest goes on, a rerun retries.
 """
 
 from __future__ import annotations
@@ -25,13 +30,14 @@ from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from .client import ChatCall, ChatClient, Completion, MalformedResponse, RequestFailed, system_message, user_message
+from .data_filter import FilterConfig, language_problem
 from .gen_prompts import (
-    DETAILED_FIELDS, GENERATOR_SYSTEM, META_FIELDS, PROFILE_SECTIONS, condensed_profile_prompt, detailed_profile_prompt,
+    DETAILED_FIELDS, GENERATOR_SYSTEM, META_FIELDS, condensed_profile_prompt, detailed_profile_prompt,
     hypothetical_people_prompt, meta_source_text, parse_json_reply,
 )
-from .generation_runner import GenJob, RunSummary, generator_stamp, open_journal, run_jobs, write_json_file
+from .generation_runner import GenJob, RunSummary, generator_stamp, open_journal, progress_bar, run_jobs, write_json_file
 from .prompts import HYPOTHETICAL_SCRIPT, language_of
-from .raw_data import DialogueError, name_stem, read_json
+from .raw_data import DialogueError, RawDataError, name_stem, read_json, read_required_json
 
 PathLike = Union[str, os.PathLike]
 SOURCE_FOLDERS = {"English": "raw_info_en", "Chinese": "raw_info_zh"}
@@ -64,7 +70,9 @@ class ProfileReport:
         out = [f"new hypothetical people: {len(self.new_people)}"] if self.new_people else []
         for stage, summary in self.stages.items():
             out += summary.lines(stage)
-        out += [f"  skipped: {s}" for s in self.skipped]
+        if self.skipped:
+            out.append(f"skipped: {len(self.skipped)}")
+            out += [f"  skipped: {s}" for s in self.skipped]
         return out
 
 
@@ -84,8 +92,8 @@ class _Paths:
 
 
 def _job(key: str, prompt: str, validate, where: str) -> GenJob:
-    call = ChatCall(messages=[system_message(GENERATOR_SYSTEM), user_message(prompt)], key=key, validate=validate)
-    return GenJob(key, call, where)
+    return GenJob(key, where, lambda: ChatCall(messages=[system_message(GENERATOR_SYSTEM), user_message(prompt)],
+                                               key=key, validate=validate))
 
 
 def _finished(jobs: Sequence[GenJob], journal) -> Iterator[Tuple[str, dict]]:
@@ -104,30 +112,65 @@ def _text_field(value) -> str:
     return value.strip() if isinstance(value, str) else ""
 
 
-def validate_detailed(completion: Completion) -> Dict[str, str]:
-    obj = parse_json_reply(completion.text)
-    if not isinstance(obj, dict):
-        raise MalformedResponse("expected a JSON object with the five profile fields")
-    profile = {f: _text_field(obj.get(f)) for f in DETAILED_FIELDS}
-    missing = [f for f, v in profile.items() if not v]
-    if missing:
-        raise MalformedResponse(f"profile fields missing or empty: {missing}")
-    return profile
+def profile_fields(obj) -> Tuple[Dict[str, str], List[str]]:
+    """(the five detailed-profile fields as text, the names of those missing or empty)."""
+    profile = {f: _text_field(obj.get(f)) for f in DETAILED_FIELDS} if isinstance(obj, dict) else {}
+    return profile, [f for f in DETAILED_FIELDS if not profile.get(f)]
+
+
+_LANGUAGE_BOUNDS = FilterConfig()  # the filter's CJK-share bounds, so profiles and dialogues agree
+
+
+def _check_language(text: str, language: str, what: str) -> None:
+    problem = language_problem(text, language, _LANGUAGE_BOUNDS)
+    if problem:
+        raise MalformedResponse(f"{what} in the wrong language: {problem}")
+
+
+def detailed_validator(language: str) -> Callable[[Completion], Dict[str, str]]:
+    def validate(completion: Completion) -> Dict[str, str]:
+        obj = parse_json_reply(completion.text)
+        if not isinstance(obj, dict):
+            raise MalformedResponse("expected a JSON object with the five profile fields")
+        profile, missing = profile_fields(obj)
+        if missing:
+            raise MalformedResponse(f"profile fields missing or empty: {missing}")
+        for name, text in profile.items():
+            _check_language(text, language, f"field {name!r}")
+        return profile
+    return validate
 
 
 # A section starts with a markdown heading or a line that is only a bold label; every released
 # condensed profile has 5 or 6 such lines (some add a title), however its headings are spelled.
 _SECTION_LINE = re.compile(r"^\s*(?:#{1,6}\s+\S|\*\*[^*]+\*\*[:：]?\s*$)")
+# Each of the five sections needs a heading. The released profiles spell them many ways ("Brief
+# Introduction", "Introduction to Thanos", "Notable Quotes", "成龙简介", "口头禅或名言"), so a heading
+# counts for a section when it holds one of the section's words (all 72 released profiles pass).
+SECTION_WORDS = {
+    "introduction": ("introduc", "overview", "summary", "简介", "介绍"),
+    "personality": ("personalit", "性格"),
+    "life story": ("life", "story", "background", "experience", "经历"),
+    "relationships": ("relationship", "关系"),
+    "catchphrases": ("catchphrase", "quote", "lines", "saying", "名言", "口头禅"),
+}
 
 
-def validate_condensed(completion: Completion) -> str:
-    text = completion.text.strip()
-    if completion.finish_reason == "length":
-        raise MalformedResponse("cut by the token limit")
-    sections = sum(1 for line in text.splitlines() if _SECTION_LINE.match(line))
-    if not len(PROFILE_SECTIONS["English"]) <= sections <= len(PROFILE_SECTIONS["English"]) + 2:
-        raise MalformedResponse(f"expected the 5 profile sections, found {sections} section headings")
-    return text
+def condensed_validator(language: str) -> Callable[[Completion], str]:
+    def validate(completion: Completion) -> str:
+        text = completion.text.strip()
+        if completion.finish_reason == "length":
+            raise MalformedResponse("cut by the token limit")
+        headings = [line.lower() for line in text.splitlines() if _SECTION_LINE.match(line)]
+        if not len(SECTION_WORDS) <= len(headings) <= len(SECTION_WORDS) + 2:
+            raise MalformedResponse(f"expected the 5 profile sections, found {len(headings)} section headings")
+        missing = [section for section, words in SECTION_WORDS.items()
+                   if not any(word in heading for heading in headings for word in words)]
+        if missing:
+            raise MalformedResponse(f"no section heading for: {missing}")
+        _check_language(text, language, "profile")
+        return text
+    return validate
 
 
 def _people_validator(count: int, taken: Sequence[str]):
@@ -157,11 +200,10 @@ def generate_profiles(client: ChatClient, options: ProfileOptions, log: Callable
     report = ProfileReport()
     journal = open_journal(options.output_dir or options.data_root, f"gen_profiles.{options.split}")
     roles = _read_roles(paths)
+    profile_maps = _read_profile_maps(paths)  # before any call: a damaged profiles.json stops the run here
     if options.num_hypothetical > 0:
-        people = _hypothetical_people(client, options, roles, journal, report, log)
-        if people is None:
-            return report  # a batch failed: nothing can be expanded yet
-        report.new_people = people
+        # a failed batch is reported and retried by a rerun; everyone else goes on
+        report.new_people = _hypothetical_people(client, options, roles, journal, report, log)
     names = [n for names in roles.values() for n in names]
     if options.characters is not None:
         unknown = sorted(set(options.characters) - set(names))
@@ -169,60 +211,89 @@ def generate_profiles(client: ChatClient, options: ProfileOptions, log: Callable
         names = [n for n in names if n in set(options.characters) | set(report.new_people)]
     script_of = {n: s for s, members in roles.items() for n in members}
     _detailed_stage(client, options, paths, names, script_of, journal, report, log)
-    _condensed_stage(client, options, paths, names, script_of, journal, report, log)
+    _condensed_stage(client, options, paths, names, script_of, profile_maps, journal, report, log)
     return report
 
 
 def _read_roles(paths: _Paths) -> Dict[str, List[str]]:
     for base in (paths.target, paths.source):
         if (base / "roles.json").is_file():
-            roles = read_json(base / "roles.json")
-            if not isinstance(roles, dict):
-                raise DialogueError("malformed_file", f"{base / 'roles.json'}: expected {{script: [names]}}")
+            roles = read_required_json(base / "roles.json", dict, "{script: [names]}")
+            if not all(isinstance(names, list) for names in roles.values()):
+                raise RawDataError(f"{base / 'roles.json'}: expected {{script: [names]}}")
             return {script: list(names) for script, names in roles.items()}
     raise FileNotFoundError(f"{paths.source / 'roles.json'} not found: list the characters there first")
 
 
-def _hypothetical_people(client, options, roles, journal, report, log) -> Optional[List[str]]:
-    """New invented people, batch after batch (each batch avoids every name so far)."""
+def _read_profile_maps(paths: _Paths) -> Tuple[Dict[str, str], Dict[str, dict]]:
+    """profiles.json and its stamps in the output folder ({} when absent)."""
+    maps = []
+    for path in (paths.target / "profiles.json", paths.target / "profiles.generator.json"):
+        maps.append(read_required_json(path, dict, "{character name: ...}") if path.is_file() else {})
+    return maps[0], maps[1]
+
+
+def _hypothetical_people(client, options, roles, journal, report, log) -> List[str]:
+    """New invented people, batch after batch, each batch avoiding every name known so far (also
+    those of later batches finished in an earlier run, when a failed batch is retried)."""
     paths = _Paths(options)
-    people: List[Dict[str, str]] = []
     batches = math.ceil(options.num_hypothetical / options.hypothetical_batch)
+    keys = [f"people/{batch}" for batch in range(batches)]
     summary = report.stages.setdefault("hypothetical people", RunSummary(planned=batches))
-    for batch in range(batches):
-        key = f"people/{batch}"
-        count = min(options.hypothetical_batch, options.num_hypothetical - batch * options.hypothetical_batch)
-        taken = [n for names in roles.values() for n in names] + [p["name"] for p in people]
-        if journal.done((key,)):
-            summary.already_done += 1
-        else:
+    with progress_bar(batches, "hypothetical people", options.progress) as bar:
+        for batch, key in enumerate(keys):
+            bar.update(1)
+            if journal.done((key,)):
+                summary.already_done += 1
+                continue
+            count = min(options.hypothetical_batch, options.num_hypothetical - batch * options.hypothetical_batch)
+            known = [n for names in roles.values() for n in names]
+            known += [p["name"] for other in keys if journal.done((other,)) for p in journal.get((other,))["value"]]
+            taken = list(dict.fromkeys(known))
             try:
                 done = client.chat([system_message(GENERATOR_SYSTEM), user_message(hypothetical_people_prompt(count, taken))],
                                    key=key, validate=_people_validator(count, taken))
             except RequestFailed as e:
-                summary.failed.append(f"{paths.target / 'meta_info_hypo'}: batch {batch}: {e}")
-                log(f"failed: hypothetical people, batch {batch}: {e}; rerun to continue")
-                return None
+                summary.failed.append(f"{paths.target / 'meta_info_hypo'}: batch {batch} ({count} people): {e}")
+                log(f"failed: hypothetical people, batch {batch}: {e}; rerun to retry it")
+                continue
             journal.append({"key": key, "value": done.value, **generator_stamp(done.model)})
             summary.finished += 1
-        people += journal.get((key,))["value"]
-    stamp = journal.get((f"people/{batches - 1}",))
-    for person in people:
-        write_json_file(paths.meta(person["name"]), {**person, "generator": generator_stamp(stamp["model"])})
+    people = []
+    for key in keys:
+        record = journal.get((key,))
+        if record is None:
+            continue
+        for person in record["value"]:
+            write_json_file(paths.meta(person["name"]), {**person, "generator": generator_stamp(record["model"])})
+            people.append(person["name"])
     members = roles.setdefault(HYPOTHETICAL_SCRIPT, [])
-    members += [p["name"] for p in people if p["name"] not in members]
+    members += [name for name in people if name not in members]
     write_json_file(paths.target / "roles.json", roles)
-    return [p["name"] for p in people]
+    return people
 
 
-def _source_text(paths: _Paths, name: str, script: str) -> Optional[str]:
+def _read_source(paths: _Paths, name: str, script: str) -> Tuple[Path, str, Optional[str]]:
+    """(file, source text, why it cannot be used or None) for a character's detailed profile."""
     if script == HYPOTHETICAL_SCRIPT:
         for base in (paths.target, paths.source):
-            if paths.meta(name, base).is_file():
-                return meta_source_text(read_json(paths.meta(name, base)))
-        return None
+            path = paths.meta(name, base)
+            if path.is_file():
+                try:
+                    meta = read_json(path)
+                except DialogueError as e:
+                    return path, "", e.detail
+                if not isinstance(meta, dict):
+                    return path, "", "expected a JSON object of meta information"
+                return path, meta_source_text(meta), None
+        return paths.meta(name), "", None
     path = paths.source_text(name, language_of(script))
-    return path.read_text(encoding="utf-8") if path.is_file() else None
+    if not path.is_file():
+        return path, "", None
+    try:
+        return path, path.read_text(encoding="utf-8"), None
+    except (OSError, UnicodeDecodeError) as e:
+        return path, "", f"cannot read: {e}"
 
 
 def _detailed_stage(client, options, paths, names, script_of, journal, report, log) -> None:
@@ -231,14 +302,13 @@ def _detailed_stage(client, options, paths, names, script_of, journal, report, l
         key = f"detailed/{name}"
         if paths.detailed(name).is_file() and not options.overwrite and not journal.done((key,)):
             continue
-        text = _source_text(paths, name, script_of[name])
-        if text is None or not text.strip():
-            where = paths.meta(name) if script_of[name] == HYPOTHETICAL_SCRIPT else paths.source_text(
-                name, language_of(script_of[name]))
-            report.skipped.append(f"{where}: {name}: no source text, no detailed profile")
+        source, text, problem = _read_source(paths, name, script_of[name])
+        if problem or not text.strip():
+            report.skipped.append(f"{source}: {name}: {problem or 'no source text'}: no detailed profile")
             continue
-        prompt = detailed_profile_prompt(name, script_of[name], language_of(script_of[name]), text)
-        jobs.append(_job(key, prompt, validate_detailed, f"{paths.detailed(name)}: {name}"))
+        language = language_of(script_of[name])
+        prompt = detailed_profile_prompt(name, script_of[name], language, text)
+        jobs.append(_job(key, prompt, detailed_validator(language), f"{paths.detailed(name)}: {name}"))
     summary = run_jobs(client, jobs, journal, max_items=options.max_items, progress=options.progress,
                        desc="detailed profiles", log=log)
     report.stages["detailed profiles"] = summary
@@ -246,11 +316,21 @@ def _detailed_stage(client, options, paths, names, script_of, journal, report, l
         write_json_file(paths.detailed(name), {**record["value"], "generator": generator_stamp(record["model"])})
 
 
-def _condensed_stage(client, options, paths, names, script_of, journal, report, log) -> None:
+def _read_detailed(path: Path) -> Tuple[Optional[Dict[str, str]], str]:
+    """(the detailed profile, "") or (None, why it cannot be used)."""
+    try:
+        obj = read_json(path)
+    except DialogueError as e:
+        return None, e.detail
+    profile, missing = profile_fields(obj)
+    if missing:
+        return None, f"not a detailed profile (fields missing or empty: {missing})"
+    return profile, ""
+
+
+def _condensed_stage(client, options, paths, names, script_of, profile_maps, journal, report, log) -> None:
     profiles_path = paths.target / "profiles.json"
-    stamps_path = paths.target / "profiles.generator.json"
-    profiles = read_json(profiles_path) if profiles_path.is_file() else {}
-    stamps = read_json(stamps_path) if stamps_path.is_file() else {}
+    profiles, stamps = profile_maps
     jobs = []
     for name in names:
         key = f"condensed/{name}"
@@ -259,10 +339,13 @@ def _condensed_stage(client, options, paths, names, script_of, journal, report, 
         if not paths.detailed(name).is_file():
             report.skipped.append(f"{paths.detailed(name)}: {name}: no detailed profile, no condensed profile")
             continue
-        detailed = read_json(paths.detailed(name))
+        detailed, problem = _read_detailed(paths.detailed(name))
+        if detailed is None:
+            report.skipped.append(f"{paths.detailed(name)}: {name}: {problem}: no condensed profile")
+            continue
         language = language_of(script_of[name])
         prompt = condensed_profile_prompt(name, script_of[name], language, detailed)
-        jobs.append(_job(key, prompt, validate_condensed, f"{profiles_path}: {name}"))
+        jobs.append(_job(key, prompt, condensed_validator(language), f"{profiles_path}: {name}"))
     budget = None if options.max_items is None else max(0, options.max_items - report.stages["detailed profiles"].finished)
     summary = run_jobs(client, jobs, journal, max_items=budget, progress=options.progress,
                        desc="condensed profiles", log=log)
@@ -274,4 +357,4 @@ def _condensed_stage(client, options, paths, names, script_of, journal, report, 
         rank = {n: i for i, n in enumerate(names)}  # roles.json order; other entries keep theirs, after
         ordered = {n: profiles[n] for n in sorted(profiles, key=lambda n: rank.get(n, len(rank)))}
         write_json_file(profiles_path, ordered)
-        write_json_file(stamps_path, stamps)
+        write_json_file(paths.target / "profiles.generator.json", stamps)

@@ -19,7 +19,7 @@ from mmrole.profile_generation import ProfileOptions, generate_profiles
 from mmrole.raw_data import name_stem
 from mmrole.store import Journal
 from tests.data_prep_support import write_json
-from tests.openai_stub import Fault, OpenAIStub
+from tests.openai_stub import Fault, OpenAIStub, StubReply
 
 MODEL = "gpt-4-vision-stub"
 
@@ -95,10 +95,10 @@ def profile_root(mmrole_data, tmp_path):
     return root
 
 
-def run_profiles(stub, root, out, **options):
+def run_profiles(stub, root, out, log_lines=None, **options):
     return generate_profiles(make_client(stub), ProfileOptions(root, output_dir=out, num_hypothetical=2,
                                                                hypothetical_batch=1, progress=False, **options),
-                             log=lambda line: None)
+                             log=(log_lines if log_lines is not None else []).append)
 
 
 def test_gen_profiles_end_to_end(mmrole_data, profile_root, tmp_path):
@@ -140,7 +140,7 @@ def test_gen_profiles_retries_reports_and_never_writes_failures(mmrole_data, pro
     genuine.broken = {"Buzz Lightyear"}
     lines = []
     with OpenAIStub(genuine, timeout_delay=1.0) as stub:
-        stub.fail_next(Fault.TRUNCATED, Fault.SERVER_ERROR)  # the first people batch, twice
+        stub.fail_next(Fault.TRUNCATED, Fault.SERVER_ERROR)  # the first two calls (detailed profiles), retried
         stub.fail_when(lambda r: r.user_text.startswith("Below is source material about Woody"), Fault.MALFORMED_JSON)
         report = generate_profiles(make_client(stub), ProfileOptions(profile_root, output_dir=tmp_path / "out",
                                                                      progress=False), log=lines.append)
@@ -174,7 +174,8 @@ def test_gen_profiles_resumes_after_a_stop(mmrole_data, profile_root, tmp_path):
 # --- dialogues -----------------------------------------------------------------------------------
 
 class GenuineDialogues:
-    """Answers dialogue requests with the released GPT-4 dialogues of the requested character."""
+    """Answers dialogue requests with the released GPT-4 dialogues of the requested character (those
+    of 8-16 turns: what the default 6 rounds, give or take 2, accept)."""
 
     MARKERS = {"comment": "comment", "human-role": "human-role", "inter-role": "inter-role"}
 
@@ -187,7 +188,8 @@ class GenuineDialogues:
         for source in ("COCO", "script"):
             path = self.dialogues / dialogue_type / f"{name_stem(name)}_{source}.json"
             if path.is_file():
-                records += [r for r in json.loads(path.read_text(encoding="utf-8")) if len(r.get("conversations") or []) >= 4
+                records += [r for r in json.loads(path.read_text(encoding="utf-8"))
+                            if 8 <= len(r.get("conversations") or []) <= 16
                             or (dialogue_type == "comment" and len(r.get("conversations") or []) == 2)]
         return records
 
@@ -210,6 +212,26 @@ class GenuineDialogues:
             old = next(t["role"] for t in turns if t["role"] != name)
             turns = [{"role": partner if t["role"] == old else t["role"], "value": t["value"]} for t in turns]
         return json.dumps(turns, ensure_ascii=False)
+
+
+class ShortReplies:
+    """Short valid replies in the requested shape for the synthetic trees: a monologue, or as many
+    turns as the prompt asks for (`turns` overrides that count)."""
+
+    def __init__(self, turns=None):
+        self.turns = turns
+
+    def __call__(self, request):
+        text = request.user_text
+        name = re.search(r"\[Profile of (.+?) Start\]", text).group(1)
+        chinese = "in Chinese" in text
+        if "A curious human shows" in text:
+            return "这幅画让俺想起了花果山。" if chinese else f"Well, this picture reminds {name} of home."
+        first = "human" if "between a curious human and" in text else re.search(r"between (.+?) from", text).group(1)
+        count = self.turns or int(re.search(r"\((\d+) turns in all\)", text).group(1))
+        line = "第{}句：你看那边的山。" if chinese else "Turn {}: look at that."
+        return json.dumps([{"role": first if i % 2 == 0 else name, "value": line.format(i)} for i in range(count)],
+                          ensure_ascii=False)
 
 
 @pytest.fixture
@@ -368,19 +390,10 @@ def test_gen_dialogues_out_of_distribution_layout(tmp_path, coco_dir):
 
     root = tmp_path / "raw"
     make_raw_tree(root)
-
-    def responder(request):  # short, valid replies in the requested shape
-        text = request.user_text
-        name = re.search(r"\[Profile of (.+?) Start\]", text).group(1)
-        if "A curious human shows" in text:
-            return f"Well, this picture reminds {name} of home."
-        first = "human" if "between a curious human and" in text else re.search(r"between (.+?) from", text).group(1)
-        return json.dumps([{"role": first if i % 2 == 0 else name, "value": f"Turn {i}: look at that."} for i in range(4)])
-
-    with OpenAIStub(responder) as stub:
+    with OpenAIStub(ShortReplies()) as stub:
         report = generate_dialogues(make_client(stub), DialogueOptions(
-            root, split="out-of-distribution", output_dir=tmp_path / "out", coco_dir=coco_dir, progress=False),
-            log=lambda line: None)
+            root, split="out-of-distribution", output_dir=tmp_path / "out", coco_dir=coco_dir, rounds=2,
+            progress=False), log=lambda line: None)
     assert report.summary.finished == 2 * 3 * 2 and not report.summary.failed
     base = tmp_path / "out" / "dialogues" / "out-of-distribution"
     assert sorted(p.name for p in base.iterdir()) == ["comment.json", "human-role.json", "inter-role.json"]
@@ -388,3 +401,324 @@ def test_gen_dialogues_out_of_distribution_layout(tmp_path, coco_dir):
     assert [r["id"] for r in records] == ["Sheldon_Cooper_role-role-dialogue_COCO", "Sheldon_Cooper_role-role-dialogue_script",
                                           "Penny_role-role-dialogue_COCO", "Penny_role-role-dialogue_script"]
     assert records[1]["image"].startswith("The_Big_Bang_Theory/") and records[0]["image"].startswith("COCO/")
+
+
+# --- profiles: failures, validation and bad input ------------------------------------------------
+
+def test_a_failed_people_batch_is_reported_and_everyone_else_goes_on(mmrole_data, profile_root, tmp_path):
+    genuine = GenuineProfiles(mmrole_data)
+    people = [p["name"] for p in genuine.people]
+    base = tmp_path / "out" / "profiles" / "in-distribution"
+    lines = []
+    with OpenAIStub(genuine) as stub:
+        stub.fail_when(lambda r: r.user_text.startswith("Invent "), Fault.SERVER_ERROR, times=3)  # batch 0, every attempt
+        report = run_profiles(stub, profile_root, tmp_path / "out", log_lines=lines)
+        first_run = len(stub.completion_requests)
+        profiled = set(json.loads((base / "profiles.json").read_text(encoding="utf-8")))
+        rerun = run_profiles(stub, profile_root, tmp_path / "out")
+        rerun_requests = stub.completion_requests[first_run:]
+    stage = report.stages["hypothetical people"]
+    assert (stage.finished, len(stage.failed)) == (1, 1) and report.failed == 1
+    assert "batch 0" in stage.failed[0] and "meta_info_hypo" in stage.failed[0] and "HTTP 500" in stage.failed[0]
+    assert any("batch 0" in line and "rerun" in line for line in lines)
+    # the named characters and the person of batch 1 got their profiles all the same
+    assert report.new_people == [people[0]]
+    assert report.stages["condensed profiles"].finished == 4
+    assert profiled == {"Woody", "Buzz Lightyear", "孙悟空", people[0]}
+    # the rerun asks for batch 0 only, avoiding the name batch 1 already took, then expands that person
+    invents = [r for r in rerun_requests if r.user_text.startswith("Invent ")]
+    assert len(invents) == 1 and people[0] in invents[0].user_text.split("Do not reuse these names: ")[1]
+    assert len(rerun_requests) == 1 + 2 and not rerun.failed
+    roles = json.loads((base / "roles.json").read_text(encoding="utf-8"))
+    assert sorted(roles["Hypothetical Characters"]) == sorted(people[:2])
+    assert len(json.loads((base / "profiles.json").read_text(encoding="utf-8"))) == 5
+
+
+def test_profile_replies_need_the_right_language_and_every_section(mmrole_data, profile_root, tmp_path):
+    genuine = GenuineProfiles(mmrole_data)
+    woody = genuine.condensed["Woody"]
+    no_catchphrases = woody.replace("**Catchphrases**", "**Favourite Places**")
+    asked = {"woody": 0}
+
+    def responder(request):
+        text = request.user_text
+        if text.startswith("Below is source material about 孙悟空"):  # always English: never usable
+            return json.dumps(genuine.detailed("Woody"))
+        if text.startswith("Here is a detailed profile of Woody"):
+            asked["woody"] += 1
+            return no_catchphrases if asked["woody"] == 1 else woody
+        return genuine(request)
+
+    with OpenAIStub(responder) as stub:
+        report = generate_profiles(make_client(stub), ProfileOptions(profile_root, output_dir=tmp_path / "out",
+                                                                     progress=False), log=lambda line: None)
+    base = tmp_path / "out" / "profiles" / "in-distribution"
+    failed = report.stages["detailed profiles"].failed
+    assert len(failed) == 1 and "孙悟空" in failed[0] and "wrong language" in failed[0] and "Chinese expected" in failed[0]
+    assert not (base / "detailed_profiles" / "孙悟空.json").exists()
+    assert asked["woody"] == 2  # the reply without a catchphrases heading was retried
+    profiles = json.loads((base / "profiles.json").read_text(encoding="utf-8"))
+    assert profiles["Woody"] == woody.strip() and "孙悟空" not in profiles
+
+
+def test_condensed_validator_accepts_every_released_profile_and_nothing_incomplete(mmrole_data):
+    from mmrole.client import Completion, MalformedResponse
+    from mmrole.profile_generation import condensed_validator
+    from mmrole.prompts import language_of
+
+    def reply(text):
+        return Completion(key=None, text=text, finish_reason="stop", model=MODEL)
+
+    base = mmrole_data / "profiles" / "in-distribution"
+    profiles = json.loads((base / "profiles.json").read_text(encoding="utf-8"))
+    roles = json.loads((base / "roles.json").read_text(encoding="utf-8"))
+    language = {name: language_of(script) for script, names in roles.items() for name in names}
+    assert len(profiles) == 72
+    for name, text in profiles.items():
+        assert condensed_validator(language[name])(reply(text)) == text.strip(), name
+    woody, wukong = profiles["Woody"], profiles["孙悟空"]
+    with pytest.raises(MalformedResponse, match="catchphrases"):
+        condensed_validator("English")(reply(woody.replace("**Catchphrases**", "**Favourite Places**")))
+    with pytest.raises(MalformedResponse, match="section headings"):
+        condensed_validator("English")(reply(woody[:woody.index("**Catchphrases**")]))
+    with pytest.raises(MalformedResponse, match="English expected"):
+        condensed_validator("English")(reply(wukong))
+    with pytest.raises(MalformedResponse, match="Chinese expected"):
+        condensed_validator("Chinese")(reply(woody))
+
+
+def test_gen_profiles_skips_unusable_inputs_and_goes_on(mmrole_data, profile_root, tmp_path):
+    source = profile_root / "profiles" / "in-distribution"
+    out = tmp_path / "out"
+    target = out / "profiles" / "in-distribution"
+    (source / "raw_info_en" / "Buzz_Lightyear.txt").unlink()
+    write_json(source / "roles.json", {"Toy Story": ["Woody", "Buzz Lightyear"], "西游记": ["孙悟空"],
+                                       "Hypothetical Characters": ["Ada Quill"]})
+    (source / "meta_info_hypo").mkdir()
+    (source / "meta_info_hypo" / "Ada_Quill.json").write_text('{"name": "Ada Quill", "age": ', encoding="utf-8")
+    (target / "detailed_profiles").mkdir(parents=True)
+    (target / "detailed_profiles" / "Woody.json").write_text('{"introduction": "Sheriff', encoding="utf-8")
+    with OpenAIStub(GenuineProfiles(mmrole_data)) as stub:
+        report = generate_profiles(make_client(stub), ProfileOptions(profile_root, output_dir=out, progress=False),
+                                   log=lambda line: None)
+        requests = stub.completion_requests
+    skipped = {s.split(": ")[1]: s for s in report.skipped if "no detailed profile," not in s}
+    assert set(skipped) == {"Buzz Lightyear", "Ada Quill", "Woody"}
+    assert skipped["Buzz Lightyear"].startswith(str(source / "raw_info_en" / "Buzz_Lightyear.txt"))
+    assert "no source text" in skipped["Buzz Lightyear"]
+    assert skipped["Ada Quill"].startswith(str(source / "meta_info_hypo" / "Ada_Quill.json"))
+    assert "malformed JSON" in skipped["Ada Quill"]
+    assert skipped["Woody"].startswith(str(target / "detailed_profiles" / "Woody.json")) and "malformed JSON" in skipped["Woody"]
+    assert f"skipped: {len(report.skipped)}" in report.lines()
+    # the rest goes on: 孙悟空 gets both profiles; the damaged file is left as it was
+    assert [r.user_text[:40] for r in requests] == ["Below is source material about 孙悟空 from 西游记.\n\n[So"[:40],
+                                                    "Here is a detailed profile of 孙悟空 from 西游记:\n\n[intr"[:40]]
+    assert set(json.loads((target / "profiles.json").read_text(encoding="utf-8"))) == {"孙悟空"}
+    assert (target / "detailed_profiles" / "Woody.json").read_text(encoding="utf-8") == '{"introduction": "Sheriff'
+
+
+def test_gen_profiles_stops_before_any_call_when_profiles_json_is_damaged(mmrole_data, profile_root, tmp_path):
+    from mmrole.raw_data import RawDataError
+
+    damaged = tmp_path / "out" / "profiles" / "in-distribution" / "profiles.json"
+    damaged.parent.mkdir(parents=True)
+    damaged.write_text('{"Woody": "### Brief', encoding="utf-8")
+    with OpenAIStub(GenuineProfiles(mmrole_data)) as stub:
+        with pytest.raises(RawDataError, match=re.escape(str(damaged))):
+            generate_profiles(make_client(stub), ProfileOptions(profile_root, output_dir=tmp_path / "out",
+                                                                progress=False), log=lambda line: None)
+        assert not stub.completion_requests  # nothing spent, nothing overwritten
+    assert damaged.read_text(encoding="utf-8") == '{"Woody": "### Brief'
+
+
+def test_progress_bars_report_each_stage(mmrole_data, profile_root, tmp_path, capsys):
+    with OpenAIStub(GenuineProfiles(mmrole_data)) as stub:
+        generate_profiles(make_client(stub), ProfileOptions(profile_root, output_dir=tmp_path / "out",
+                                                            num_hypothetical=2, hypothetical_batch=1),
+                          log=lambda line: None)
+    err = capsys.readouterr().err
+    for stage, total in (("hypothetical people", 2), ("detailed profiles", 5), ("condensed profiles", 5)):
+        assert re.search(rf"{stage}: 100%.*{total}/{total} \[.*call/s\]", err), stage
+
+
+# --- dialogues: rounds, bad input, lazy requests -------------------------------------------------
+
+@pytest.fixture
+def tree(tmp_path):
+    from tests.data_prep_support import make_raw_tree
+
+    root = tmp_path / "raw"
+    make_raw_tree(root)
+    return root
+
+
+def test_rounds_set_the_turn_count_a_reply_must_have(tree, coco_dir, tmp_path, capsys):
+    def run(stub, out, **options):
+        lines = []
+        report = generate_dialogues(make_client(stub), DialogueOptions(
+            tree, output_dir=out, coco_dir=coco_dir, characters=["Woody"], types=["human-role"],
+            coco_per_character=1, script_per_character=0, progress=False, **options), log=lines.append)
+        return report, lines
+
+    with OpenAIStub(ShortReplies(turns=8)) as stub:  # 4 rounds where 3 were asked for
+        report, _ = run(stub, tmp_path / "strict", rounds=3, rounds_tolerance=0)
+    assert len(report.summary.failed) == 1 and "dialogue_length: 8 turns, bounds 6..6" in report.summary.failed[0]
+    with OpenAIStub(ShortReplies()) as stub:  # as many turns as asked for, beyond the filter's default 40
+        report, lines = run(stub, tmp_path / "long", rounds=25)
+        assert "(50 turns in all)" in stub.completion_requests[0].user_text
+    assert report.summary.finished == 1 and not report.summary.failed
+    record = json.loads((tmp_path / "long" / "dialogues" / "in-distribution" / "human-role" / "Woody_COCO.json")
+                        .read_text(encoding="utf-8"))[0]
+    assert len(record["conversations"]) == 50
+    assert any("--dialogue_turns 46 54" in line for line in lines)  # how to filter such dialogues
+
+    from data_prep.gen_dialogues import parse_args
+    for bad in (["--rounds", "0"], ["--rounds_tolerance", "-1"], ["--rounds", "six"]):
+        with pytest.raises(SystemExit):
+            parse_args(["--data_root", str(tree), "--model", MODEL, *bad])
+        assert bad[0] in capsys.readouterr().err
+
+
+def test_gen_dialogues_skips_unusable_inputs_and_goes_on(tree, coco_dir, tmp_path):
+    from tests.data_prep_support import edit_json
+
+    edit_json(tree / "profiles" / "in-distribution" / "profiles.json", lambda p: p.pop("Buzz Lightyear"))
+    out = tmp_path / "out"
+    damaged = out / "dialogues" / "in-distribution" / "comment" / "孙悟空_COCO.json"
+    damaged.parent.mkdir(parents=True)
+    damaged.write_text('[{"id": "孙悟空_comment_COCO_0", "image": ', encoding="utf-8")
+    with OpenAIStub(ShortReplies()) as stub:
+        report = generate_dialogues(make_client(stub), DialogueOptions(
+            tree, output_dir=out, coco_dir=coco_dir, characters=["Woody", "Buzz Lightyear", "孙悟空"],
+            types=["comment", "inter-role"], coco_per_character=1, script_per_character=1, rounds=2,
+            progress=False), log=lambda line: None)
+    profiles = tree / "profiles" / "in-distribution" / "profiles.json"
+    assert sorted(report.skipped) == sorted([
+        f"{profiles}: Buzz Lightyear: no profile: no comment dialogues",
+        f"{profiles}: Buzz Lightyear: no profile: no inter-role dialogues",
+        *(f"{tree / 'profiles' / 'in-distribution' / 'roles.json'}: Woody_role-role-dialogue_{source}_0: no other "
+          "character with a profile in 'Toy Story' to talk with" for source in ("COCO", "script")),
+        f"{damaged}: 孙悟空_comment_COCO_0: not generated, the output file cannot be read (malformed JSON at line 1 "
+        "column 40: Expecting value): repair or move it, then rerun",
+    ])
+    assert "skipped: 5" in report.lines()
+    assert sorted(p.id for p in report.planned) == sorted([
+        "Woody_comment_COCO_0", "Woody_comment_script_0", "孙悟空_comment_script_0",
+        "孙悟空_role-role-dialogue_COCO_0", "孙悟空_role-role-dialogue_script_0"])
+    assert report.summary.finished == 5 and not report.summary.failed
+    assert damaged.read_text(encoding="utf-8") == '[{"id": "孙悟空_comment_COCO_0", "image": '  # never overwritten
+    partners = {t["role"] for t in json.loads((damaged.parent.parent / "inter-role" / "孙悟空_COCO.json")
+                                               .read_text(encoding="utf-8"))[0]["conversations"]}
+    assert partners == {"孙悟空", "猪八戒"}
+
+
+def test_gen_dialogues_without_annotations_makes_coco_dialogues_only(tree, coco_dir, tmp_path):
+    (tree / "images" / "annotations.json").unlink()
+    with OpenAIStub(ShortReplies()) as stub:
+        report = generate_dialogues(make_client(stub), DialogueOptions(
+            tree, output_dir=tmp_path / "out", coco_dir=coco_dir, characters=["Woody"], types=["comment"],
+            coco_per_character=2, progress=False), log=lambda line: None)
+    assert len(report.skipped) == 1
+    assert report.skipped[0].startswith(f"{tree / 'images' / 'annotations.json'}: *: not found")
+    assert "no character-image dialogues" in report.skipped[0]
+    base = tmp_path / "out" / "dialogues" / "in-distribution" / "comment"
+    assert sorted(p.name for p in base.iterdir()) == ["Woody_COCO.json"]
+    assert [r["id"] for r in json.loads((base / "Woody_COCO.json").read_text(encoding="utf-8"))] == [
+        "Woody_comment_COCO_0", "Woody_comment_COCO_1"]
+
+
+def test_images_are_encoded_only_for_requests_sent(tree, coco_dir, tmp_path, monkeypatch):
+    import threading
+
+    import mmrole.client
+
+    encoded = []
+    original = mmrole.client.image_data_url
+
+    def counting(path):
+        encoded.append((Path(path).name, threading.current_thread().name))
+        return original(path)
+
+    monkeypatch.setattr(mmrole.client, "image_data_url", counting)
+    options = dict(output_dir=tmp_path / "out", coco_dir=coco_dir, characters=["Woody", "Buzz Lightyear"],
+                   types=["comment"], coco_per_character=3, script_per_character=2, progress=False)
+    with OpenAIStub(ShortReplies()) as stub:
+        stopped = generate_dialogues(make_client(stub), DialogueOptions(tree, max_items=3, **options),
+                                     log=lambda line: None)
+        assert len(encoded) == len(stub.completion_requests)  # the calls cancelled at the stop read no image
+        encoded.clear()
+        before = len(stub.completion_requests)
+        resumed = generate_dialogues(make_client(stub), DialogueOptions(tree, **options), log=lambda line: None)
+        sent = len(stub.completion_requests) - before
+    assert stopped.summary.finished == 3 and resumed.summary.finished == 10 - 3
+    assert len(encoded) == sent == 7  # nothing read for the 3 dialogues already done
+    assert all(thread.startswith("chat") for _, thread in encoded)  # read by the worker sending the request
+
+
+# --- the command lines -----------------------------------------------------------------------------
+
+CLI_KEY = "sk-cli-e2e-0123456789abcdefSECRET"
+
+
+def priced(responder, prompt_tokens=1000, completion_tokens=500):
+    return lambda request: StubReply(responder(request), prompt_tokens=prompt_tokens,
+                                     completion_tokens=completion_tokens)
+
+
+def assert_key_nowhere(texts, folder):
+    for text in texts:
+        assert CLI_KEY not in text and "0123456789abcdef" not in text
+    for path in folder.rglob("*"):
+        if path.is_file():
+            assert b"0123456789abcdef" not in path.read_bytes(), path
+
+
+def test_gen_profiles_command_line_end_to_end(mmrole_data, profile_root, tmp_path, monkeypatch, capsys):
+    from data_prep.gen_profiles import main
+
+    monkeypatch.setenv("OPENAI_API_KEY", CLI_KEY)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    out = tmp_path / "out"
+    with OpenAIStub(priced(GenuineProfiles(mmrole_data))) as stub:
+        # a 401 whose message quotes the key it was sent, as OpenAI's does
+        stub.fail_when(lambda r: r.user_text.startswith("Below is source material about 孙悟空"), Fault.UNAUTHORIZED)
+        code = main(["--data_root", str(profile_root), "--output_dir", str(out), "--model", MODEL,
+                     "--base_url", stub.base_url, "--num_hypothetical", "1", "--concurrency", "2",
+                     "--price_input", "2.5", "--price_output", "10", "--no_progress"])
+        requests = stub.completion_requests
+    printed = capsys.readouterr()
+    assert code == 1  # one character failed
+    assert {r.authorization for r in requests} == {f"Bearer {CLI_KEY}"}  # the key came from the environment
+    assert len(requests) == 1 + 4 + 3  # people; detailed x4 (孙悟空 refused); condensed x3
+    assert "8 calls (7 ok, 1 failed)" in printed.out
+    assert "tokens: 7000 in / 3500 out, cost $0.0525" in printed.out  # 7 x (1000 x 2.5 + 500 x 10) / 1e6
+    assert any("failed:" in line and "孙悟空" in line and "HTTP 401" in line for line in printed.out.splitlines())
+    base = out / "profiles" / "in-distribution"
+    assert len(list((base / "detailed_profiles").glob("*.json"))) == 3
+    assert len(json.loads((base / "profiles.json").read_text(encoding="utf-8"))) == 3
+    assert_key_nowhere([printed.out, printed.err], out)
+
+
+def test_gen_dialogues_command_line_end_to_end(tree, coco_dir, tmp_path, monkeypatch, capsys):
+    from data_prep.gen_dialogues import main
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    monkeypatch.setenv("MMROLE_TEST_KEY", CLI_KEY)
+    out = tmp_path / "out"
+    with OpenAIStub(priced(ShortReplies())) as stub:
+        code = main(["--data_root", str(tree), "--output_dir", str(out), "--model", MODEL, "--base_url", stub.base_url,
+                     "--api_key_env", "MMROLE_TEST_KEY", "--characters", "Woody", "--types", "comment", "human-role",
+                     "--coco_dir", str(coco_dir), "--coco_per_character", "1", "--script_per_character", "1",
+                     "--rounds", "2", "--price_input", "1", "--price_output", "2", "--no_progress"])
+        requests = stub.completion_requests
+    printed = capsys.readouterr()
+    assert code == 0
+    assert len(requests) == 4 and {r.authorization for r in requests} == {f"Bearer {CLI_KEY}"}
+    assert "dialogues: 4 planned, 0 already done, 4 generated now, 0 failed" in printed.out
+    assert "tokens: 4000 in / 2000 out, cost $0.0080" in printed.out  # 4 x (1000 x 1 + 500 x 2) / 1e6
+    base = out / "dialogues" / "in-distribution"
+    assert sorted(str(p.relative_to(base)) for p in base.rglob("*.json")) == [
+        "comment/Woody_COCO.json", "comment/Woody_script.json", "human-role/Woody_COCO.json",
+        "human-role/Woody_script.json"]
+    assert_key_nowhere([printed.out, printed.err], out)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from mmrole.finetune.data import (
-    DataFileError, DataOptions, SupervisedCollator, build_dataset, load_samples, read_records,
+    BatchImageError, DataFileError, DataOptions, SupervisedCollator, build_dataset, load_samples, read_records,
 )
 from mmrole.finetune.loss import supervised_loss
 from mmrole.finetune.preprocess import IGNORE_INDEX, ChatMLEncoder, original_preprocess
@@ -267,6 +267,27 @@ def test_bad_samples_are_named_skipped_and_counted(tok, mmrole_data, tmp_path):
     summary = "\n".join(report.lines())
     assert "10 samples, 2 used, 8 skipped" in summary and "gpt-role" in summary
     assert all(problem.path == str(data) for problem in report.problems)
+
+
+def test_an_image_gone_after_the_start_up_check_stops_the_batch_naming_sample_and_path(tok, mmrole_data, tmp_path):
+    samples = character_image_samples(mmrole_data, 2)
+    image_root = tmp_path / "root"
+    for sample in samples:  # a private copy of each image, so that one can disappear
+        relative = sample["conversations"][0]["value"].split("<img>")[1].split("</img>")[0]
+        (image_root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (image_root / relative).write_bytes((mmrole_data / relative).read_bytes())
+    data = write_jsonl(tmp_path / "two.jsonl", samples)
+    dataset, report = build_dataset(data, tok, DataOptions(max_len=360, image_root=image_root))
+    assert report.problems == [] and len(dataset) == 2
+    gone = dataset[1]["images"][0]
+    assert gone != dataset[0]["images"][0]
+    Path(gone).unlink()
+    collate = SupervisedCollator(tok.pad_token_id, image_size=REFERENCE_IMAGE_SIZE)
+    assert "pixel_values" in collate([dataset[0]])
+    with pytest.raises(BatchImageError) as raised:
+        collate([dataset[0], dataset[1]])
+    message = str(raised.value)
+    assert message.startswith(f"sample {dataset[1]['id']}: image {gone} ") and dataset[0]["id"] not in message
 
 
 def test_a_json_list_that_does_not_parse_names_the_place(tmp_path):

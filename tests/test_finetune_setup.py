@@ -12,9 +12,9 @@ import torch
 from mmrole.finetune import cpu_distributed
 from mmrole.finetune.arguments import LoraArguments
 from mmrole.finetune.model_setup import (
-    apply_lora, check_q_lora, fix_vision_tower, merge_lora, trainable_parameter_names,
+    apply_lora, check_q_lora, fix_vision_tower, merge_lora, q_lora_device_map, trainable_parameter_names,
 )
-from mmrole.finetune.train import parse_arguments, resume_checkpoint
+from mmrole.finetune.train import FinetuneTrainer, main, parse_arguments, resume_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
 PAPER_COMMON = {"--learning_rate": "1e-5", "--lr_scheduler_type": "cosine", "--warmup_ratio": "0.01",
@@ -76,6 +76,42 @@ def test_script_environment_and_extra_arguments_override_the_defaults():
     assert (values["--master_addr"], values["--master_port"]) == ("10.1.2.3", "7000")
 
 
+SCRIPTS = ("finetune_ds.sh", "finetune_RM_ds.sh", "finetune_lora_ds.sh")
+
+
+def finetune_arguments(command: list) -> list:
+    """The words of a dry-run command after finetune.py (what finetune.py parses)."""
+    return command[next(i for i, word in enumerate(command) if word.endswith("finetune.py")) + 1:]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_scripts_pass_model_data_output_once_and_the_users_arguments_last(script):
+    extra = ["--num_train_epochs", "1", "--image_root", "/data/mmrole", "--warmup_steps", "5"]
+    command = dry_run(script, *extra, MODEL="m", DATA="d.json", OUTPUT_DIR="out")
+    arguments = finetune_arguments(command)
+    for option, value in (("--model_name_or_path", "m"), ("--data_path", "d.json"), ("--output_dir", "out")):
+        assert arguments.count(option) == 1, option
+        assert arguments[arguments.index(option) + 1] == value
+    assert arguments[-len(extra):] == extra
+    assert command.count(str(REPO / "finetune" / "finetune.py")) == 1
+
+
+def test_a_warmup_steps_given_to_a_script_overrides_its_warmup_ratio(tmp_path):
+    command = dry_run("finetune_ds.sh", "--warmup_steps", "7", OUTPUT_DIR=str(tmp_path))
+    arguments = finetune_arguments(command)
+    at = arguments.index("--deepspeed")  # a DeepSpeed config would set up DeepSpeed in this test process
+    del arguments[at:at + 2]
+    assert option_values(arguments)["--warmup_ratio"] == "0.01"
+    training = parse_arguments(arguments)[2]
+    assert training.get_warmup_steps(1000) == 7
+    assert training.warmup_note == "--warmup_steps 7 overrides --warmup_ratio 0.01"
+    # Even a ratio of 0 gives way; without --warmup_steps the ratio applies and nothing is said.
+    base = ["--data_path", "x.json", "--output_dir", str(tmp_path)]
+    assert parse_arguments(base + ["--warmup_ratio", "0", "--warmup_steps", "3"])[2].get_warmup_steps(1000) == 3
+    training = parse_arguments(base + ["--warmup_ratio", "0.01"])[2]
+    assert training.get_warmup_steps(1000) == 10 and training.warmup_note is None
+
+
 def test_cpu_gloo_shim_applies_only_to_multi_process_torchrun_without_gpu(monkeypatch):
     from accelerate.state import PartialState
     from accelerate.utils import DistributedType
@@ -97,6 +133,10 @@ def test_cpu_gloo_shim_applies_only_to_multi_process_torchrun_without_gpu(monkey
     assert PartialState._prepare_backend(state, cpu=True) == original(state, cpu=True)
     assert cpu_distributed.install_cpu_gloo_backend()  # a second install does not wrap twice
     assert PartialState._prepare_backend(state, cpu=False) == ("gloo", DistributedType.MULTI_CPU)
+    # --ddp_backend gloo: accelerate keeps the backend but still counts one process; the shim must step in too.
+    if not torch.cuda.is_available():
+        assert original(state, cpu=False, backend="gloo") == ("gloo", DistributedType.NO)
+        assert PartialState._prepare_backend(state, cpu=False, backend="gloo") == ("gloo", DistributedType.MULTI_CPU)
 
 
 @pytest.fixture()
@@ -145,6 +185,95 @@ def test_q_lora_and_bf16_without_gpu_fail_with_a_clear_message(capsys):
     with pytest.raises(SystemExit):
         parse_arguments(["--data_path", "x.json", "--output_dir", "out", "--bf16", "True"])
     assert "--bf16 needs a GPU" in capsys.readouterr().err
+
+
+def test_q_lora_loads_the_model_whole_on_the_process_gpu_and_refuses_zero3(monkeypatch):
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert q_lora_device_map() == {"": 0}  # one process, not started by torchrun: the first GPU, not the CPU
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert q_lora_device_map() == {"": 3}
+    with pytest.raises(ValueError, match="does not work with ZeRO-3"):
+        check_q_lora(use_lora=True, q_lora=True, zero3=True)
+    check_q_lora(use_lora=False, q_lora=False, zero3=True)  # ZeRO-3 without Q-LoRA is the paper's setting
+
+
+class _LengthsOnly(torch.utils.data.Dataset):
+    """Items without input_ids: only `lengths` can tell the sampler how long they are."""
+
+    def __init__(self, lengths):
+        self.lengths = list(lengths)
+
+    def __len__(self):
+        return len(self.lengths)
+
+    def __getitem__(self, index):
+        return {"index": index}
+
+
+def padding_waste(order, lengths, batch_size):
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    return sum(len(batch) * max(lengths[i] for i in batch) - sum(lengths[i] for i in batch) for batch in batches)
+
+
+@pytest.mark.parametrize("strategy, grouped", [("group_by_length", True), ("random", False)])
+def test_train_sampler_groups_by_the_scanned_lengths_only_when_asked(fresh_model, tmp_path, strategy, grouped):
+    from transformers import TrainingArguments
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    lengths = [(37 * i) % 101 + 1 for i in range(256)]
+    dataset = _LengthsOnly(lengths)
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=2, gradient_accumulation_steps=2,
+                             train_sampling_strategy=strategy, report_to="none", seed=0)
+    trainer = FinetuneTrainer(model=fresh_model, args=args, train_dataset=dataset)
+    sampler = trainer._get_train_sampler()
+    assert isinstance(sampler, LengthGroupedSampler) == grouped
+    torch.manual_seed(0)
+    order = list(sampler)
+    assert sorted(order) == list(range(256))
+    # Batches of per-device size x accumulation (4) drawn in this order pad far less when grouped (about 0.08 of a
+    # shuffled order's padding here; another shuffle gives about 1).
+    shuffled = torch.randperm(256, generator=torch.Generator().manual_seed(1)).tolist()
+    ratio = padding_waste(order, lengths, 4) / padding_waste(shuffled, lengths, 4)
+    assert (ratio < 0.5) == grouped, ratio
+
+
+def test_a_data_file_that_cannot_be_read_ends_the_run_with_one_line(qwen_reference, tmp_path, capsys):
+    broken = tmp_path / "broken.json"
+    broken.write_text('[\n {"id": "a", "conversations": []},\n {"id": "b", \n]', encoding="utf-8")
+    status = main(["--model_name_or_path", str(qwen_reference / "tiny-qwen-vl-chat"), "--data_path", str(broken),
+                   "--output_dir", str(tmp_path / "out"), "--report_to", "none"])
+    err = capsys.readouterr().err
+    assert status == 1 and "Traceback" not in err
+    assert f"finetune.py: error: {broken}: malformed JSON at line 4" in err
+
+
+def test_an_image_gone_before_its_batch_ends_the_run_naming_sample_and_path(qwen_reference, mmrole_data, tmp_path,
+                                                                             capsys, monkeypatch):
+    from mmrole.finetune import train as train_module
+    from tests.test_finetune_data import character_image_samples, write_jsonl
+
+    sample = character_image_samples(mmrole_data, 1)[0]
+    relative = sample["conversations"][0]["value"].split("<img>")[1].split("</img>")[0]
+    image = tmp_path / "root" / relative
+    image.parent.mkdir(parents=True)
+    image.write_bytes((mmrole_data / relative).read_bytes())
+    data = write_jsonl(tmp_path / "one.jsonl", [sample])
+    real_build = train_module.build_dataset
+
+    def build_then_lose_the_image(*args, **kwargs):  # the image passes the start-up check, then disappears
+        built = real_build(*args, **kwargs)
+        image.unlink()
+        return built
+
+    monkeypatch.setattr(train_module, "build_dataset", build_then_lose_the_image)
+    status = main(["--model_name_or_path", str(qwen_reference / "tiny-qwen-vl-chat"), "--data_path", str(data),
+                   "--output_dir", str(tmp_path / "out"), "--image_root", str(tmp_path / "root"),
+                   "--model_max_length", "352", "--max_steps", "1", "--per_device_train_batch_size", "1",
+                   "--save_strategy", "no", "--report_to", "none"])
+    err = capsys.readouterr().err
+    assert status == 1 and "Traceback" not in err
+    assert f"finetune.py: error: sample {sample['id']}: image {image} cannot be read any more" in err
+    assert not (tmp_path / "out" / "model.safetensors").exists()
 
 
 def test_original_flag_names_are_accepted(tmp_path):

@@ -77,18 +77,23 @@ class TrainingArguments(transformers.TrainingArguments):
     )
     # Flags of the original scripts that transformers 5 renamed: accepted and passed on to the new names.
     warmup_ratio: Optional[float] = field(
-        default=None, metadata={"help": "Linear warmup over this fraction of the steps (= --warmup_steps RATIO)."}
+        default=None, metadata={"help": "Linear warmup over this fraction of the steps (= --warmup_steps RATIO); a "
+                                        "--warmup_steps above 0 overrides it."}
     )
     evaluation_strategy: Optional[str] = field(default=None, metadata={"help": "Alias of --eval_strategy."})
 
     def __post_init__(self):
+        self.warmup_note: Optional[str] = None  # printed once by the main process (train.main)
         if self.warmup_ratio is not None:
             if not 0 <= self.warmup_ratio < 1:
                 raise ValueError(f"--warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
             if self.warmup_steps:
-                raise ValueError("give either --warmup_ratio or --warmup_steps, not both (the finetune_*.sh scripts "
-                                 "set --warmup_ratio 0.01: override it with another --warmup_ratio)")
-            self.warmup_steps = self.warmup_ratio
+                # The scripts always pass the paper's --warmup_ratio 0.01; a --warmup_steps given after it must win,
+                # as transformers 4 let warmup_steps override warmup_ratio.
+                self.warmup_note = (f"--warmup_steps {self.warmup_steps:g} overrides --warmup_ratio "
+                                    f"{self.warmup_ratio:g}")
+            else:
+                self.warmup_steps = self.warmup_ratio
         if self.evaluation_strategy is not None:
             self.eval_strategy = self.evaluation_strategy
         super().__post_init__()

@@ -7,7 +7,8 @@ DeepSpeed itself has joined a 2-rank gloo group. The Trainer then fills DeepSpee
 size of 1 and DeepSpeed rejects the config (train_batch_size != micro batch * accumulation * world size).
 
 The fix: when, and only when, the process was started by torchrun with more than one process, there is no CUDA
-device, and accelerate found no backend, let that one choice return gloo / MULTI_CPU. accelerate then counts the
+device, and accelerate settles on a single process (DistributedType.NO, whether or not --ddp_backend named a
+backend), let that one choice return MULTI_CPU with gloo (or the named backend). accelerate then counts the
 processes and DeepSpeed (its CPU accelerator communicates over gloo too) trains normally. GPU runs never touch it.
 """
 
@@ -40,8 +41,10 @@ def install_cpu_gloo_backend() -> bool:
 
     def prepare_backend(self, cpu: bool = False, sagemaker_dp=False, backend=None):
         chosen, distributed_type = original(self, cpu, sagemaker_dp, backend)
-        if chosen is None and not cpu:  # no accelerator was found: gloo across the torchrun processes
-            return "gloo", DistributedType.MULTI_CPU
+        # Decide on the type, not the backend: with --ddp_backend gloo accelerate returns ("gloo", NO), still one
+        # process. A backend the user named is kept; none named means gloo.
+        if distributed_type == DistributedType.NO and not cpu:
+            return chosen or "gloo", DistributedType.MULTI_CPU
         return chosen, distributed_type
 
     setattr(prepare_backend, _INSTALLED_ATTR, True)

@@ -27,7 +27,7 @@ from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, 
 import torch
 from torch.utils.data import Dataset
 
-from ..qwen_vl.image_processing_qwen import load_image, preprocess_images
+from ..qwen_vl.image_processing_qwen import load_image, preprocess_image
 from ..qwen_vl.modeling_qwen import span_image_path
 from ..schema import Problem
 from .preprocess import DEFAULT_SYSTEM, ROLES, USER, ChatMLEncoder, collate_padded
@@ -37,6 +37,11 @@ PathLike = Union[str, os.PathLike]
 
 class DataFileError(ValueError):
     """A data file that cannot be read at all (the message names the file and the place)."""
+
+
+class BatchImageError(RuntimeError):
+    """An image that passed the start-up scan cannot be read when its batch is built (moved or deleted since):
+    training stops rather than go on without it (the message names the samples and the path)."""
 
 
 @dataclass(frozen=True)
@@ -299,13 +304,22 @@ class SupervisedCollator:
         return batch
 
     def _pixels(self, paths: Sequence[Tuple[str, str]]) -> torch.Tensor:
-        unique = list(dict.fromkeys(path for _, path in paths))
-        try:
-            pixels = preprocess_images(unique, self.image_size)
-        except (OSError, ValueError) as err:
-            ids = sorted({sample_id for sample_id, _ in paths})
-            raise RuntimeError(f"cannot read an image of the batch with samples {ids}: {err}") from err
-        return pixels[[unique.index(path) for _, path in paths]]
+        position: Dict[str, int] = {}
+        pixels = []
+        for _, path in paths:
+            if path in position:
+                continue
+            try:
+                pixels.append(preprocess_image(path, self.image_size))
+            except (OSError, ValueError) as err:
+                users = ", ".join(sorted({other for other, used in paths if used == path}))
+                raise BatchImageError(
+                    f"sample {users}: image {path} cannot be read any more (it passed the start-up check): {err}. "
+                    "Restore it, or rerun: the check then skips the sample and training resumes from the last "
+                    "checkpoint"
+                ) from err
+            position[path] = len(pixels) - 1
+        return torch.stack(pixels)[[position[path] for _, path in paths]]
 
 
 # --- putting it together --------------------------------------------------------------------------------------

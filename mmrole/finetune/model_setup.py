@@ -18,12 +18,17 @@ def training_dtype(fp16: bool, bf16: bool) -> torch.dtype:
     return torch.float16 if fp16 else torch.bfloat16 if bf16 else torch.float32
 
 
-def check_q_lora(use_lora: bool, q_lora: bool) -> None:
+def check_q_lora(use_lora: bool, q_lora: bool, zero3: bool = False) -> None:
     """Q-LoRA trains on a GPTQ-quantised (Int4) checkpoint, whose kernels exist only for CUDA GPUs."""
     if not q_lora:
         return
     if not use_lora:
         raise ValueError("--q_lora True needs --use_lora True (Q-LoRA trains a LoRA adapter on a quantised model)")
+    if zero3:
+        # The original only warned ("FSDP or ZeRO3 are not incompatible with QLoRA"); ZeRO-3 cannot partition the
+        # packed Int4 weights, and each process needs the whole quantised model on its own GPU (q_lora_device_map).
+        raise ValueError("--q_lora does not work with ZeRO-3: use --deepspeed finetune/ds_config_zero2.json "
+                         "(finetune_lora_ds.sh's default)")
     if not torch.cuda.is_available():
         raise ValueError("--q_lora needs a CUDA GPU (GPTQ Int4 kernels); on this machine use --use_lora True without "
                          "--q_lora, or full fine-tuning")
@@ -45,11 +50,17 @@ def load_for_training(model_path: PathLike, dtype: torch.dtype, q_lora: bool = F
         from transformers import GPTQConfig
 
         kwargs["quantization_config"] = GPTQConfig(bits=4, use_exllama=False)
-        if int(os.environ.get("WORLD_SIZE", 1)) > 1:
-            kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))}
+        kwargs["device_map"] = q_lora_device_map()
     model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
     model.config.pad_token_id = tokenizer.pad_token_id  # <|endoftext|>, as the original's tokenizer.pad_token_id
     return model, tokenizer
+
+
+def q_lora_device_map() -> dict:
+    """Where a Q-LoRA process loads the Int4 model: whole, on its own GPU (torchrun's LOCAL_RANK; 0 when the process
+    was not started by torchrun). The original passed a device_map only to multi-process runs; given none,
+    transformers 5 loads a GPTQ model on the CPU (GptqHfQuantizer.update_device_map), so it is named in every case."""
+    return {"": int(os.environ.get("LOCAL_RANK") or 0)}
 
 
 def fix_vision_tower(model) -> None:

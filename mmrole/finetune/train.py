@@ -16,12 +16,15 @@ from typing import List, Optional, Sequence
 import torch
 import transformers
 from transformers import Trainer
+from transformers.integrations import is_deepspeed_zero3_enabled
 from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.trainer_utils import get_last_checkpoint
 
 from .arguments import ARGUMENT_CLASSES
 from .cpu_distributed import install_cpu_gloo_backend
-from .data import DataOptions, DataReport, ScanEntry, SupervisedCollator, build_dataset, write_report
+from .data import (
+    BatchImageError, DataFileError, DataOptions, DataReport, ScanEntry, SupervisedCollator, build_dataset, write_report,
+)
 from .loss import supervised_loss
 from .model_setup import (
     apply_lora, check_q_lora, count_parameters, fix_vision_tower, load_for_training, training_dtype,
@@ -137,13 +140,37 @@ def report_data(report: DataReport, training_args, name: str) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Train; a data file that cannot be read, an image gone since the start-up check or a missing file or folder
+    ends the run with one line naming it (exit status 1) instead of a traceback from every process."""
     install_cpu_gloo_backend()  # must run before TrainingArguments sets up accelerate's state
     # DeepSpeed calls torch.distributed functions torch has deprecated, once per step: not ours to fix, only noise.
     warnings.filterwarnings("ignore", message=r"`torch\.distributed\.\w+` is deprecated", category=FutureWarning)
-    model_args, data_args, training_args, lora_args = parse_arguments(argv)
+    arguments = parse_arguments(argv)
+    training_args = arguments[2]
+    try:
+        train(*arguments)
+    except DataFileError as err:  # every process reads the same file and fails alike: said once
+        if training_args.should_save:
+            print(f"finetune.py: error: {_last_line(err)}", file=sys.stderr, flush=True)
+        return 1
+    except (BatchImageError, FileNotFoundError) as err:  # maybe one process only (the one that drew the batch)
+        print(f"finetune.py: error: {_last_line(err)}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+def _last_line(err: BaseException) -> str:
+    """The message itself: a DataLoader worker re-raises it after the worker's traceback."""
+    lines = str(err).strip().splitlines()
+    return lines[-1] if lines else repr(err)
+
+
+def train(model_args, data_args, training_args, lora_args) -> None:
+    if training_args.warmup_note and training_args.should_save:
+        print(training_args.warmup_note, flush=True)
     if not torch.cuda.is_available():
         training_args.dataloader_pin_memory = False  # nothing to pin for without a GPU
-    check_q_lora(training_args.use_lora, lora_args.q_lora)
+    check_q_lora(training_args.use_lora, lora_args.q_lora, zero3=is_deepspeed_zero3_enabled())
     transformers.set_seed(training_args.seed)
 
     dtype = training_dtype(training_args.fp16, training_args.bf16)
@@ -177,4 +204,3 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_state()
     trainer.save_model(training_args.output_dir)
-    return 0

@@ -92,15 +92,15 @@ class Job:
             else:  # cannot happen by construction (see _RowText); never send text twice
                 logger.warning("streamed text is not a prefix of the final reply; final delta dropped")
         self.result = result
+        self._leave()  # resources go before the answer: a client that has its reply finds them released
         self.events.put(("done", result))
         self.done.set()
-        self._leave()
 
     def fail(self, message: str) -> None:
         self.error = message
+        self._leave()
         self.events.put(("error", message))
         self.done.set()
-        self._leave()
 
     def _leave(self) -> None:
         callback, self.on_leave = self.on_leave, None

@@ -72,22 +72,55 @@ def test_batched_no_random_reviews_equal_the_original_procedure(setup, capsys):
     assert err.count("no score pair in the review after 1 ask(s)") == 16
 
 
-def test_each_image_is_encoded_once_per_sample(setup):
+def test_each_image_is_encoded_once_per_sample_also_with_swap(setup):
+    """--swap: 16 requests per sample. With batch_size 24, cutting every 24 requests would put the
+    second sample's image in two batches; batches end at sample boundaries instead."""
     from mmrole.backends.base import GenerationParams
     from mmrole.backends.hf import HFBackend
     from mmrole.results import input_files
     from mmrole.review import ReviewConfig, review_files
 
-    encoded = []
+    encoded, batch_rows = [], []
+
+    class CountingBackend(HFBackend):
+        def _answer(self, chunk, kwargs):
+            batch_rows.append(len(chunk))
+            return super()._answer(chunk, kwargs)
+
     hook = setup["model"].transformer.visual.register_forward_hook(lambda m, args, out: encoded.append(len(args[0])))
     try:
-        backend = HFBackend(model=setup["model"], tokenizer=setup["tokenizer"], batch_size=8)
-        config = ReviewConfig(image_dir=str(setup["image_dir"]), params=GenerationParams(greedy=True, max_new_tokens=2),
-                              progress=False)
+        backend = CountingBackend(model=setup["model"], tokenizer=setup["tokenizer"], batch_size=24)
+        config = ReviewConfig(image_dir=str(setup["image_dir"]), params=GenerationParams(greedy=True, max_new_tokens=1),
+                              swap=True, progress=False)
         review_files(input_files(setup["root"] / "answers", None), setup["root"] / "once", backend, config)
     finally:
         hook.remove()
-    assert encoded == [1, 1]  # two samples, 8 requests each in one batch: one image encoding per sample
+    assert batch_rows == [16, 16]
+    assert encoded == [1, 1]  # two samples, one batch each: one image encoding per sample
+
+
+def _image_runs(sizes):
+    from mmrole.backends.base import ChatRequest
+
+    return [ChatRequest.single("t", image=f"img{run}.png", system="s") for run, size in enumerate(sizes)
+            for _ in range(size)]
+
+
+@pytest.mark.parametrize("runs, batch_size, batches", [
+    ([8, 8, 8, 8], 12, [8, 8, 8, 8]),  # never 12 + 4: a sample stays in one batch
+    ([8, 8, 8, 8], 16, [16, 16]),
+    ([16, 16], 24, [16, 16]),  # --swap
+    ([16, 16, 8], 12, [12, 4, 12, 12]),  # a run larger than the batch fills whole batches; 4 + 8 share one
+    ([3, 1, 2, 5, 8], 8, [6, 5, 8]),  # parse-retry rounds: what is left of each sample
+    ([1] * 5, 2, [2, 2, 1]),  # inference: one request per image
+])
+def test_batches_end_at_runs_of_the_same_image(runs, batch_size, batches):
+    from mmrole.backends.hf import batches_of_whole_runs
+
+    requests = _image_runs(runs)
+    result = batches_of_whole_runs(requests, batch_size)
+    assert [len(b) for b in result] == batches
+    assert [i for b in result for i in b] == list(range(len(requests)))  # every request once, in order
 
 
 def test_parse_retries_sample_again_and_resume_after_a_kill(setup):

@@ -3,10 +3,12 @@
 Every request is rendered as the original scripts did: the query parts through
 `tokenizer.from_list_format` (an image becomes `Picture 1: <img>PATH</img>\n`, so the path string
 is part of the prompt tokens), the request's system prompt, history turns likewise. Requests are
-answered `batch_size` at a time in the order given, with `batch_chat_detailed` (left padding; per
-row positions, NTK and log-n, so greedy answers equal one-at-a-time `chat`). Callers that put
-requests sharing an image next to each other (the 8 judge requests of a sample) get each image
-encoded once per batch: the model encodes each distinct image path once per forward pass.
+answered up to `batch_size` at a time with `batch_chat_detailed` (left padding; per row positions,
+NTK and log-n, so greedy answers equal one-at-a-time `chat`). The model encodes each distinct image
+path once per forward pass, so batches are cut between runs of consecutive requests that show the
+same images (the 8 judge requests of a sample, 16 with --swap, or the retries of a sample), never
+inside one unless the run alone is larger than batch_size: each image is then encoded once per
+sample and round. A batch_size that is a multiple of 8 fills batches with whole samples.
 
 Generation settings are the checkpoint's generation_config.json (as the original) unless
 GenerationParams overrides them: greedy -> do_sample=False; max_new_tokens, temperature, top_p,
@@ -92,16 +94,15 @@ class HFBackend(Backend):
         self, requests: Sequence[ChatRequest], params: GenerationParams
     ) -> Iterator[Tuple[int, Union[ChatResult, BackendError]]]:
         kwargs = self.generation_kwargs(params)
-        for start in range(0, len(requests), self.batch_size):
-            chunk = requests[start : start + self.batch_size]
+        for indexes in batches_of_whole_runs(requests, self.batch_size):
+            chunk = [requests[i] for i in indexes]
             if not params.greedy and params.seed is not None:
                 torch.manual_seed(params.seed)  # sampling repeatable per batch
             try:
                 results: List[Union[ChatResult, BackendError]] = list(self._answer(chunk, kwargs))
             except (OSError, ValueError) as e:  # e.g. an unreadable image: redo this batch row by row
                 results = [self._answer_alone(r, kwargs) for r in chunk] if len(chunk) > 1 else [_error(chunk[0], e)]
-            for offset, result in enumerate(results):
-                yield start + offset, result
+            yield from zip(indexes, results)
 
     def _answer(self, chunk: Sequence[ChatRequest], kwargs: Dict[str, Any]) -> List[ChatResult]:
         from ..qwen_vl.generation import batch_chat_detailed
@@ -119,6 +120,31 @@ class HFBackend(Backend):
             return self._answer([request], kwargs)[0]
         except (OSError, ValueError) as e:
             return _error(request, e)
+
+
+def batches_of_whole_runs(requests: Sequence[ChatRequest], batch_size: int) -> List[List[int]]:
+    """Request indexes per batch, in order: at most batch_size each, a run of consecutive requests
+    with the same images kept in one batch unless the run alone exceeds batch_size (then it fills
+    whole batches and its rest opens the next)."""
+    runs: List[List[int]] = []
+    for index, request in enumerate(requests):
+        if runs and requests[runs[-1][0]].images() == request.images():
+            runs[-1].append(index)
+        else:
+            runs.append([index])
+    batches: List[List[int]] = []
+    current: List[int] = []
+    for run in runs:
+        if current and len(current) + len(run) > batch_size:
+            batches.append(current)
+            current = []
+        while len(run) > batch_size:
+            batches.append(run[:batch_size])
+            run = run[batch_size:]
+        current += run
+    if current:
+        batches.append(current)
+    return batches
 
 
 def _error(request: ChatRequest, error: Exception) -> BackendError:

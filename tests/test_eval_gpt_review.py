@@ -3,7 +3,12 @@ serves the genuine published reviews as the judge's replies."""
 
 import base64
 import json
+import os
+import signal
+import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -100,6 +105,62 @@ def test_api_failure_is_reported_skipped_and_retried_by_the_next_run(setup, caps
     assert [r.user_text for r in stub.completion_requests] == [target]
     assert stub.completion_requests[0].body["seed"] == 77  # asked for: sent
     assert json.loads((tmp_path / "reviews" / NAME).read_text(encoding="utf-8")) == reviews
+
+
+def test_sigkilled_run_resumes_sending_only_the_missing_requests(setup, repo_root):
+    """A real kill: GPT_review.py runs as a process and gets SIGKILL once 10 reviews are in its
+    journal (the stub holds every later reply back, so exactly 10 are). The rerun sends only the
+    22 requests without a journal entry, each once, and writes what an uninterrupted run writes."""
+    stub, tmp_path, answers, reviews = setup
+    assert GPT_review.main(_args(stub, tmp_path)) == 0  # the uninterrupted run, for comparison
+    uninterrupted = (tmp_path / "reviews" / NAME).read_bytes()
+    stub.clear()
+
+    kill_after, replied, gate = 10, [], threading.Event()
+    answer = stub.responder
+
+    def held_back_after_ten(request):
+        with lock:
+            replied.append(request.user_text)
+            hold = len(replied) > kill_after
+        if hold:
+            gate.wait(timeout=60)  # the client is killed meanwhile; nobody reads this reply
+        return answer(request)
+
+    lock = threading.Lock()
+    stub.responder = held_back_after_ten
+    args = _args(stub, tmp_path)
+    args[args.index("--output_dir") + 1] = str(tmp_path / "killed")
+    journal = tmp_path / "killed" / f"{Path(NAME).stem}.journal.jsonl"
+    process = subprocess.Popen([sys.executable, str(repo_root / "eval" / "GPT_review.py"), *args],
+                               cwd=tmp_path, env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not (journal.exists() and len(journal.read_text().splitlines()) >= kill_after):
+            assert process.poll() is None, process.stderr.read().decode()
+            assert time.monotonic() < deadline, "the journal never reached 10 entries"
+            time.sleep(0.02)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        gate.set()
+        if process.poll() is None:
+            process.kill()
+        process.stderr.close()
+    assert process.returncode == -signal.SIGKILL
+    assert not (tmp_path / "killed" / NAME).exists()  # the output is only written when the file is done
+    done = {_prompt(answers[[a["id"] for a in answers].index(entry["id"])], entry["metric"])
+            for entry in map(json.loads, journal.read_text().splitlines())}
+    assert len(done) == kill_after
+
+    stub.clear()
+    stub.responder = answer
+    assert GPT_review.main(args) == 0
+    sent = [r.user_text for r in stub.completion_requests]
+    everything = {_prompt(sample, metric) for sample in answers for metric in METRIC_NAMES}
+    assert len(sent) == len(set(sent)) == 4 * 8 - kill_after and set(sent) == everything - done
+    assert (tmp_path / "killed" / NAME).read_bytes() == uninterrupted
+    assert json.loads(uninterrupted) == reviews
 
 
 def test_missing_key_for_the_public_api_is_a_clear_error(tmp_path, capsys, monkeypatch):

@@ -37,12 +37,12 @@ from urllib.parse import unquote, urlparse
 from PIL import Image
 
 from .backends.base import ChatRequest, GenerationParams, Part
+from .prompts import DEFAULT_SYSTEM
+from .qwen_vl.tokenization_qwen import IMAGE_SPAN_LENGTH as MAX_IMAGE_PATH_BYTES  # a path fills <img>...</img>
 
-DEFAULT_SYSTEM = "You are a helpful assistant."  # Qwen-VL-Chat's chat() default
 IMAGE_FORMATS = {"PNG": "png", "JPEG": "jpg", "GIF": "gif", "WEBP": "webp", "BMP": "bmp"}
 # Tags that would make the model open a file named in the text: user text must not contain them.
 FORBIDDEN_TAGS = ("<img>", "</img>", "<imgpad>")
-MAX_IMAGE_PATH_BYTES = 256  # what fits between <img> and </img> (tokenization_qwen.IMAGE_SPAN_LENGTH)
 MAX_STOP_STRINGS = 4  # as OpenAI
 MAX_MESSAGES = 256
 

@@ -1,18 +1,19 @@
 """report.py: Table 5 and charts from the published per-file CSVs.
 
-Finding (see readme_eval.md): the published Table 5 is reproduced in every cell when a split is
+Finding (see docs/evaluation.md, "How the paper aggregated"): the published Table 5 is reproduced in every cell when a split is
 the plain mean of its three dialogue-type files and In-Test weighs 3 : 1 against Out-Test. The
 mean over all reviewed samples misses several cells by more than the table's rounding.
 """
 
 import csv
+import math
 import sys
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from mmrole.metrics import ABBR_OF, METRIC_NAMES
+from mmrole.metrics import ABBR_OF, DIMENSIONS, METRIC_NAMES
 from mmrole.results import read_table_csv, table5_rows
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "eval"))
@@ -83,9 +84,55 @@ def test_charts_are_drawn(mmrole_reference, tmp_path, capsys):
     for name in ("radar.png", "dimensions.png"):
         with Image.open(tmp_path / name) as image:
             assert image.format == "PNG" and image.width > 600 and image.height > 400
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dimensions.png", "radar.png", "table5.csv", "table5.md"]
     rows = read_table_csv(tmp_path / "table5.csv")
     assert list(rows) == ["mmrole-agent", "mmrole-agent (In-Test)", "mmrole-agent (Out-Test)",
                           "qwen-vl-chat", "qwen-vl-chat (In-Test)", "qwen-vl-chat (Out-Test)"]
+
+
+def _chart_rows(mmrole_reference):
+    models = ["qwen-vl-chat", "mmrole-agent", "claude-3-opus"]
+    return [row for row in table5_rows(mmrole_reference, models) if row.label in models]
+
+
+def test_radar_plots_each_models_eight_metrics_and_the_ground_truth(mmrole_reference, tmp_path):
+    from mmrole.charts import radar_chart
+
+    rows = _chart_rows(mmrole_reference)
+    ax = radar_chart(rows, tmp_path / "radar.png").axes[0]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert [text.get_text() for text in ax.get_legend().get_texts()] == [
+        "qwen-vl-chat", "mmrole-agent", "claude-3-opus", "ground truth (1.0)"]
+    angles = [2 * math.pi * i / 8 for i in range(8)] + [0.0]
+    for row in rows:  # a closed polygon, first metric (IA) at angle 0 and again at the end
+        assert list(lines[row.label].get_xdata()) == pytest.approx(angles)
+        expected = [row.scores[name] for name in METRIC_NAMES]
+        assert list(lines[row.label].get_ydata()) == pytest.approx(expected + expected[:1])
+    assert set(lines["ground truth (1.0)"].get_ydata()) == {1.0}
+    assert [label.get_text().split("\n")[0] for label in ax.get_xticklabels()] == list(METRIC_NAMES)
+    # The radius does not start at 0, and the chart says where it starts.
+    low, high = ax.get_ylim()
+    lowest = min(min(row.scores.values()) for row in rows)
+    assert 0 < low < lowest and high > max(max(row.scores.values()) for row in rows)
+    assert f"radius starts at {low:.2f}, not 0" in ax.get_title()
+    assert not ax.patches and not ax.collections  # no filled areas over the lines
+
+
+def test_bars_start_at_the_ground_truth_per_dimension_and_overall(mmrole_reference, tmp_path):
+    from mmrole.charts import dimension_bar_chart
+
+    rows = _chart_rows(mmrole_reference)
+    fig = dimension_bar_chart(rows, tmp_path / "dimensions.png")
+    assert fig.get_suptitle()
+    assert [ax.get_title() for ax in fig.axes] == [*DIMENSIONS, "Overall"]
+    for ax, metrics in zip(fig.axes, [*DIMENSIONS.values(), ("Overall",)]):
+        assert [label.get_text() for label in ax.get_xticklabels()] == (
+            ["mean of 8"] if metrics == ("Overall",) else [ABBR_OF[m] for m in metrics])
+        assert [bars.get_label() for bars in ax.containers] == [row.label for row in rows]
+        for row, bars in zip(rows, ax.containers):
+            expected = [row.overall if m == "Overall" else row.scores[m] for m in metrics]
+            assert [bar.get_y() for bar in bars] == [1.0] * len(metrics)  # every bar grows from 1.0
+            assert [bar.get_y() + bar.get_height() for bar in bars] == pytest.approx(expected)
 
 
 def test_only_one_split_gives_one_row_and_unknown_model_is_an_error(mmrole_reference, tmp_path, capsys):

@@ -311,3 +311,17 @@ def test_an_edited_answer_is_reviewed_again_the_rest_reused(mmrole_reference, tm
     assert out[1]["rm_review"]["Fluency"] == {"review": "Changed. [Scores]: (3, 9)", "score": [3.0, 9.0]}
     published = _published(mmrole_reference, "qwen-vl-chat", name)
     assert out[0]["rm_review"] == published[0]["rm_review"] and out[2]["rm_review"] == published[2]["rm_review"]
+
+
+def test_progress_bar_shows_count_rate_and_eta_on_stderr(mmrole_reference, tmp_path, capsys):
+    import re
+
+    name = "comment_test.json"
+    answers_dir, image_dir = _setup(tmp_path, mmrole_reference, "mmrole-agent", name, n=2)
+    replies = _replies(_published(mmrole_reference, "mmrole-agent", name))
+    config = ReviewConfig(image_dir=str(image_dir), params=GenerationParams(greedy=True), progress=True)
+    review_files(input_files(answers_dir, None), tmp_path / "out", ReplayJudge(replies), config)
+    out, err = capsys.readouterr()
+    assert out == ""  # bars never mix with stdout
+    # tqdm's line: "<file>: 100%|...| 16/16 [elapsed<remaining, rate]", the rate in req/s or s/req.
+    assert re.search(r"comment_test\.json: 100%\|.*\| 16/16 \[\d\d:\d\d<\d\d:\d\d, +[\d.]+(req/s|s/req)\]", err), err

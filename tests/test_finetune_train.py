@@ -1,6 +1,7 @@
 """End-to-end training on CPU through the finetune_*.sh scripts with a tiny checkpoint and real MMRole samples:
 2 torchrun processes with ZeRO-3 (loss goes down, checkpoints load and generate, a rerun resumes from the last
-checkpoint-N), 1 process with ZeRO-2 (--fix_vit keeps the vision tower except the resampler), LoRA + merge."""
+checkpoint-N), 2 with ZeRO-2 and length-grouped batches (--fix_vit keeps the vision tower except the resampler; every
+other weight changes, so both processes' optimizer partitions stepped), 1 with LoRA + merge."""
 
 import json
 import os
@@ -115,12 +116,15 @@ def test_zero3_two_processes_train_save_load_generate_and_resume(workspace):
     assert (out / "checkpoint-6" / "model.safetensors").is_file()
 
 
-def test_zero2_one_process_fix_vit_trains_all_but_the_vision_tower(workspace):
+def test_zero2_two_processes_fix_vit_trains_all_but_the_vision_tower(workspace):
     out = workspace["root"] / "zero2"
-    run_script("finetune_ds.sh", workspace["model"], workspace["clean"], out, 1, *FAST_ARGS,
-               "--image_root", str(workspace["image_root"]), "--max_steps", "2", "--per_device_train_batch_size", "2",
-               "--deepspeed", str(REPO / "finetune" / "ds_config_zero2.json"),
-               "--train_sampling_strategy", "group_by_length")
+    log = run_script("finetune_ds.sh", workspace["model"], workspace["clean"], out, 2, *FAST_ARGS,
+                     "--image_root", str(workspace["image_root"]), "--max_steps", "2",
+                     "--per_device_train_batch_size", "2", "--deepspeed", str(REPO / "finetune" / "ds_config_zero2.json"),
+                     "--train_sampling_strategy", "group_by_length")
+    # 2 processes x 2 samples: DeepSpeed's batch of 4 (the Trainer saw both processes), 6 samples = 2 steps an epoch.
+    assert "6 samples, 6 used, 0 skipped" in log
+    assert [(step, epoch) for step, _, epoch in logged_losses(out)] == [(1, pytest.approx(0.5)), (2, pytest.approx(1.0))]
     model, tokenizer = load_model_and_tokenizer(out, device="cpu", dtype=torch.float32)
     assert generates(model, tokenizer, workspace["image"])
     assert training_loss(model, tokenizer, workspace["clean"], workspace["image_root"]) < workspace["base_loss"] - 0.1

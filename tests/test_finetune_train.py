@@ -35,14 +35,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def run_script(script: str, model: Path, data: Path, output_dir: Path, processes: int, *args: str) -> str:
+def run_script(script: str, model: Path, data: Path, output_dir: Path, processes: int, *args: str,
+               expect_status: int = 0) -> str:
     env = dict(os.environ, PYTHON=sys.executable, MODEL=str(model), DATA=str(data), OUTPUT_DIR=str(output_dir),
                GPUS_PER_NODE=str(processes), MASTER_PORT=str(free_port()), PYTHONUNBUFFERED="1",
                PYTHONPATH=str(REPO))
     result = subprocess.run(["bash", str(REPO / "finetune" / script), *args], cwd=output_dir.parent, env=env,
                             capture_output=True, text=True, timeout=900)
     output = result.stdout + result.stderr
-    assert result.returncode == 0, f"{script} failed:\n{output[-6000:]}"
+    assert result.returncode == expect_status, f"{script} exited with {result.returncode}:\n{output[-6000:]}"
     return output
 
 
@@ -168,3 +169,14 @@ def test_lora_run_saves_an_adapter_that_loads_generates_and_merges(workspace):
     with torch.no_grad():
         assert torch.allclose(merged(ids).logits, peft_model(input_ids=ids).logits, atol=1e-4)
     assert generates(merged, tokenizer, workspace["image"])
+
+
+def test_two_processes_name_an_unreadable_data_file_once_before_loading_the_model(workspace):
+    broken = workspace["root"] / "broken.json"
+    broken.write_text('[\n {"id": "a", "conversations": []},\n {"id": "b", \n]', encoding="utf-8")
+    log = run_script("finetune_ds.sh", workspace["model"], broken, workspace["root"] / "broken-run", 2, *FAST_ARGS,
+                     expect_status=1)
+    # torchrun stops the other process when the first exits: the main one must have said it by then, and only it.
+    assert log.count(f"finetune.py: error: {broken}: malformed JSON at line 4") == 1
+    assert "trainable" not in log  # failed before the model was loaded
+    assert 'File "/' not in log.split("finetune.py: error:")[0]  # no Python traceback from finetune.py before it

@@ -34,15 +34,20 @@ def check_q_lora(use_lora: bool, q_lora: bool, zero3: bool = False) -> None:
                          "--q_lora, or full fine-tuning")
 
 
-def load_for_training(model_path: PathLike, dtype: torch.dtype, q_lora: bool = False):
-    """(model, tokenizer) for training: use_cache off as the original; with q_lora the GPTQ Int4 checkpoint is loaded
-    with GPTQConfig(bits=4) and placed on this process's GPU."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
+def load_training_tokenizer(model_path: PathLike):
     import mmrole.qwen_vl  # noqa: F401  (registers the qwen model type)
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(check_tokenizer_folder(check_model_folder(model_path)), local_files_only=True)
+
+
+def load_for_training(model_path: PathLike, dtype: torch.dtype, pad_token_id: int, q_lora: bool = False):
+    """The model for training: use_cache off as the original; with q_lora the GPTQ Int4 checkpoint is loaded with
+    GPTQConfig(bits=4) and placed on this process's GPU."""
+    import mmrole.qwen_vl  # noqa: F401  (registers the qwen model type)
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     folder = check_model_folder(model_path)
-    tokenizer = AutoTokenizer.from_pretrained(check_tokenizer_folder(folder), local_files_only=True)
     config = AutoConfig.from_pretrained(folder, local_files_only=True)
     config.use_cache = False
     kwargs = {"config": config, "dtype": dtype, "local_files_only": True}
@@ -52,8 +57,8 @@ def load_for_training(model_path: PathLike, dtype: torch.dtype, q_lora: bool = F
         kwargs["quantization_config"] = GPTQConfig(bits=4, use_exllama=False)
         kwargs["device_map"] = q_lora_device_map()
     model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
-    model.config.pad_token_id = tokenizer.pad_token_id  # <|endoftext|>, as the original's tokenizer.pad_token_id
-    return model, tokenizer
+    model.config.pad_token_id = pad_token_id  # <|endoftext|>, as the original's tokenizer.pad_token_id
+    return model
 
 
 def q_lora_device_map() -> dict:

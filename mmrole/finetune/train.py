@@ -1,8 +1,8 @@
 """The training entry behind finetune/finetune.py: MMRole-Agent and the reward model, full or LoRA, DeepSpeed or not.
 
-Flow: arguments -> (on a CPU-only torchrun run: the gloo shim) -> model and tokenizer -> trainable parameters
-(--fix_vit or LoRA) -> data (checked and scanned once, skipped samples printed) -> Trainer -> resume from the last
-checkpoint-N when there is one -> save (full weights, or the LoRA adapter) into output_dir.
+Flow: arguments -> (on a CPU-only torchrun run: the gloo shim) -> the checkpoint to resume from -> tokenizer ->
+data (checked and scanned once, skipped samples printed) -> model and its trainable parameters (--fix_vit or LoRA)
+-> Trainer -> training, from the last checkpoint-N when there is one -> save (full weights, or the LoRA adapter).
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from .data import (
 )
 from .loss import supervised_loss
 from .model_setup import (
-    apply_lora, check_q_lora, count_parameters, fix_vision_tower, load_for_training, training_dtype,
+    apply_lora, check_q_lora, count_parameters, fix_vision_tower, load_for_training, load_training_tokenizer,
+    training_dtype,
 )
 
 SKIPPED_FILE = "skipped_samples.jsonl"
@@ -149,9 +150,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     training_args = arguments[2]
     try:
         train(*arguments)
-    except DataFileError as err:  # every process reads the same file and fails alike: said once
-        if training_args.should_save:
+    except DataFileError as err:  # every process reads the same file, before any collective, and fails alike
+        if training_args.process_index == 0:
             print(f"finetune.py: error: {_last_line(err)}", file=sys.stderr, flush=True)
+        # torchrun stops the other processes as soon as one exits: none leaves before the first has said it.
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()
         return 1
     except (BatchImageError, FileNotFoundError) as err:  # maybe one process only (the one that drew the batch)
         print(f"finetune.py: error: {_last_line(err)}", file=sys.stderr, flush=True)
@@ -171,17 +175,11 @@ def train(model_args, data_args, training_args, lora_args) -> None:
     if not torch.cuda.is_available():
         training_args.dataloader_pin_memory = False  # nothing to pin for without a GPU
     check_q_lora(training_args.use_lora, lora_args.q_lora, zero3=is_deepspeed_zero3_enabled())
+    checkpoint = resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
     transformers.set_seed(training_args.seed)
 
-    dtype = training_dtype(training_args.fp16, training_args.bf16)
-    model, tokenizer = load_for_training(model_args.model_name_or_path, dtype, q_lora=lora_args.q_lora)
-    if training_args.use_lora:
-        model = apply_lora(model, lora_args, model_args.model_name_or_path, training_args.activation_checkpointing)
-    elif training_args.fix_vit:
-        fix_vision_tower(model)
-    if training_args.should_save:
-        print(f"{model_args.model_name_or_path}: {count_parameters(model)}", flush=True)
-
+    # The data before the model: a broken data file is reported at once, not after minutes of loading weights.
+    tokenizer = load_training_tokenizer(model_args.model_name_or_path)
     train_dataset, train_report = load_data(data_args.data_path, tokenizer, data_args, training_args)
     report_data(train_report, training_args, SKIPPED_FILE)
     eval_dataset = None
@@ -191,6 +189,15 @@ def train(model_args, data_args, training_args, lora_args) -> None:
     if len(train_dataset) == 0:
         raise SystemExit(f"{data_args.data_path}: no usable training sample (see the report above)")
 
+    dtype = training_dtype(training_args.fp16, training_args.bf16)
+    model = load_for_training(model_args.model_name_or_path, dtype, tokenizer.pad_token_id, q_lora=lora_args.q_lora)
+    if training_args.use_lora:
+        model = apply_lora(model, lora_args, model_args.model_name_or_path, training_args.activation_checkpointing)
+    elif training_args.fix_vit:
+        fix_vision_tower(model)
+    if training_args.should_save:
+        print(f"{model_args.model_name_or_path}: {count_parameters(model)}", flush=True)
+
     collator = SupervisedCollator(
         tokenizer.pad_token_id,
         image_size=model.config.visual["image_size"],
@@ -198,7 +205,6 @@ def train(model_args, data_args, training_args, lora_args) -> None:
     )
     trainer = FinetuneTrainer(model=model, args=training_args, processing_class=tokenizer,
                               train_dataset=train_dataset, eval_dataset=eval_dataset, data_collator=collator)
-    checkpoint = resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
     if checkpoint and training_args.should_save:
         print(f"resuming from {checkpoint}", flush=True)
     trainer.train(resume_from_checkpoint=checkpoint)

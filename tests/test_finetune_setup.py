@@ -245,6 +245,14 @@ def test_a_data_file_that_cannot_be_read_ends_the_run_with_one_line(qwen_referen
     err = capsys.readouterr().err
     assert status == 1 and "Traceback" not in err
     assert f"finetune.py: error: {broken}: malformed JSON at line 4" in err
+    # Readable, but not one sample can be trained on: the report names it, then the same kind of one-line ending.
+    nothing = tmp_path / "nothing.jsonl"
+    nothing.write_text('{"id": "only-user", "conversations": [{"from": "user", "value": "Hi"}]}\n', encoding="utf-8")
+    status = main(["--model_name_or_path", str(qwen_reference / "tiny-qwen-vl-chat"), "--data_path", str(nothing),
+                   "--output_dir", str(tmp_path / "out"), "--report_to", "none"])
+    captured = capsys.readouterr()
+    assert status == 1 and "only-user" in captured.out
+    assert f"finetune.py: error: {nothing}: no usable training sample" in captured.err
 
 
 def test_an_image_gone_before_its_batch_ends_the_run_naming_sample_and_path(qwen_reference, mmrole_data, tmp_path,

@@ -187,7 +187,7 @@ def train(model_args, data_args, training_args, lora_args) -> None:
         eval_dataset, eval_report = load_data(data_args.eval_data_path, tokenizer, data_args, training_args)
         report_data(eval_report, training_args, "skipped_eval_samples.jsonl")
     if len(train_dataset) == 0:
-        raise SystemExit(f"{data_args.data_path}: no usable training sample (see the report above)")
+        raise DataFileError(f"{data_args.data_path}: no usable training sample (see the report above)")
 
     dtype = training_dtype(training_args.fp16, training_args.bf16)
     model = load_for_training(model_args.model_name_or_path, dtype, tokenizer.pad_token_id, q_lora=lora_args.q_lora)

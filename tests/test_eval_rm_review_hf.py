@@ -158,3 +158,11 @@ def test_parse_retries_sample_again_and_resume_after_a_kill(setup):
     # Greedy first asks are batch-independent; the sampled retry round is one batch of 16 with the
     # same seed in both runs, so even the retries agree.
     assert (resumed / NAME).read_bytes() == (full / NAME).read_bytes()
+
+
+def test_with_prompt_lengths_runs_go_longest_first_and_stay_whole():
+    from mmrole.backends.hf import batches_of_whole_runs
+
+    requests = _image_runs([2, 2, 2, 2])
+    lengths = [100, 101, 900, 905, 300, 300, 880, 870]
+    assert batches_of_whole_runs(requests, 4, lengths) == [[2, 3, 6, 7], [4, 5, 0, 1]]

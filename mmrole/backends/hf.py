@@ -8,7 +8,10 @@ NTK and log-n, so greedy answers equal one-at-a-time `chat`). The model encodes 
 path once per forward pass, so batches are cut between runs of consecutive requests that show the
 same images (the 8 judge requests of a sample, 16 with --swap, or the retries of a sample), never
 inside one unless the run alone is larger than batch_size: each image is then encoded once per
-sample and round. A batch_size that is a multiple of 8 fills batches with whole samples.
+sample and round. A batch_size that is a multiple of 8 fills batches with whole samples. When the
+requests fill more than one batch, runs are taken longest prompt first, so a batch holds prompts
+of similar length and little of every forward pass and cached step is spent on left padding
+(results are yielded with their index; greedy answers do not depend on the batch).
 
 Generation settings are the checkpoint's generation_config.json (as the original) unless
 GenerationParams overrides them: greedy -> do_sample=False; max_new_tokens, temperature, top_p,
@@ -74,6 +77,11 @@ class HFBackend(Backend):
         history = [(self.tokenizer.from_list_format(list(turn)), reply) for turn, reply in request.history]
         return query, history
 
+    def prompt_length(self, request: ChatRequest) -> int:
+        """Tokens of the rendered query and history (the system prompt is the same for a whole run)."""
+        query, history = self.render(request)
+        return len(self.tokenizer.encode(query)) + sum(len(self.tokenizer.encode(q + r)) for q, r in history)
+
     def generation_kwargs(self, params: GenerationParams) -> Dict[str, Any]:
         """Overrides of the checkpoint's generation config; empty = the checkpoint's settings."""
         kwargs: Dict[str, Any] = {}
@@ -94,7 +102,8 @@ class HFBackend(Backend):
         self, requests: Sequence[ChatRequest], params: GenerationParams
     ) -> Iterator[Tuple[int, Union[ChatResult, BackendError]]]:
         kwargs = self.generation_kwargs(params)
-        for indexes in batches_of_whole_runs(requests, self.batch_size):
+        lengths = [self.prompt_length(r) for r in requests] if len(requests) > self.batch_size else None
+        for indexes in batches_of_whole_runs(requests, self.batch_size, lengths):
             chunk = [requests[i] for i in indexes]
             if not params.greedy and params.seed is not None:
                 torch.manual_seed(params.seed)  # sampling repeatable per batch
@@ -122,16 +131,21 @@ class HFBackend(Backend):
             return _error(request, e)
 
 
-def batches_of_whole_runs(requests: Sequence[ChatRequest], batch_size: int) -> List[List[int]]:
-    """Request indexes per batch, in order: at most batch_size each, a run of consecutive requests
-    with the same images kept in one batch unless the run alone exceeds batch_size (then it fills
-    whole batches and its rest opens the next)."""
+def batches_of_whole_runs(
+    requests: Sequence[ChatRequest], batch_size: int, lengths: Optional[Sequence[int]] = None
+) -> List[List[int]]:
+    """Request indexes per batch: at most batch_size each, a run of consecutive requests with the
+    same images kept in one batch unless the run alone exceeds batch_size (then it fills whole
+    batches and its rest opens the next). Runs in the given order, or, with the prompt lengths,
+    longest run first (a stable sort: equal lengths keep their order)."""
     runs: List[List[int]] = []
     for index, request in enumerate(requests):
         if runs and requests[runs[-1][0]].images() == request.images():
             runs[-1].append(index)
         else:
             runs.append([index])
+    if lengths is not None:
+        runs.sort(key=lambda run: -max(lengths[i] for i in run))
     batches: List[List[int]] = []
     current: List[int] = []
     for run in runs:

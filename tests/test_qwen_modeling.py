@@ -292,8 +292,11 @@ def test_pixel_values_must_match_the_image_spans(ref_model, expected, tensors):
         ref_model(torch.tensor(case["input_ids"]), pixel_values=pixels.repeat(2, 1, 1, 1), use_cache=False)
 
 
-def test_downloaded_folder_loads_with_our_code_and_never_runs_its_py_files(qwen_reference, tmp_path):
-    """A real Qwen-VL-Chat folder ships modeling_qwen.py etc. and an auto_map; they must not be executed."""
+@pytest.mark.parametrize("trust_remote_code", [None, False, True])
+def test_downloaded_folder_loads_with_our_code_and_never_runs_its_py_files(qwen_reference, tmp_path,
+                                                                           trust_remote_code):
+    """A real Qwen-VL-Chat folder ships modeling_qwen.py etc. and an auto_map; they must not be executed, also
+    with trust_remote_code=True as the original MMRole scripts pass it."""
     source = qwen_reference / "tiny-qwen-vl-chat"
     folder = tmp_path / "Qwen-VL-Chat"
     folder.mkdir()
@@ -306,12 +309,15 @@ def test_downloaded_folder_loads_with_our_code_and_never_runs_its_py_files(qwen_
     (folder / "config.json").write_text(json.dumps(config))
     marker = tmp_path / "remote_code_ran"
     trap = textwrap.dedent(f"""
-        open({str(marker)!r}, "w").write(__name__)
+        open({str(marker)!r}, "a").write(__name__ + "\\n")
         raise RuntimeError("downloaded code was executed")
     """)
     for name in ("configuration_qwen.py", "modeling_qwen.py", "visual.py", "qwen_generation_utils.py"):
         (folder / name).write_text(trap)
-    assert isinstance(AutoConfig.from_pretrained(folder), QWenConfig)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    kwargs = {} if trust_remote_code is None else {"trust_remote_code": trust_remote_code}
+    assert type(AutoConfig.from_pretrained(folder, **kwargs)) is QWenConfig
+    assert type(QWenConfig.from_pretrained(folder, **kwargs)) is QWenConfig
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, **kwargs)
     assert type(model) is QWenLMHeadModel
-    assert not marker.exists()
+    assert type(QWenLMHeadModel.from_pretrained(folder, dtype=torch.float32, **kwargs)) is QWenLMHeadModel
+    assert not marker.exists(), marker.read_text()

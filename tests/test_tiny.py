@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors import safe_open
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 import mmrole  # noqa: F401  (registers the qwen model type)
 from mmrole import tiny
 from mmrole.qwen_vl import loading
+from mmrole.qwen_vl.configuration_qwen import QWenConfig
 from mmrole.qwen_vl.loading import load_model_and_tokenizer
 from mmrole.qwen_vl.modeling_qwen import QWenLMHeadModel
 
@@ -30,12 +31,17 @@ def tiny_model(tiny_dir):
 
 @pytest.fixture(autouse=True)
 def no_network(monkeypatch):
-    """Nothing here may reach the network."""
+    """Nothing here may reach the network: name lookups and connections fail, and are recorded (the list is
+    the fixture's value) in case a library swallows the error."""
+    attempts = []
 
     def refuse(*args, **kwargs):
+        attempts.append(args)
         raise AssertionError("network access attempted")
 
     monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    return attempts
 
 
 def _safetensors_keys(folder: Path):
@@ -71,6 +77,7 @@ def test_tiny_folder_has_the_qwen_vl_chat_layout(tiny_dir, tiny_model, qwen_refe
     assert (config["model_type"], config["seq_length"], config["hidden_size"], config["vocab_size"]) == (
         "qwen", 300, 128, 151936)
     assert config["visual"]["image_size"] == 56 and config["visual"]["output_dim"] == 128
+    assert config["torch_dtype"] == json.loads((reference / "config.json").read_text())["torch_dtype"]
     tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
     assert len(tokenizer) == 151860
     assert tiny_model.generation_config.chat_format == "chatml"
@@ -170,10 +177,36 @@ def test_loader_errors_name_the_problem(tiny_dir, tmp_path):
         load_model_and_tokenizer(no_vocab)
     other = _linked_copy(tiny_dir, tmp_path / "llama", skip={"config.json"})
     (other / "config.json").write_text(json.dumps({"model_type": "llama"}))
-    with pytest.raises(ValueError, match=r"llama/config\.json has model_type 'llama'"):
-        load_model_and_tokenizer(other)
+    for load in (load_model_and_tokenizer, QWenConfig.from_pretrained, QWenLMHeadModel.from_pretrained):
+        with pytest.raises(ValueError, match=r"llama/config\.json has model_type 'llama'"):
+            load(other)
     with pytest.raises(FileNotFoundError, match="adapter_config.json does not exist"):
         load_model_and_tokenizer(tiny_dir, use_lora=True)
+
+
+@pytest.mark.parametrize("name", ["nonexistent_dir", "Qwen/Qwen-VL-Chat"])
+def test_config_and_model_load_from_local_folders_only(name, tmp_path, monkeypatch, no_network):
+    """transformers would take a missing folder for a hub id and send requests (with retries)."""
+    monkeypatch.chdir(tmp_path)
+    for load in (QWenConfig.from_pretrained, QWenLMHeadModel.from_pretrained):
+        with pytest.raises(FileNotFoundError, match=f"'{name}' is not a local folder"):
+            load(name)
+    assert no_network == []
+
+
+def test_saved_config_names_no_missing_code_and_gives_the_dtype_under_both_names(tiny_dir, tmp_path):
+    """A downloaded folder's auto_map names .py files that save_pretrained does not write; transformers 4.x
+    (the original code's) reads the dtype as torch_dtype."""
+    downloaded = _linked_copy(tiny_dir, tmp_path / "downloaded", skip={"config.json"})
+    config = json.loads((tiny_dir / "config.json").read_text())
+    config["auto_map"] = {"AutoConfig": "configuration_qwen.QWenConfig",
+                          "AutoModelForCausalLM": "modeling_qwen.QWenLMHeadModel"}
+    (downloaded / "config.json").write_text(json.dumps(config))
+    AutoModelForCausalLM.from_pretrained(downloaded, dtype=torch.bfloat16).save_pretrained(tmp_path / "saved")
+    saved = json.loads((tmp_path / "saved" / "config.json").read_text())
+    assert "auto_map" not in saved
+    assert saved["dtype"] == saved["torch_dtype"] == "bfloat16"
+    assert AutoConfig.from_pretrained(tmp_path / "saved").dtype == torch.bfloat16
 
 
 def test_lora_adapter_folder_loads_its_base_and_applies_the_adapter(tiny_dir, tmp_path, monkeypatch):

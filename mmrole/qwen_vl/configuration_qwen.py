@@ -1,10 +1,20 @@
-"""Configuration of Qwen-VL-Chat (`model_type: "qwen"`), readable from the official config.json."""
+"""Configuration of Qwen-VL-Chat (`model_type: "qwen"`), readable from the official config.json.
+
+Also the local-only loading rule shared by the config, the model and the tokenizer: checkpoints load from
+local folders, never from a hub (a missing folder is an error, not a download).
+"""
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+import json
+import os
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
 
 from transformers import PretrainedConfig
+
+CONFIG_FILE = "config.json"
+MODEL_TYPE = "qwen"
 
 # The vision tower of the released Qwen-VL-Chat (a ViT-bigG/14 at 448 px).
 DEFAULT_VISUAL_CONFIG: Dict[str, Any] = {
@@ -19,15 +29,43 @@ DEFAULT_VISUAL_CONFIG: Dict[str, Any] = {
 }
 
 
+def local_folder(path: Union[str, os.PathLike], subfolder: Optional[str] = None, caller: str = "") -> Path:
+    """`path` (joined with `subfolder`) as an existing local folder; raises FileNotFoundError otherwise.
+
+    transformers would treat a missing folder as a hub id and send requests (with retries); we refuse instead."""
+    folder = Path(path) / subfolder if subfolder else Path(path)
+    if not folder.is_dir():
+        prefix = f"{caller}: " if caller else ""
+        raise FileNotFoundError(f"{prefix}{str(folder)!r} is not a local folder (hub downloads are not used)")
+    return folder
+
+
+def check_qwen_config_file(folder: Union[str, os.PathLike]) -> Path:
+    """Raise a clear error naming `folder`/config.json unless it exists and has model_type "qwen"."""
+    config_path = Path(folder) / CONFIG_FILE
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{config_path} does not exist: {folder} is not a model folder")
+    try:
+        model_type = json.loads(config_path.read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError, AttributeError) as err:
+        raise ValueError(f"{config_path} is not readable JSON: {err}") from err
+    if model_type != MODEL_TYPE:
+        raise ValueError(f"{config_path} has model_type {model_type!r}; a Qwen-VL-Chat checkpoint has {MODEL_TYPE!r}")
+    return Path(folder)
+
+
 class QWenConfig(PretrainedConfig):
     """Defaults are the released Qwen-VL-Chat's; the official config.json loads unchanged.
 
     Keys the original remote code read and that we keep for round-tripping: `fp32`/`bf16`/`fp16`
     (the original's dtype switches; we use `torch_dtype` / `dtype` at load time instead),
     `use_flash_attn` (we always use torch SDPA) and `onnx_safe` (unused).
+
+    A downloaded folder's `auto_map` (pointing at the original's .py files) is dropped on load: this
+    implementation replaces that code, and a saved folder must not name .py files it does not hold.
     """
 
-    model_type = "qwen"
+    model_type = MODEL_TYPE
     # AutoTokenizer falls back to this when a folder has no tokenizer_config.json.
     tokenizer_class = "QWenTokenizer"
     keys_to_ignore_at_inference = ["past_key_values", "cache"]
@@ -62,6 +100,7 @@ class QWenConfig(PretrainedConfig):
         onnx_safe: Any = None,
         **kwargs: Any,
     ):
+        kwargs.pop("auto_map", None)
         self.vocab_size = vocab_size
         self.hidden_size = hidden_size
         self.intermediate_size = intermediate_size
@@ -88,3 +127,22 @@ class QWenConfig(PretrainedConfig):
         self.onnx_safe = onnx_safe
         self.visual = {**DEFAULT_VISUAL_CONFIG, **(visual or {})}
         super().__init__(tie_word_embeddings=tie_word_embeddings, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: Union[str, os.PathLike], **kwargs: Any):
+        """Read config.json from a local Qwen-VL-Chat folder: never a hub, never downloaded code; a config of
+        another model type is an error naming the file (transformers would only warn)."""
+        folder = local_folder(pretrained_model_name_or_path, kwargs.get("subfolder"), f"{cls.__name__}.from_pretrained")
+        check_qwen_config_file(folder)
+        kwargs["local_files_only"] = True
+        kwargs.pop("trust_remote_code", None)
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    def to_diff_dict(self) -> Dict[str, Any]:
+        """What save_pretrained writes. Besides `dtype`, also `torch_dtype`: the name transformers 4.x reads,
+        which the original Qwen-VL code targets (4.32); transformers 5 reads `dtype` and accepts both.
+        (Not added in to_dict: transformers 5 would then read the deprecated attribute and warn.)"""
+        output = super().to_diff_dict()
+        if output.get("dtype") is not None:
+            output["torch_dtype"] = output["dtype"]
+        return output

@@ -9,7 +9,8 @@ from typing import Optional, Union
 
 import torch
 
-CONFIG_FILE = "config.json"
+from .configuration_qwen import CONFIG_FILE, check_qwen_config_file, local_folder
+
 VOCAB_FILE = "qwen.tiktoken"
 ADAPTER_CONFIG_FILE = "adapter_config.json"
 # Where the scripts expect the released weights (see model_weights/README.md).
@@ -30,20 +31,8 @@ def default_dtype(device: Union[str, torch.device]) -> torch.dtype:
 
 
 def check_model_folder(folder: PathLike) -> Path:
-    """Raise a clear error unless `folder` is a Qwen-VL-Chat-format checkpoint (config of type qwen)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"model folder not found: {folder}")
-    config_path = folder / CONFIG_FILE
-    if not config_path.is_file():
-        raise FileNotFoundError(f"{config_path} does not exist: {folder} is not a model folder")
-    try:
-        model_type = json.loads(config_path.read_text(encoding="utf-8")).get("model_type")
-    except (OSError, ValueError) as err:
-        raise ValueError(f"{config_path} is not readable JSON: {err}") from err
-    if model_type != "qwen":
-        raise ValueError(f"{config_path} has model_type {model_type!r}; a Qwen-VL-Chat checkpoint has 'qwen'")
-    return folder
+    """Raise a clear error unless `folder` is a local Qwen-VL-Chat-format checkpoint (config of type qwen)."""
+    return check_qwen_config_file(local_folder(folder))
 
 
 def check_tokenizer_folder(folder: PathLike) -> Path:

@@ -27,7 +27,7 @@ from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
-from .configuration_qwen import QWenConfig
+from .configuration_qwen import QWenConfig, local_folder
 
 # transformers 5.24 renamed the key-value cache from `past_key_values` to `cache`, in forward keywords (generate
 # passes `cache=`) and in output fields; older 5.x releases use `past_key_values`. Both names are accepted as input,
@@ -253,6 +253,16 @@ class QWenPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     # Non-persistent state of the original code that some exported checkpoints still carry.
     _keys_to_ignore_on_load_unexpected = [r"attn\.masked_bias", r"rotary_emb\.inv_freq"]
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """transformers' loading, from a local folder only: a missing folder is an error, not a hub download,
+        and no code shipped with a checkpoint runs (`trust_remote_code` is ignored)."""
+        if pretrained_model_name_or_path is not None:  # None: weights come from `state_dict`
+            local_folder(pretrained_model_name_or_path, kwargs.get("subfolder"), f"{cls.__name__}.from_pretrained")
+        kwargs["local_files_only"] = True
+        kwargs.pop("trust_remote_code", None)
+        return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
 
     def _init_weights(self, module: nn.Module) -> None:
         """Normal(0, initializer_range) weights, zero biases, unit norms, as the original; the LM's output

@@ -22,13 +22,13 @@ from __future__ import annotations
 import base64
 import os
 import unicodedata
-from pathlib import Path
 from typing import Any, Callable, Collection, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
 import tiktoken
 from transformers import AddedToken, PreTrainedTokenizer
 
 from ..list_format import DEFAULT_TAGS, from_list_format  # noqa: F401  (re-exported)
+from .configuration_qwen import local_folder
 
 VOCAB_FILE_NAME = "qwen.tiktoken"
 VOCAB_FILES_NAMES = {"vocab_file": VOCAB_FILE_NAME}
@@ -212,13 +212,7 @@ class QWenTokenizer(PreTrainedTokenizer):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: Union[str, os.PathLike], *args: Any, **kwargs: Any):
         """Load from a local folder holding `qwen.tiktoken` (never from a hub, never remote code)."""
-        folder = Path(pretrained_model_name_or_path)
-        if kwargs.get("subfolder"):
-            folder = folder / kwargs["subfolder"]
-        if not folder.is_dir():
-            raise FileNotFoundError(
-                f"QWenTokenizer.from_pretrained: {str(folder)!r} is not a local folder (hub downloads are not used)"
-            )
+        folder = local_folder(pretrained_model_name_or_path, kwargs.get("subfolder"), "QWenTokenizer.from_pretrained")
         if not (folder / VOCAB_FILE_NAME).is_file():
             raise FileNotFoundError(f"QWenTokenizer.from_pretrained: no {VOCAB_FILE_NAME} in folder {str(folder)!r}")
         kwargs["local_files_only"] = True

@@ -27,6 +27,8 @@ VOCAB_FILE = "qwen.tiktoken"
 VOCAB_SIZE = 151936
 # Ids from here up to VOCAB_SIZE are padding rows the tokenizer cannot decode.
 TOKENIZER_LENGTH = 151860
+# qwen.tiktoken holds the BPE ranks 0..151642; the special tokens take the ids after them.
+QWEN_BPE_RANKS = 151643
 IMAGE_START_ID = 151857
 
 # The released Qwen-VL-Chat generation_config.json (minus its transformers_version).
@@ -69,16 +71,34 @@ class TinySizes:
             raise ValueError(f"all sizes must be positive: {self}")
 
 
+def check_vocab_file(path: Union[str, Path]) -> Path:
+    """`path` if it is Qwen's vocabulary (one `base64 rank` line per BPE token, ranks 0..151642), else a
+    ValueError naming the file: a truncated or foreign file would give a tokenizer with the wrong ids."""
+    from mmrole.qwen_vl.tokenization_qwen import load_tiktoken_ranks
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"vocabulary file not found: {path}")
+    ranks = load_tiktoken_ranks(path)  # names the file and line of a malformed line
+    if sorted(ranks.values()) != list(range(QWEN_BPE_RANKS)):
+        raise ValueError(
+            f"{path} is not the Qwen vocabulary: it holds {len(ranks)} distinct tokens, expected {QWEN_BPE_RANKS} "
+            f"with ranks 0..{QWEN_BPE_RANKS - 1}"
+        )
+    return path
+
+
 def find_vocab_file(repo_root: Path = REPO_ROOT) -> Path:
-    """qwen.tiktoken from model_weights/Qwen-VL-Chat if present, else from the installed dashscope package."""
+    """qwen.tiktoken from model_weights/Qwen-VL-Chat if present, else from the installed dashscope package;
+    checked with check_vocab_file (a broken download is reported, not skipped)."""
     local = repo_root / "model_weights" / "Qwen-VL-Chat" / VOCAB_FILE
     if local.is_file():
-        return local
+        return check_vocab_file(local)
     spec = importlib.util.find_spec("dashscope")  # locates the package without importing it
     for location in (spec.submodule_search_locations or []) if spec else []:
         candidate = Path(location) / "resources" / VOCAB_FILE
         if candidate.is_file():
-            return candidate
+            return check_vocab_file(candidate)
     raise FileNotFoundError(
         f"no {VOCAB_FILE} found: put Qwen-VL-Chat in {local.parent} or `pip install dashscope` "
         "(it ships dashscope/resources/qwen.tiktoken)"
@@ -143,9 +163,7 @@ def write_tiny_checkpoint(
     existing = [p.name for p in output_dir.glob("*") if p.name == "config.json" or p.suffix == ".safetensors"]
     if existing and not overwrite:
         raise FileExistsError(f"{output_dir} already holds {sorted(existing)}; pass --overwrite to replace them")
-    vocab = Path(vocab_file) if vocab_file else find_vocab_file()
-    if not vocab.is_file():
-        raise FileNotFoundError(f"vocabulary file not found: {vocab}")
+    vocab = check_vocab_file(vocab_file) if vocab_file else find_vocab_file()
 
     model = build_tiny_model(sizes, seed)
     model.generation_config = GenerationConfig(**QWEN_VL_CHAT_GENERATION_CONFIG)

@@ -146,12 +146,24 @@ def test_cli_help_and_refusal_to_overwrite(tiny_dir, capsys):
     assert tiny.main(["--output_dir", str(tiny_dir / "x"), "--hidden_size", "130", "--num_heads", "4"]) == 2
 
 
-def test_vocab_file_comes_from_model_weights_when_present(tmp_path):
+def test_vocab_file_comes_from_model_weights_when_present_and_is_checked(tmp_path, qwen_reference, capsys):
+    real = (qwen_reference / "tiny-qwen-vl-chat" / "qwen.tiktoken").read_bytes()
     local = tmp_path / "model_weights" / "Qwen-VL-Chat"
     local.mkdir(parents=True)
-    (local / "qwen.tiktoken").write_text("x")
+    (local / "qwen.tiktoken").write_bytes(real)
     assert tiny.find_vocab_file(tmp_path) == local / "qwen.tiktoken"
-    assert tiny.find_vocab_file(tmp_path / "elsewhere").parts[-3:] == ("dashscope", "resources", "qwen.tiktoken")
+    found = tiny.find_vocab_file(tmp_path / "elsewhere")
+    assert found.parts[-3:] == ("dashscope", "resources", "qwen.tiktoken") and found.read_bytes() == real
+
+    (local / "qwen.tiktoken").write_text("x\n")
+    with pytest.raises(ValueError, match=r"Qwen-VL-Chat/qwen\.tiktoken:1: not a `base64 rank` line"):
+        tiny.find_vocab_file(tmp_path)
+    truncated = tmp_path / "truncated.tiktoken"
+    truncated.write_bytes(b"".join(real.splitlines(keepends=True)[:1000]))
+    assert tiny.main(["--output_dir", str(tmp_path / "out"), "--vocab_file", str(truncated)]) == 2
+    assert f"{truncated} is not the Qwen vocabulary: it holds 1000 distinct tokens, expected 151643" in (
+        capsys.readouterr().err)
+    assert not (tmp_path / "out").exists()
 
 
 def test_loader_defaults_to_float32_eval_on_cpu(tiny_dir, tiny_model):

@@ -7,7 +7,8 @@ cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python3}
 if ! "$PYTHON" -c "import torch" 2>/dev/null; then
   if command -v nvidia-smi >/dev/null 2>&1; then
-    "$PYTHON" -m pip install "${TORCH_SPEC:-torch>=2.1}"
+    # The torch line of requirements.txt, so the two never disagree.
+    "$PYTHON" -m pip install "${TORCH_SPEC:-$(grep -E '^torch[<>=]' requirements.txt)}"
   else
     "$PYTHON" -m pip install "${TORCH_SPEC:-torch==2.13.0}"
   fi

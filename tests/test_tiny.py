@@ -133,8 +133,12 @@ def test_save_pretrained_round_trip_plain_and_sharded(tiny_dir, tiny_model, tmp_
 
 def test_device_map_auto_loads(tiny_dir, tiny_model):
     tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
+    expected = _probe_logits(tiny_model, tokenizer)
     mapped = AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float32, device_map="auto").eval()
-    assert torch.allclose(_probe_logits(mapped, tokenizer), _probe_logits(tiny_model, tokenizer), atol=1e-5)
+    assert torch.allclose(_probe_logits(mapped, tokenizer), expected, atol=1e-5)
+    loaded, _ = load_model_and_tokenizer(tiny_dir, device_map="auto")
+    assert not loaded.training and loaded.dtype == torch.float32
+    assert torch.allclose(_probe_logits(loaded, tokenizer), expected, atol=1e-5)
 
 
 def test_cli_help_and_refusal_to_overwrite(tiny_dir, capsys):

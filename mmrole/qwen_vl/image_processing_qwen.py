@@ -33,7 +33,9 @@ def load_image(image: ImageInput) -> Image.Image:
     if path.startswith(("http://", "https://")):
         raise ValueError(f"image {path!r} is a URL; download it first and pass the local path (no network access)")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"image file not found: {path!r}")
+        # Prompts name images by the path inside <img>...</img>, often relative: say where it was looked up.
+        where = "" if os.path.isabs(path) else f" (relative to the working directory {os.getcwd()})"
+        raise FileNotFoundError(f"image file not found: {path!r}{where}")
     try:
         with Image.open(path) as opened:
             return opened.convert("RGB")

@@ -23,7 +23,8 @@ model the 151,936-row lm_head dominates (1)-(3), so the cost per token is unifor
 the decoder dominates; side (4) gains far more here than it would on the real model (there it mainly saves the
 memory of the logits). Images missing from the snapshot
 (MS-COCO) are replaced by small generated images: an image is 258 tokens whatever its content.
-A benchmark, not a test; it takes several minutes on 2 cores.
+A benchmark, not a test: slow on a CPU (52 minutes with the defaults on 2 cores shared with other jobs;
+the figures are in docs/training.md).
 
     python bench/train_throughput.py [--samples 12] [--batch_size 4] [--seed 0]
 """

@@ -28,6 +28,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
 from .configuration_qwen import QWenConfig, local_folder
+from .modeling_qwen_visual import Resampler, VisionTransformer, sincos_2d_table
 
 # transformers 5.24 renamed the key-value cache from `past_key_values` to `cache`, in forward keywords (generate
 # passes `cache=`) and in output fields; older 5.x releases use `past_key_values`. Both names are accepted as input,
@@ -39,7 +40,7 @@ def _one_cache(past_key_values: Optional[Cache], cache: Optional[Cache]) -> Opti
     if past_key_values is not None and cache is not None:
         raise ValueError("pass the key-value cache as `cache` or as `past_key_values`, not both")
     return cache if cache is not None else past_key_values
-from .modeling_qwen_visual import Resampler, VisionTransformer, sincos_2d_table
+
 
 # Attribute set on a KV cache at prefill: the NTK alpha of every row, kept for cached decoding.
 CACHE_NTK_ALPHA_ATTR = "qwen_ntk_alpha"

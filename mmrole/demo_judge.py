@@ -55,7 +55,8 @@ PENALTIES: Dict[str, Dict[str, int]] = {
     "repetitive": {"Fluency": 3, "Coherency": 4, "Image-Text Relevance": 5, "Response Accuracy": 5},
 }
 # Short fixed phrases: the review's wording is not the point, its format (ending in the score pair) is,
-# and a tiny reward model learns a small vocabulary quickly.
+# and a tiny reward model learns a small vocabulary quickly. No commas: the only comma of a review is the
+# one inside the score pair, so a briefly trained model never continues "(9," with words.
 GOOD = {
     "Instruction Adherence": "stays in character without extra explanations",
     "Fluency": "is fluent and grammatical",
@@ -88,7 +89,7 @@ def review_text(defects: Sequence[str], metric: str) -> str:
     relevant = sorted((d for d in defects if PENALTIES[d].get(metric)), key=lambda d: -PENALTIES[d][metric])
     good = GOOD[metric]
     if relevant:
-        judgement = f"Model A {FLAWS[relevant[0]]}, while Model B {good}"
+        judgement = f"Model A {FLAWS[relevant[0]]} while Model B {good}"
     else:
         judgement = f"Both models are fine here: each {good}"
     return f"{judgement}. [Scores]: ({score_a}, {score_b})"

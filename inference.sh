@@ -8,7 +8,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/eval/wrapper_args.sh"
 split_args 2 "$@"
 MODEL="${POSITIONAL[0]:-mmrole-agent}"
 MODEL_PATH="${POSITIONAL[1]:-model_weights/MMRole-Agent}"
-python inference.py --model_path "$MODEL_PATH" --input_dir data/test/in-distribution \
+run_split python inference.py --model_path "$MODEL_PATH" --input_dir data/test/in-distribution \
     --output_dir "eval/in-test_answers/$MODEL" "${FLAGS[@]}"
-python inference.py --model_path "$MODEL_PATH" --input_dir data/test/out-of-distribution \
+run_split python inference.py --model_path "$MODEL_PATH" --input_dir data/test/out-of-distribution \
     --output_dir "eval/out-test_answers/$MODEL" "${FLAGS[@]}"
+exit "$STATUS"

@@ -8,6 +8,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/wrapper_args.sh"
 split_args 1 "$@"
 MODEL="${POSITIONAL[0]:-mmrole-agent}"
 for SPLIT in in out; do
-    python eval/GPT_review.py \
+    run_split python eval/GPT_review.py \
         --input_dir "eval/${SPLIT}-test_answers/${MODEL}" --output_dir "eval/${SPLIT}-test_gpt_reviews/${MODEL}" "${FLAGS[@]}"
 done
+exit "$STATUS"

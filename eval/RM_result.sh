@@ -7,8 +7,9 @@ split_args 1 "$@"
 MODEL="${POSITIONAL[0]:-mmrole-agent}"
 for SPLIT in in out; do
     if [ -d "eval/${SPLIT}-test_reviews/${MODEL}" ]; then
-        python eval/RM_result.py \
+        run_split python eval/RM_result.py \
             --input_dir "eval/${SPLIT}-test_reviews/${MODEL}" \
             --output_dir "eval/${SPLIT}-test_results/${MODEL}" "${FLAGS[@]}"
     fi
 done
+exit "$STATUS"

@@ -7,6 +7,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/wrapper_args.sh"
 split_args 1 "$@"
 MODEL="${POSITIONAL[0]:-mmrole-agent}"
 for SPLIT in in out; do
-    python eval/RM_review.py --model_path model_weights/MMRole-Eval_RM \
+    run_split python eval/RM_review.py --model_path model_weights/MMRole-Eval_RM \
         --input_dir "eval/${SPLIT}-test_answers/${MODEL}" --output_dir "eval/${SPLIT}-test_reviews/${MODEL}" "${FLAGS[@]}"
 done
+exit "$STATUS"

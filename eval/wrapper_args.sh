@@ -20,3 +20,10 @@ split_args() {
     fi
     FLAGS=("$@")
 }
+
+# run_split COMMAND...: run one split's command; a failure (exit 1: some file could not be used) is
+# remembered in STATUS and the next split still runs. End the wrapper with `exit "$STATUS"`.
+STATUS=0
+run_split() {
+    "$@" || STATUS=$?
+}

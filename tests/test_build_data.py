@@ -338,8 +338,9 @@ def test_duplicate_ids_are_skipped_naming_the_first_file(tree, tmp_path):
     assert len(woody) == 1 and woody[0]["conversations"][1]["value"] != "Another answer, partner."  # the first kept
 
 
-@pytest.mark.parametrize("wrapper, positional", [("build_data.sh", ["ROOT", "OUT", "IDS"]),
-                                                  ("filter_dialogues.sh", ["ROOT", "OUT"])])
+@pytest.mark.parametrize("wrapper, positional", [("build_data.sh", ["ROOT", "OUT", "IDS"]), ("build_data.sh", []),
+                                                  ("filter_dialogues.sh", ["ROOT", "OUT"]),
+                                                  ("filter_dialogues.sh", ["ROOT", "--"])])
 def test_wrappers_pass_extra_flags_on(repo_root, wrapper, positional):
     import subprocess
 

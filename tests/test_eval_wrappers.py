@@ -11,6 +11,7 @@ REPO = Path(__file__).resolve().parent.parent
 FAKE_PYTHON = """#!/bin/sh
 for arg in "$@"; do printf '%s\\n' "$arg" >> "$CALLS"; done
 printf '%s\\n' '----' >> "$CALLS"
+exit "${FAKE_EXIT:-0}"
 """
 
 
@@ -26,9 +27,10 @@ def run_wrapper(tmp_path):
             (tmp_path / "eval" / f"{split}-test_reviews" / model).mkdir(parents=True)
     calls = tmp_path / "calls.txt"
 
-    def run(script, *args):
+    def run(script, *args, exit_code=0):
         calls.write_text("")
-        env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", CALLS=str(calls))
+        env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", CALLS=str(calls),
+                   FAKE_EXIT=str(exit_code))
         proc = subprocess.run(["bash", str(REPO / script), *args], cwd=tmp_path, env=env, capture_output=True,
                               text=True, timeout=60)
         argvs = [block.strip("\n").split("\n") for block in calls.read_text().split("----\n") if block.strip()]
@@ -91,3 +93,12 @@ def test_report_sh_models_then_flags(run_wrapper):
     code, err, [argv] = run_wrapper("eval/report.sh", "--aggregation", "samples")
     assert argv[argv.index("--models") + 1: argv.index("--output_dir")][-1] == "mmrole-agent"
     assert argv[-2:] == ["--aggregation", "samples"]
+
+
+@pytest.mark.parametrize("script", ["inference.sh", "eval/RM_review.sh", "eval/GPT_review.sh", "eval/RM_result.sh"])
+def test_a_failing_split_does_not_stop_the_other(run_wrapper, script):
+    """A script exits 1 when some file could not be used; the Out-Test split must still run."""
+    code, err, argvs = run_wrapper(script, "m7", exit_code=1)
+    assert code == 1
+    assert [any("/in-test_" in a or "in-distribution" in a for a in argv) for argv in argvs] == [True, False]
+    assert any("/out-test_" in a or "out-of-distribution" in a for a in argvs[1])

@@ -69,13 +69,18 @@ def radar_chart(rows: Sequence, path: PathLike,
     ax.plot(closed, [1.0] * len(closed), color="black", linestyle=(0, (4, 3)), linewidth=1.1,
             label=GROUND_TRUTH_LABEL, zorder=4)
     ax.set_ylim(low, high)
-    ticks = [round(low + 0.1 * k, 2) for k in range(1, int((high - low) / 0.1 + 1e-9) + 1) if low + 0.1 * k < high]
+    # Ticks strictly inside the range on the 0.1 grid (low itself may sit on the 0.05 grid), or on the 0.05 grid
+    # when the range is too narrow for two of them.
+    per_unit = 10 if high - low >= 0.3 else 20
+    first = math.floor(low * per_unit + 1e-9) + 1
+    ticks = [round(k / per_unit, 2) for k in range(first, math.ceil(high * per_unit - 1e-9))]
+    tick_format = ".1f" if per_unit == 10 else ".2f"
     ax.set_yticks(ticks)
     ax.set_yticklabels([])
     # Radial labels drawn as text above the lines, on white, halfway between two metric axes: the
     # axis' own tick labels sit below the data and every polygon crosses them.
     for tick in ticks:
-        ax.text(math.pi / count, tick, f"{tick:.1f}", fontsize=7, color="0.2", ha="center", va="center", zorder=6,
+        ax.text(math.pi / count, tick, format(tick, tick_format), fontsize=7, color="0.2", ha="center", va="center", zorder=6,
                 bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.9, "pad": 0.8})
     ax.set_xticks(angles)
     ax.set_xticklabels([f"{name}\n({ABBR_OF[name]})" for name in METRIC_NAMES], fontsize=8.5)

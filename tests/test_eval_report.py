@@ -147,3 +147,20 @@ def test_only_one_split_gives_one_row_and_unknown_model_is_an_error(mmrole_refer
     assert rows["m"] == _published(mmrole_reference)["mmrole-agent (In-Test)"]
     assert report.main(["--eval_dir", str(eval_dir), "--models", "nobody", "--output_dir", str(tmp_path / "o")]) == 2
     assert "no result CSVs for model 'nobody'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("lowest, highest", [(0.78, 1.02), (0.6, 1.3), (0.93, 1.0)])
+def test_radar_radius_labels_name_their_own_positions(tmp_path, lowest, highest):
+    """Each radius label is drawn at the radius it names (ranges start on a 0.05 grid, labels on 0.1)."""
+    from types import SimpleNamespace
+
+    from mmrole.charts import radar_chart
+
+    scores = {name: lowest + (highest - lowest) * i / 7 for i, name in enumerate(METRIC_NAMES)}
+    ax = radar_chart([SimpleNamespace(label="m", scores=scores)], tmp_path / "radar.png").axes[0]
+    low, high = ax.get_ylim()
+    labels = [(text.get_text(), text.get_position()[1]) for text in ax.texts]
+    assert len(labels) >= 2
+    for text, radius in labels:
+        assert float(text) == pytest.approx(radius) and low < radius < high
+    assert len({text for text, _ in labels}) == len(labels)

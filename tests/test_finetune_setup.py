@@ -14,7 +14,7 @@ from mmrole.finetune.arguments import LoraArguments
 from mmrole.finetune.model_setup import (
     apply_lora, check_q_lora, fix_vision_tower, merge_lora, q_lora_device_map, trainable_parameter_names,
 )
-from mmrole.finetune.train import FinetuneTrainer, main, parse_arguments, resume_checkpoint
+from mmrole.finetune.train import FinetuneTrainer, RunSetupError, main, parse_arguments, resume_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
 PAPER_COMMON = {"--learning_rate": "1e-5", "--lr_scheduler_type": "cosine", "--warmup_ratio": "0.01",
@@ -254,6 +254,21 @@ def test_a_data_file_that_cannot_be_read_ends_the_run_with_one_line(qwen_referen
     assert f"finetune.py: error: {nothing}: no usable training sample" in captured.err
 
 
+def test_a_missing_model_or_checkpoint_folder_ends_the_run_with_one_line(qwen_reference, tmp_path, capsys):
+    data = tmp_path / "one.jsonl"
+    data.write_text('{"id": "a", "conversations": [{"from": "user", "value": "Hi"}, '
+                    '{"from": "assistant", "value": "Hello"}]}\n', encoding="utf-8")
+    common = ["--data_path", str(data), "--output_dir", str(tmp_path / "out"), "--report_to", "none"]
+    status = main(["--model_name_or_path", str(tmp_path / "no-such-model"), *common])
+    err = capsys.readouterr().err
+    assert status == 1 and "Traceback" not in err
+    assert err.startswith("finetune.py: error: ") and "no-such-model" in err
+    status = main(["--model_name_or_path", str(qwen_reference / "tiny-qwen-vl-chat"), *common,
+                   "--resume_from_checkpoint", str(tmp_path / "checkpoint-7")])
+    err = capsys.readouterr().err
+    assert status == 1 and f"finetune.py: error: --resume_from_checkpoint {tmp_path / 'checkpoint-7'}: no such" in err
+
+
 def test_an_image_gone_before_its_batch_ends_the_run_naming_sample_and_path(qwen_reference, mmrole_data, tmp_path,
                                                                              capsys, monkeypatch):
     from mmrole.finetune import train as train_module
@@ -297,7 +312,7 @@ def test_original_flag_names_are_accepted(tmp_path):
 def test_resume_choices(tmp_path):
     out = tmp_path / "run"
     assert resume_checkpoint("auto", str(out)) is None  # nothing yet: start afresh
-    with pytest.raises(FileNotFoundError, match="holds no checkpoint"):
+    with pytest.raises(RunSetupError, match="holds no checkpoint"):
         resume_checkpoint("True", str(out))
     for step in (2, 10, 4):
         (out / f"checkpoint-{step}").mkdir(parents=True)
@@ -305,7 +320,7 @@ def test_resume_choices(tmp_path):
     assert resume_checkpoint("True", str(out)) == str(out / "checkpoint-10")
     assert resume_checkpoint("False", str(out)) is None
     assert resume_checkpoint(str(out / "checkpoint-4"), str(out)) == str(out / "checkpoint-4")
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(RunSetupError, match="no such checkpoint folder"):
         resume_checkpoint(str(out / "checkpoint-99"), str(out))
 
 

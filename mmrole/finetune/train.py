@@ -89,6 +89,10 @@ def _flag_is_true(argv: Sequence[str], flag: str) -> bool:
     return bool(value)
 
 
+class RunSetupError(ValueError):
+    """A mistake every process meets alike before training (a checkpoint to resume, the model folder)."""
+
+
 def resume_checkpoint(value: Optional[str], output_dir: str) -> Optional[str]:
     """The checkpoint to continue from: see --resume_from_checkpoint (auto / True / False / a folder)."""
     choice = (value or "").strip()
@@ -99,10 +103,10 @@ def resume_checkpoint(value: Optional[str], output_dir: str) -> Optional[str]:
         return last
     if choice.lower() == "true":
         if last is None:
-            raise FileNotFoundError(f"--resume_from_checkpoint True, but {output_dir} holds no checkpoint-N folder")
+            raise RunSetupError(f"--resume_from_checkpoint True, but {output_dir} holds no checkpoint-N folder")
         return last
     if not os.path.isdir(choice):
-        raise FileNotFoundError(f"--resume_from_checkpoint {choice}: no such checkpoint folder")
+        raise RunSetupError(f"--resume_from_checkpoint {choice}: no such checkpoint folder")
     return choice
 
 
@@ -141,8 +145,9 @@ def report_data(report: DataReport, training_args, name: str) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Train; a data file that cannot be read, an image gone since the start-up check or a missing file or folder
-    ends the run with one line naming it (exit status 1) instead of a traceback from every process."""
+    """Train; a data file that cannot be read, a missing model or checkpoint folder or an image gone since the
+    start-up check ends the run with one line naming it (exit status 1) instead of a traceback from every process.
+    Any other error keeps its traceback."""
     install_cpu_gloo_backend()  # must run before TrainingArguments sets up accelerate's state
     # DeepSpeed calls torch.distributed functions torch has deprecated, once per step: not ours to fix, only noise.
     warnings.filterwarnings("ignore", message=r"`torch\.distributed\.\w+` is deprecated", category=FutureWarning)
@@ -150,14 +155,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     training_args = arguments[2]
     try:
         train(*arguments)
-    except DataFileError as err:  # every process reads the same file, before any collective, and fails alike
+    except (DataFileError, RunSetupError) as err:  # every process meets it alike, before any collective
         if training_args.process_index == 0:
             print(f"finetune.py: error: {_last_line(err)}", file=sys.stderr, flush=True)
         # torchrun stops the other processes as soon as one exits: none leaves before the first has said it.
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.barrier()
         return 1
-    except (BatchImageError, FileNotFoundError) as err:  # maybe one process only (the one that drew the batch)
+    except BatchImageError as err:  # maybe one process only (the one that drew the batch)
         print(f"finetune.py: error: {_last_line(err)}", file=sys.stderr, flush=True)
         return 1
     return 0
@@ -179,7 +184,10 @@ def train(model_args, data_args, training_args, lora_args) -> None:
     transformers.set_seed(training_args.seed)
 
     # The data before the model: a broken data file is reported at once, not after minutes of loading weights.
-    tokenizer = load_training_tokenizer(model_args.model_name_or_path)
+    try:
+        tokenizer = load_training_tokenizer(model_args.model_name_or_path)
+    except FileNotFoundError as err:  # no model folder or no vocabulary file in it
+        raise RunSetupError(str(err)) from err
     train_dataset, train_report = load_data(data_args.data_path, tokenizer, data_args, training_args)
     report_data(train_report, training_args, SKIPPED_FILE)
     eval_dataset = None

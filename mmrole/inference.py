@@ -71,7 +71,7 @@ def answer_file(
     summary.samples, summary.skipped = len(records), problems + missing
     requests = [answer_request(s, image_dir) for s in samples]
     journal = ResultJournal(journal_path(output_path), ("id",), run_settings(backend, params),
-                            {r.key: r.content_hash() for r in requests})
+                            {r.key: backend.request_digest(r) for r in requests})
     if journal.refusal() and not redo_stale:
         summary.skipped.append(journal.refusal())
         return summary

@@ -57,7 +57,7 @@ ERROR_STATUS = "error"  # an entry without a result: always asked again, never a
 class ResultJournal:
     """A Journal whose entries count only for the run settings and the request that made them.
 
-    input_hashes: {key: ChatRequest.content_hash()} of every item of the current input. get()
+    input_hashes: {key: Backend.request_digest(request)} of every item of the current input. get()
     returns None for an entry made for another request or with other settings (so it is redone);
     append() stamps both on the entry; records() yields current entries only.
     """

@@ -181,7 +181,7 @@ class _FileReview:
                          for sample in self.samples for metric in self.config.metrics for order in self.config.orders}
         self.journal = ResultJournal(journal_path(self.output_path), ("id", "metric", "order"),
                                      run_settings(self.backend, self.config.params),
-                                     {key: request.content_hash() for key, request in self.requests.items()})
+                                     {key: self.backend.request_digest(request) for key, request in self.requests.items()})
         if self.journal.refusal() and not self.config.redo_stale:
             self.summary.skipped.append(self.journal.refusal())
             return self.summary

@@ -32,6 +32,27 @@ def test_request_becomes_system_and_user_message_image_first(image):
     assert text_only[1] == {"role": "user", "content": "hi"}
 
 
+def test_journal_digest_names_images_by_what_is_sent(image, tmp_path, monkeypatch):
+    """An API judge sees bytes: another spelling of the same folder is the same request; new bytes at the
+    same path are a new request. A local Qwen-VL sees the path (it is in the prompt)."""
+    from mmrole.backends.base import Backend
+    from mmrole.backends.openai import OpenAIBackend
+
+    monkeypatch.chdir(tmp_path)
+    backend = OpenAIBackend("judge", api_key="unused", base_url="http://127.0.0.1:9/v1")
+    absolute = ChatRequest.single("Score it.", image=str(image), system="s")
+    relative = ChatRequest.single("Score it.", image=image.name, system="s")
+    assert backend.request_digest(absolute) == backend.request_digest(relative)
+    assert Backend.request_digest(backend, absolute) != Backend.request_digest(backend, relative)  # by path
+    assert backend.request_digest(absolute) != backend.request_digest(ChatRequest.single("Other.", image=str(image),
+                                                                                         system="s"))
+    moved = tmp_path / "blue.png"
+    Image.new("RGB", (8, 6), (10, 10, 200)).save(moved)
+    assert backend.request_digest(ChatRequest.single("Score it.", image=str(moved), system="s")) != \
+        backend.request_digest(absolute)
+    backend.close()
+
+
 def test_generation_params_map_to_request_fields():
     assert completion_params(GenerationParams(greedy=True, max_new_tokens=64, top_p=0.3, seed=7)) == {
         "temperature": 0.0, "max_tokens": 64}  # no seed unless asked: some endpoints reject the field

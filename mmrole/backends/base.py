@@ -10,7 +10,7 @@ import abc
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 # A message part in Qwen-VL's list format: {"text": "..."} or {"image": "<local path>"}.
 Part = Dict[str, str]
@@ -43,11 +43,16 @@ class ChatRequest:
         found = [p["image"] for turn, _ in self.history for p in turn if "image" in p]
         return found + [p["image"] for p in self.query if "image" in p]
 
-    def content_hash(self) -> str:
-        """A digest of what the model is shown (system, history, query; images by path, as the
-        original's prompt names them): journals use it to notice an input that changed."""
-        shown = json.dumps([self.system, self.history, self.query], ensure_ascii=False, sort_keys=True)
-        return hashlib.sha256(shown.encode("utf-8")).hexdigest()[:16]
+    def content_hash(self, image_key: Optional[Callable[[str], str]] = None) -> str:
+        """A digest of what the model is shown (system, history, query): journals use it to notice an
+        input that changed. Images count by path (a local Qwen-VL's prompt names the path), or by
+        image_key(path) when given (e.g. a digest of the bytes an API backend sends)."""
+        def shown(parts: Sequence[Part]) -> List[Part]:
+            return [{"image": image_key(p["image"])} if image_key and "image" in p else p for p in parts]
+
+        history = [(shown(turn), reply) for turn, reply in self.history]
+        text = json.dumps([self.system, history, shown(self.query)], ensure_ascii=False, sort_keys=True)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,11 @@ class Backend(abc.ABC):
         for index, result in self.generate_iter(requests, params):
             results[index] = result
         return results  # type: ignore[return-value]
+
+    def request_digest(self, request: ChatRequest) -> str:
+        """What the journal records of a request to notice later that it changed: the content as this
+        backend shows it to the model."""
+        return request.content_hash()
 
     def identity(self) -> Dict[str, Any]:
         """What names the model that answers (recorded with every journal entry, so results of

@@ -8,6 +8,8 @@ user/assistant messages. Concurrency, retries, secrets and accounting are the cl
 from __future__ import annotations
 
 import functools
+import hashlib
+from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from ..client import ChatCall, ChatClient, Completion, RequestFailed, image_data_url, system_message
@@ -73,6 +75,7 @@ class OpenAIBackend(Backend):
         self.send_seed = send_seed
         # The 8 judge requests of a sample share one image: encode it once, not 8 times.
         self._encode = functools.lru_cache(maxsize=32)(image_data_url)
+        self._image_digest = functools.lru_cache(maxsize=4096)(_file_digest)
 
     def generate_iter(
         self, requests: Sequence[ChatRequest], params: GenerationParams
@@ -97,6 +100,11 @@ class OpenAIBackend(Backend):
         while unreadable:
             yield unreadable.pop()
 
+    def request_digest(self, request: ChatRequest) -> str:
+        """Images count by their bytes (what is sent), not by path: another spelling of the same folder
+        redoes nothing, new content at the same path is noticed."""
+        return request.content_hash(image_key=self._image_digest)
+
     def identity(self) -> Dict[str, Any]:
         # The served model's name, not the URL: the same model behind another address is the same judge.
         return {"backend": self.name, "model": self.client.model}
@@ -106,6 +114,13 @@ class OpenAIBackend(Backend):
 
     def close(self) -> None:
         self.client.close()
+
+
+def _file_digest(path: str) -> str:
+    try:
+        return "sha256:" + hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:  # the request fails when it is built; its digest can only name the path
+        return "unreadable:" + path
 
 
 def _result(completion: Completion) -> ChatResult:

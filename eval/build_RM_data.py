@@ -22,7 +22,7 @@ from mmrole.store import atomic_write_json
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input_dir", nargs="+", required=True,
-                        help="reviews folder(s), e.g. eval/gpt4_reviews/<model> (one per reviewed model)")
+                        help="reviews folder(s), e.g. judge_reviews/<model> (one per reviewed model)")
     parser.add_argument("--input_file", default=None, help="only this file of each --input_dir")
     parser.add_argument("--image_dir", default="images",
                         help="image root; joined to each sample's image as in the prompt the judge saw")

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what MMRole needs into the current Python. Safe to rerun: it skips what is there.
-# On a machine without an NVIDIA GPU it installs the CPU build of torch first (a plain `torch`
-# requirement would pull a multi-GB CUDA build). Set TORCH_SPEC to choose another torch.
+# On a machine without an NVIDIA GPU it installs torch==2.13.0 first, from TORCH_INDEX_URL when set
+# (e.g. https://download.pytorch.org/whl/cpu for the CPU build where pip's own index holds only the
+# multi-GB CUDA build; the machines this project is developed on keep the CPU wheel locally), and says
+# so if a CUDA build arrived anyway. Set TORCH_SPEC to choose another torch.
 set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python3}
@@ -10,7 +12,11 @@ if ! "$PYTHON" -c "import torch" 2>/dev/null; then
     # The torch line of requirements.txt, so the two never disagree.
     "$PYTHON" -m pip install "${TORCH_SPEC:-$(grep -E '^torch[<>=]' requirements.txt)}"
   else
-    "$PYTHON" -m pip install "${TORCH_SPEC:-torch==2.13.0}"
+    "$PYTHON" -m pip install ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} "${TORCH_SPEC:-torch==2.13.0}"
+    if "$PYTHON" -c "import sys, torch; sys.exit(torch.version.cuda is None)" 2>/dev/null; then
+      echo "setup.sh: note: this torch is a CUDA build on a machine without an NVIDIA GPU; for the smaller CPU" \
+           "build rerun after 'pip uninstall torch' with TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" >&2
+    fi
   fi
 fi
 if ! "$PYTHON" - <<'PY' 2>/dev/null

@@ -234,14 +234,12 @@ def _with_images(samples: Iterable[InstructionSample], part: str, images: _Image
     """The samples to write; those whose image file is missing are counted, and skipped if `check`."""
     kept = []
     for sample in samples:
-        if images.exists(sample.image):
-            kept.append(sample)
-            continue
-        result.missing_image_samples[part] += 1
-        if check:
-            result.skips.append(Skip(sample.dialogue_id, sample.id, "missing_image",
-                                     f"image not found: {images.image_root / sample.image}"))
-            continue
+        if not images.exists(sample.image):
+            result.missing_image_samples[part] += 1
+            if check:
+                result.skips.append(Skip(sample.dialogue_id, sample.id, "missing_image",
+                                         f"image not found: {images.image_root / sample.image}"))
+                continue
         kept.append(sample)
     return kept
 

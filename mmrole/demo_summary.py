@@ -11,7 +11,6 @@ open with the answering character's catchphrase (every ground-truth reply of the
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,9 @@ from typing import List, Optional, Sequence
 
 from .demo_data import character
 from .metrics import parse_score_pair
-from .schema import REVIEW_KEY
+from .results import input_files
+from .schema import REVIEW_KEY, load_json_list
+from .store import atomic_write_json
 
 SPLITS = ("in-test", "out-test")
 
@@ -39,11 +40,10 @@ class ModelSummary:
 
 
 def _records(folder: Path) -> List[dict]:
-    records: List[dict] = []
-    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        records += [r for r in data if isinstance(r, dict)]
-    return records
+    """Every record of the folder's *.json files (none when the folder is missing)."""
+    if not folder.is_dir():
+        return []
+    return [r for path in input_files(folder, None) for r in load_json_list(path) if isinstance(r, dict)]
 
 
 def summarise(eval_dir, model: str) -> ModelSummary:
@@ -99,7 +99,7 @@ def main(argv=None) -> int:
     if args.json:
         figures = {s.model: {"reviews": s.reviews, "parsed": s.parsed, "parse_rate": s.parse_rate,
                              "answers": s.answers, "catchphrase_answers": s.catchphrases} for s in summaries}
-        Path(args.json).write_text(json.dumps(figures, indent=2), encoding="utf-8")
+        atomic_write_json(args.json, figures, indent=2)
     return 0
 
 

@@ -16,6 +16,7 @@ from typing import List, Sequence, Union
 
 from .backends.base import Backend, BackendError, ChatRequest, ChatResult, GenerationParams
 from .jobs import (
+    ERROR_STATUS,
     FileSummary,
     ResultJournal,
     already_finished,
@@ -80,7 +81,7 @@ def answer_file(
 
     def record(request: ChatRequest, result: Union[ChatResult, BackendError]) -> None:
         if isinstance(result, BackendError):
-            journal.append({"id": request.key[0], "status": "error", "error": str(result)})
+            journal.append({"id": request.key[0], "status": ERROR_STATUS, "error": str(result)})
         else:
             journal.append({"id": request.key[0], "status": "ok", "answer": result.text,
                             "finish_reason": result.finish_reason})

@@ -30,6 +30,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 from .agreement import winner
 from .backends.base import Backend, BackendError, ChatRequest, ChatResult, GenerationParams
 from .jobs import (
+    ERROR_STATUS,
     FileSummary,
     ResultJournal,
     already_finished,
@@ -56,7 +57,7 @@ from .store import atomic_write_text
 PathLike = Union[str, os.PathLike]
 NORMAL, SWAPPED = "AB", "BA"  # AB: A = evaluated answer, B = ground truth (the protocol's order)
 EMPTY_ANSWER_POLICIES = ("skip", "judge")
-OK, UNPARSED, ERROR = "ok", "unparsed", "error"
+OK, UNPARSED, ERROR = "ok", "unparsed", ERROR_STATUS
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mmrole.metrics import METRIC_NAMES
+from mmrole.metrics import METRIC_NAMES, parse_score_pair
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -37,11 +37,8 @@ def quick_demo(tmp_path_factory):
     return output, result.stdout
 
 
-def test_quick_demo_runs_every_stage_through_the_scripts(quick_demo):
-    output, stdout = quick_demo
-    for stage in ("data_prep/build_data.py", "finetune/finetune_ds.sh", "inference.py", "eval/build_RM_data.py",
-                  "finetune/finetune_RM_ds.sh", "eval/RM_review.py", "eval/RM_result.py", "eval/report.py"):
-        assert f"] {stage}" in stdout or stage in stdout, stage
+def test_quick_demo_leaves_each_stages_output(quick_demo):
+    output, _ = quick_demo
     for checkpoint in ("demo-agent", "demo-RM"):
         assert (output / "checkpoints" / checkpoint / "config.json").is_file()
     train = json.loads((output / "data" / "train" / "train.json").read_text())
@@ -62,11 +59,11 @@ def test_quick_demo_answers_reviews_and_table(quick_demo):
     with open(output / "report" / "table5.csv", newline="") as handle:
         rows = {row["model"]: row for row in csv.DictReader(handle)}
     assert {"demo-agent", "demo-agent (In-Test)", "demo-agent (Out-Test)"} <= set(rows)
-    summary = json.loads((output / "summary.json").read_text())["demo-agent"]
-    asked = sum(len(r["rm_review"]) for split in ("in-test", "out-test") for r in json.loads(
-        (output / "eval" / f"{split}_reviews" / "demo-agent" / "comment_test.json").read_text()))
-    assert summary["reviews"] == asked > 0
-    assert f"reward-model reviews that parse into a score pair: {summary['parsed']}/{asked}" in stdout
+    entries = [entry for split in ("in-test", "out-test") for record in json.loads(
+        (output / "eval" / f"{split}_reviews" / "demo-agent" / "comment_test.json").read_text())
+        for entry in record["rm_review"].values()]
+    parsed = sum(parse_score_pair(entry["review"]) is not None for entry in entries)
+    assert entries and f"reward-model reviews that parse into a score pair: {parsed}/{len(entries)}" in stdout
     radar = output / "report" / "radar.png"
     assert f"Radar chart: {radar}" in stdout and radar.read_bytes().startswith(b"\x89PNG")
     assert "| demo-agent |" in stdout

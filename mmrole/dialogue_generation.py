@@ -281,10 +281,8 @@ def _job(item: Planned, raw: RawSplit, rules: TextRules, rounds: int) -> GenJob:
     def messages():  # run by the client when the request is sent: the image is encoded then
         return [system_message(DIALOGUE_SYSTEM), user_message(_prompt(item, raw, rounds), images=[item.file])]
 
-    def make_call():
-        return ChatCall(messages=messages, key=item.id, validate=_validator(item, raw, rules))
-
-    return GenJob(item.id, f"{item.output}: {item.id}", make_call)
+    return GenJob(item.id, f"{item.output}: {item.id}",
+                  ChatCall(messages=messages, key=item.id, validate=_validator(item, raw, rules)))
 
 
 # --- the pipeline --------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ JOURNAL_DIR = ".generation"  # beside profiles/ and dialogues/ in the output fol
 class GenJob:
     key: str  # unique within the journal, e.g. "detailed/Iron Man" or a dialogue id
     where: str  # for messages: the file (and item) this job produces
-    make_call: Callable[[], ChatCall]  # called only if the job is sent: a finished job costs nothing
+    call: ChatCall  # its messages may be a function the client calls when sending (images encoded then)
 
 
 @dataclass
@@ -66,7 +66,7 @@ def run_jobs(client: ChatClient, jobs: Sequence[GenJob], journal: Journal, *, ma
         summary.stopped_early = bool(pending)
         return summary
     by_key = {job.key: job for job in pending}
-    outcomes = client.chat_many(job.make_call() for job in pending)  # taken lazily, a few ahead
+    outcomes = client.chat_many(job.call for job in pending)  # taken lazily, a few ahead
     with progress_bar(len(pending), desc, progress) as bar:
         try:
             for outcome in outcomes:

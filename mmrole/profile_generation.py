@@ -92,8 +92,8 @@ class _Paths:
 
 
 def _job(key: str, prompt: str, validate, where: str) -> GenJob:
-    return GenJob(key, where, lambda: ChatCall(messages=[system_message(GENERATOR_SYSTEM), user_message(prompt)],
-                                               key=key, validate=validate))
+    return GenJob(key, where, ChatCall(messages=[system_message(GENERATOR_SYSTEM), user_message(prompt)],
+                                       key=key, validate=validate))
 
 
 def _finished(jobs: Sequence[GenJob], journal) -> Iterator[Tuple[str, dict]]:

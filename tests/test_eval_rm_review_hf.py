@@ -59,11 +59,14 @@ def setup(mmrole_reference, qwen_reference, tmp_path_factory):
                 model=model, tokenizer=tokenizer)
 
 
-def test_batched_no_random_reviews_equal_the_original_procedure(setup, capsys):
-    out = setup["root"] / "reviews"
+@pytest.mark.parametrize("batch_size", [16, 5])
+def test_batched_no_random_reviews_equal_the_original_procedure(setup, capsys, batch_size):
+    """16 requests (2 samples x 8 metrics, prompts of ~1,200 and ~2,100 tokens) in 16 rows, or in 5 rows
+    that are refilled as reviews end (a sample's requests spread over refills)."""
+    out = setup["root"] / f"reviews_{batch_size}"
     assert RM_review.main(["--model_path", str(setup["checkpoint"]), "--image_dir", str(setup["image_dir"]),
                            "--input_dir", str(setup["root"] / "answers"), "--output_dir", str(out),
-                           "--no_random", "--batch_size", "16", "--no_progress"]) == 0
+                           "--no_random", "--batch_size", str(batch_size), "--no_progress"]) == 0
     reviews = json.loads((out / NAME).read_text(encoding="utf-8"))
     assert reviews == setup["expected"]
     assert all(r["review"] for s in reviews for r in s["rm_review"].values())
@@ -72,31 +75,42 @@ def test_batched_no_random_reviews_equal_the_original_procedure(setup, capsys):
     assert err.count("no score pair in the review after 1 ask(s)") == 16
 
 
-def test_each_image_is_encoded_once_per_sample_also_with_swap(setup):
-    """--swap: 16 requests per sample. With batch_size 24, cutting every 24 requests would put the
-    second sample's image in two batches; batches end at sample boundaries instead."""
+@pytest.mark.parametrize("greedy", [True, False])
+def test_each_image_is_encoded_once_per_sample_also_with_swap(setup, greedy):
+    """--swap: 16 requests per sample, 24 rows. Greedy: continuous batching, 8 requests of the second
+    sample join the first sample's 16 and the rest refill rows; the consecutive requests showing one image
+    share its encoding. Sampling: static batches; cutting every 24 requests would put the second sample's
+    image in two batches; batches end at sample boundaries instead."""
     from mmrole.backends.base import GenerationParams
     from mmrole.backends.hf import HFBackend
     from mmrole.results import input_files
     from mmrole.review import ReviewConfig, review_files
 
-    encoded, batch_rows = [], []
+    encoded, static_batches, decoding_rows = [], [], []
 
     class CountingBackend(HFBackend):
         def _answer(self, chunk, kwargs):
-            batch_rows.append(len(chunk))
+            static_batches.append(len(chunk))
             return super()._answer(chunk, kwargs)
 
-    hook = setup["model"].transformer.visual.register_forward_hook(lambda m, args, out: encoded.append(len(args[0])))
+    model = setup["model"]
+    hooks = [model.transformer.visual.register_forward_hook(lambda m, args, out: encoded.append(len(args[0]))),
+             model.transformer.register_forward_pre_hook(
+                 lambda m, args, kwargs: decoding_rows.append(len(kwargs["input_ids"]))
+                 if kwargs["input_ids"].shape[1] == 1 else None, with_kwargs=True)]
     try:
-        backend = CountingBackend(model=setup["model"], tokenizer=setup["tokenizer"], batch_size=24)
-        config = ReviewConfig(image_dir=str(setup["image_dir"]), params=GenerationParams(greedy=True, max_new_tokens=1),
-                              swap=True, progress=False)
-        review_files(input_files(setup["root"] / "answers", None), setup["root"] / "once", backend, config)
+        backend = CountingBackend(model=model, tokenizer=setup["tokenizer"], batch_size=24)
+        params = GenerationParams(greedy=greedy, max_new_tokens=3, seed=None if greedy else 5)
+        config = ReviewConfig(image_dir=str(setup["image_dir"]), params=params, swap=True, progress=False)
+        review_files(input_files(setup["root"] / "answers", None), setup["root"] / f"once_{greedy}", backend, config)
     finally:
-        hook.remove()
-    assert batch_rows == [16, 16]
-    assert encoded == [1, 1]  # two samples, one batch each: one image encoding per sample
+        for hook in hooks:
+            hook.remove()
+    if greedy:
+        assert static_batches == [] and decoding_rows and max(decoding_rows) == 24
+    else:
+        assert static_batches == [16, 16]
+    assert encoded == [1, 1]  # two samples: one image encoding per sample
 
 
 def _image_runs(sizes):
@@ -130,14 +144,16 @@ def test_parse_retries_sample_again_and_resume_after_a_kill(setup):
     from mmrole.review import ReviewConfig, review_files
 
     class DyingBackend(HFBackend):
-        batches_left = None
+        """Killed when it is about to hand out a result beyond `results_left`."""
 
-        def _answer(self, chunk, kwargs):
-            if self.batches_left == 0:
-                raise KeyboardInterrupt("simulated kill")
-            if self.batches_left is not None:
-                self.batches_left -= 1
-            return super()._answer(chunk, kwargs)
+        results_left = None
+
+        def generate_iter(self, requests, params):
+            for item in super().generate_iter(requests, params):
+                if self.results_left == 0:
+                    raise KeyboardInterrupt("simulated kill")
+                self.results_left -= 1
+                yield item
 
     inputs = input_files(setup["root"] / "answers", None)
     config = ReviewConfig(image_dir=str(setup["image_dir"]), params=GenerationParams(greedy=True, max_new_tokens=6),
@@ -151,7 +167,7 @@ def test_parse_retries_sample_again_and_resume_after_a_kill(setup):
 
     resumed = setup["root"] / "resumed"
     dying = DyingBackend(model=setup["model"], tokenizer=setup["tokenizer"], batch_size=4)
-    dying.batches_left = 3
+    dying.results_left = 12  # killed in the greedy first round
     with pytest.raises(KeyboardInterrupt):
         review_files(inputs, resumed, dying, config)
     review_files(inputs, resumed, HFBackend(model=setup["model"], tokenizer=setup["tokenizer"], batch_size=16), config)

@@ -86,11 +86,13 @@ def _answers(path):
     return {s["id"]: s["conversations"][1]["answer"] for s in json.loads(path.read_text(encoding="utf-8"))}
 
 
-def test_batched_no_random_equals_the_original_procedure(setup, capsys):
-    # Prompt rows on both sides of the tiny model's seq_length (300) and of an NTK step (600).
+@pytest.mark.parametrize("batch_size", [3, 2])
+def test_batched_no_random_equals_the_original_procedure(setup, capsys, batch_size):
+    # Prompt rows on both sides of the tiny model's seq_length (300) and of an NTK step (600); with 2 rows
+    # the third request joins when a row is free.
     assert min(setup["lengths"]) < 300 and max(setup["lengths"]) > 600, setup["lengths"]
-    out = setup["root"] / "batched"
-    assert _run(setup, out, "--no_random", "--batch_size", "3") == 0
+    out = setup["root"] / f"batched_{batch_size}"
+    assert _run(setup, out, "--no_random", "--batch_size", str(batch_size)) == 0
     answers = _answers(out / "comment_test.json")
     assert answers == setup["expected"]
     assert all(answers.values())
@@ -117,23 +119,24 @@ def test_flag_overrides_the_checkpoint_default(setup):
 
 
 def test_kill_and_resume_gives_the_uninterrupted_answers(setup):
-    """A kill after the first batch; the rerun batches differently and still gives the same file."""
+    """A kill after the first answer; the rerun batches differently and still gives the same file."""
     from mmrole.backends.base import GenerationParams
     from mmrole.backends.hf import HFBackend
     from mmrole.inference import answer_files
 
     class DyingBackend(HFBackend):
-        def _answer(self, chunk, kwargs):
-            if self.batches_left == 0:
-                raise KeyboardInterrupt("simulated kill")
-            self.batches_left -= 1
-            return super()._answer(chunk, kwargs)
+        """Killed when it is about to hand out its second result."""
+
+        def generate_iter(self, requests, params):
+            for results, item in enumerate(super().generate_iter(requests, params)):
+                if results == 1:
+                    raise KeyboardInterrupt("simulated kill")
+                yield item
 
     out = setup["root"] / "resumed"
     inputs = [setup["test_dir"] / "comment_test.json"]
     params = GenerationParams(greedy=True)
     dying = DyingBackend(model=setup["model"], tokenizer=setup["tokenizer"], batch_size=1)
-    dying.batches_left = 1
     with pytest.raises(KeyboardInterrupt):
         answer_files(inputs, out, dying, params, setup["image_dir"], progress=False)
     assert len((out / "comment_test.journal.jsonl").read_text().splitlines()) == 1

@@ -1,15 +1,21 @@
-"""Chat generation: the original `chat` on every reference case, `batch_chat` against one-at-a-time answers,
-streaming, the stop-word processor and generation defaults."""
+"""Chat generation: the original `chat` on every reference case, `batch_chat` against one-at-a-time answers
+(continuous batching with refills, and left-padded `generate`), streaming, the stop-word processor and
+generation defaults."""
 
 import json
 import threading
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, TextIteratorStreamer
+from transformers import (AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LogitsProcessor, LogitsProcessorList,
+                          StoppingCriteriaList, TextIteratorStreamer)
 
 import mmrole  # noqa: F401  (registers the qwen model type)
-from mmrole.qwen_vl.generation import FORCED_EOS_SCORE, StopWordsLogitsProcessor
+from mmrole.qwen_vl import continuous
+from mmrole.qwen_vl.chat_format import get_stop_words_ids, make_context
+from mmrole.qwen_vl.continuous import GreedyTask, generate_greedy
+from mmrole.qwen_vl.generation import (FORCED_EOS_SCORE, StopWordsLogitsProcessor, continuous_batching_applies,
+                                       iter_batch_chat_detailed)
 from mmrole.tiny import TinySizes, write_tiny_checkpoint
 
 IM_START, IM_END, EOD = 151644, 151645, 151643
@@ -133,8 +139,14 @@ def short_context_model(tmp_path_factory):
 
 
 @pytest.mark.usefixtures("in_reference_dir")
-def test_batch_chat_equals_chat_on_unseen_prompts(short_context_model):
+@pytest.mark.parametrize("path", ["continuous", "generate"])
+def test_batch_chat_equals_chat_on_unseen_prompts(short_context_model, path):
+    """Greedy batch_chat decodes with continuous batching; with a stopping criterion (as the server passes)
+    it takes left-padded `generate` calls. Both give every query its one-at-a-time answer."""
     model, tokenizer = short_context_model
+    extra = {} if path == "continuous" else {"stopping_criteria": StoppingCriteriaList()}
+    assert continuous_batching_applies(model, tokenizer, do_sample=False, max_new_tokens=6, **extra) == (
+        path == "continuous")
     image = "Picture 1: <img>images/scene_300x200.png</img>\n"
     two_images = image + "Picture 2: <img>images/portrait_200x300.png</img>\n"
     queries = ["Hi.", "Describe the sea " * 30, image + "What is this?", "Tell me a joke about " + "cats " * 60,
@@ -145,11 +157,167 @@ def test_batch_chat_equals_chat_on_unseen_prompts(short_context_model):
     alone = [model.chat(tokenizer, q, history=list(h) if h else None, system=s, do_sample=False, max_new_tokens=6)[0]
              for q, h, s in zip(queries, histories, systems)]
     together = model.batch_chat(tokenizer, queries, histories=histories, systems=systems, do_sample=False,
-                                max_new_tokens=6)
+                                max_new_tokens=6, **extra)
     assert together == alone
     single = model.batch_chat(tokenizer, queries[3:4], histories=histories[3:4], systems=systems[3:4],
-                              do_sample=False, max_new_tokens=6)
+                              do_sample=False, max_new_tokens=6, **extra)
     assert single == alone[3:4]
+
+
+def _record_chat_ids(model, monkeypatch):
+    """The new ids of every `generate` call `chat` makes, in a list that fills as chat is called."""
+    generated = []
+    original = model.generate
+
+    def spy(input_ids, **kwargs):
+        out = original(input_ids, **kwargs)
+        generated.append(out[0, input_ids.shape[1]:].tolist())
+        return out
+
+    monkeypatch.setattr(model, "generate", spy)
+    return generated
+
+
+def _watch_forwards(model):
+    """Lists that fill with (rows, tokens) of every forward of the language model and with one item per
+    vision-tower call; and the hooks to remove."""
+    shapes, encodings = [], []
+    hooks = [model.transformer.register_forward_pre_hook(
+                 lambda module, args, kwargs: shapes.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True),
+             model.transformer.visual.register_forward_hook(lambda *args: encodings.append(1))]
+    return shapes, encodings, hooks
+
+
+class _ScoreRecorder(LogitsProcessor):
+    """Records, at every step, the top-5 scores and ids and the logsumexp of all scores it is given. The
+    random tiny model's greedy ids hardly depend on positions or the NTK factor; its scores do."""
+
+    def __init__(self):
+        self.steps = []
+
+    def __call__(self, input_ids, scores):
+        top = scores[0].topk(5)
+        self.steps.append((top.values, top.indices.tolist(), torch.logsumexp(scores[0], dim=0)))
+        return scores
+
+
+def _score_differences(name, got, want):
+    problems = [] if len(got) == len(want) else [f"{name}: {len(got)} steps, chat took {len(want)}"]
+    for step, ((values, ids, total), (want_values, want_ids, want_total)) in enumerate(zip(got, want)):
+        if not torch.allclose(values, want_values, atol=1e-4) or not torch.allclose(total, want_total, atol=1e-4):
+            problems.append(f"{name} step {step}: top-5 {values.tolist()} / logsumexp {float(total)}, chat "
+                            f"{want_values.tolist()} / {float(want_total)}")
+        elif ids != want_ids and torch.diff(want_values).abs().min() > 1e-4:  # ids may swap only in near-ties
+            problems.append(f"{name} step {step}: top-5 ids {ids}, chat {want_ids}")
+    return problems
+
+
+IMAGE = "Picture 1: <img>images/scene_300x200.png</img>\n"
+TWO_IMAGES = IMAGE + "Picture 2: <img>images/portrait_200x300.png</img>\n"
+
+
+@pytest.mark.usefixtures("in_reference_dir")
+def test_continuous_batching_refills_rows_and_each_request_equals_its_chat(short_context_model, monkeypatch):
+    """Nine requests through 3 rows: prompts of 20 to 300 tokens (seq_length 48: NTK alphas 1 to 7, log-n),
+    images, a history, each its own max_new_tokens (1 to 12) and some their own stop word, so rows end at very
+    different steps and are refilled; a long prompt arrives after shorter ones. The cache keeps only 2 spare
+    columns, so its columns are moved and its buffers regrown many times. Every request's ids equal its
+    one-at-a-time `chat`, and so do the scores of every step (top 5 and logsumexp, to 1e-4)."""
+    model, tokenizer = short_context_model
+    requests = [  # (query, history, max_new_tokens, stop at the chat's own n-th token or None)
+        ("Hi.", None, 12, None),
+        (IMAGE + "What is this?", None, 2, None),
+        (IMAGE + "And now? " * 5, None, 12, None),
+        ("Describe the sea " * 30, None, 1, None),
+        (TWO_IMAGES + "Which one is brighter?", None, 12, 2),
+        ("Tell me a joke about " + "cats " * 60, [(IMAGE + "Look.", "Nice.")], 7, None),
+        ("Bye.", None, 12, 1),
+        (IMAGE + "Once more.", None, 4, None),
+        ("A long story " * 70, None, 12, None),
+    ]
+    chat_ids = _record_chat_ids(model, monkeypatch)
+    expected, chat_scores, tasks, task_scores = [], [], [], []
+    for query, history, max_new_tokens, stop_at in requests:
+        settings = dict(system="Be brief.", do_sample=False, max_new_tokens=max_new_tokens)
+        stops = []
+        if stop_at is not None:  # a stop word the model really generates: its own token at that position
+            model.chat(tokenizer, query, history=list(history or []), **settings)
+            stops = [[chat_ids[-1][stop_at]]]
+        chat_scores.append(_ScoreRecorder())
+        model.chat(tokenizer, query, history=list(history or []), stop_words_ids=stops or None,
+                   logits_processor=LogitsProcessorList([chat_scores[-1]]), **settings)
+        expected.append(chat_ids[-1])
+        context = make_context(tokenizer, query, history=history or [], system="Be brief.")[1]
+        task_scores.append(_ScoreRecorder())
+        tasks.append(GreedyTask(context, max_new_tokens, [EOD], stops + get_stop_words_ids("chatml", tokenizer),
+                                LogitsProcessorList([task_scores[-1]])))
+    assert {len(ids) for ids in expected} >= {1, 2, 4, 12}  # rows really end at different steps
+    assert [ids[-1] for ids, r in zip(expected, requests) if r[3] is not None] == [EOD, EOD]  # stopped early
+
+    monkeypatch.setattr(continuous, "_headroom_capacity", lambda columns: columns + 2)
+    shapes, encodings, hooks = _watch_forwards(model)
+    try:
+        finished = list(generate_greedy(model, tasks, batch_size=3, pad_token_id=EOD))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert sorted(index for index, _ in finished) == list(range(len(tasks)))
+    assert {index: ids for index, ids in finished} == dict(enumerate(expected))
+    problems = [p for i in range(len(tasks)) for p in _score_differences(i, task_scores[i].steps, chat_scores[i].steps)]
+    assert not problems, "\n".join(problems)
+
+    steps = [rows for rows, tokens in shapes if tokens == 1]
+    prefills = [i for i, (rows, tokens) in enumerate(shapes) if tokens > 1]
+    assert max(rows for rows, _ in shapes) <= 3 and all(shapes[i][0] == 1 for i in prefills)
+    assert prefills[-1] > shapes.index(next(s for s in shapes if s[1] == 1))  # requests joined a running batch
+    # A static batch of 3 requests at a time decodes until its longest row ends.
+    static_steps = sum(max(len(ids) for ids in expected[i:i + 3]) - 1 for i in range(0, len(expected), 3))
+    assert len(steps) < static_steps
+    # One encoding per run of requests showing the same images: scene (1, 2), scene+portrait (4), scene (5, 7;
+    # request 6 shows none).
+    assert len(encodings) == 3
+
+
+class _EndAfterPromptDependentLength(LogitsProcessor):
+    """Forces <|im_end|> once a row has generated 1 + (prompt length mod 4) tokens (state kept per call)."""
+
+    def __init__(self):
+        self.prompt_width = None
+
+    def __call__(self, input_ids, scores):
+        if self.prompt_width is None:
+            self.prompt_width = input_ids.shape[1]
+        if input_ids.shape[1] - self.prompt_width == 1 + self.prompt_width % 4:
+            scores[:] = -float("inf")
+            scores[:, IM_END] = 0.0
+        return scores
+
+
+@pytest.mark.usefixtures("in_reference_dir")
+def test_continuous_batching_isolates_a_bad_image_and_runs_per_request_processors(short_context_model):
+    model, tokenizer = short_context_model
+    queries = ["Hi.", tokenizer.from_list_format([{"image": "images/missing.png"}, {"text": "What?"}]),
+               IMAGE + "What is this?", "Tell me more " * 20, "Bye."]
+    fresh = lambda: LogitsProcessorList([_EndAfterPromptDependentLength()])  # noqa: E731
+    alone = {i: model.chat(tokenizer, q, do_sample=False, max_new_tokens=12, logits_processor=fresh())[0]
+             for i, q in enumerate(queries) if i != 1}
+    outcomes = dict(iter_batch_chat_detailed(model, tokenizer, queries, batch_size=2, do_sample=False,
+                                             max_new_tokens=12, make_logits_processor=fresh))
+    assert isinstance(outcomes[1], FileNotFoundError) and "images/missing.png" in str(outcomes[1])
+    assert {i: outcomes[i].response for i in alone} == alone
+    lengths = {i: outcomes[i].completion_tokens for i in alone}
+    assert all(outcomes[i].finish_reason == "stop" and outcomes[i].generated_ids[-2:] == [IM_END, EOD]
+               for i in alone)
+    assert len(set(lengths.values())) > 1, lengths  # the processor's per-prompt lengths, not one shared state
+    with pytest.raises(ValueError, match="greedy"):
+        iter_batch_chat_detailed(model, tokenizer, queries, max_new_tokens=4)  # sampling: no continuous path
+
+
+def test_moving_cache_columns_keeps_them_intact_when_source_and_target_overlap():
+    for target in (0, 1, 4, 7):
+        buffer = torch.arange(12.0).view(1, 1, 12, 1).clone()
+        continuous._move_columns(buffer, 3, 8, target)
+        assert buffer[0, 0, target:target + 5, 0].tolist() == [3.0, 4.0, 5.0, 6.0, 7.0], target
 
 
 def test_batched_sampling_runs_and_follows_the_seed(short_context_model):

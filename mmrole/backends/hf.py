@@ -2,15 +2,24 @@
 
 Every request is rendered as the original scripts did: the query parts through
 `tokenizer.from_list_format` (an image becomes `Picture 1: <img>PATH</img>\n`, so the path string
-is part of the prompt tokens), the request's system prompt, history turns likewise. Requests are
-answered up to `batch_size` at a time with `batch_chat_detailed` (left padding; per row positions,
-NTK and log-n, so greedy answers equal one-at-a-time `chat`). The model encodes each distinct image
-path once per forward pass, so batches are cut between runs of consecutive requests that show the
-same images (the 8 judge requests of a sample, 16 with --swap, or the retries of a sample), never
-inside one unless the run alone is larger than batch_size: each image is then encoded once per
-sample and round. A batch_size that is a multiple of 8 fills batches with whole samples. When the
-requests fill more than one batch, runs are taken longest prompt first, so a batch holds prompts
-of similar length and little of every forward pass and cached step is spent on left padding
+is part of the prompt tokens), the request's system prompt, history turns likewise.
+
+Greedy requests (--no_random) are decoded with continuous batching (`iter_batch_chat_detailed`): at
+most `batch_size` rows decode at once, every request is prefilled alone, and a request that ends
+leaves the batch at once and the next one takes its place, so the decoding steps are about the
+tokens generated / batch_size instead of the longest answer of every batch. Each result is yielded
+as soon as it ends. Consecutive requests that show the same images (the 8 judge requests of a
+sample, 16 with --swap, or the retries of a sample) share one image encoding.
+
+Sampled requests go in static batches of up to `batch_size` through `batch_chat_detailed` (left
+padding; per row positions, NTK and log-n; the seed is set per batch, so sampling is repeatable).
+Batches are cut between runs of requests that show the same images, never inside one unless the
+run alone is larger than batch_size: each image is then encoded once per sample and round (the
+model encodes each distinct image path once per forward pass). A batch_size that is a multiple of
+8 fills batches with whole samples.
+
+Either way, when the requests fill more than one batch, runs are taken longest prompt first, so
+rows decoding together have similar lengths and little of every step is spent on padding
 (results are yielded with their index; greedy answers do not depend on the batch).
 
 Generation settings are the checkpoint's generation_config.json (as the original) unless
@@ -101,9 +110,15 @@ class HFBackend(Backend):
     def generate_iter(
         self, requests: Sequence[ChatRequest], params: GenerationParams
     ) -> Iterator[Tuple[int, Union[ChatResult, BackendError]]]:
+        from ..qwen_vl.generation import continuous_batching_applies
+
         kwargs = self.generation_kwargs(params)
         lengths = [self.prompt_length(r) for r in requests] if len(requests) > self.batch_size else None
-        for indexes in batches_of_whole_runs(requests, self.batch_size, lengths):
+        batches = batches_of_whole_runs(requests, self.batch_size, lengths)
+        if params.greedy and continuous_batching_applies(self.model, self.tokenizer, **kwargs):
+            yield from self._answer_continuously(requests, [i for batch in batches for i in batch], kwargs)
+            return
+        for indexes in batches:
             chunk = [requests[i] for i in indexes]
             if not params.greedy and params.seed is not None:
                 torch.manual_seed(params.seed)  # sampling repeatable per batch
@@ -113,6 +128,27 @@ class HFBackend(Backend):
                 results = [self._answer_alone(r, kwargs) for r in chunk] if len(chunk) > 1 else [_error(chunk[0], e)]
             yield from zip(indexes, results)
 
+    def _answer_continuously(
+        self, requests: Sequence[ChatRequest], order: List[int], kwargs: Dict[str, Any]
+    ) -> Iterator[Tuple[int, Union[ChatResult, BackendError]]]:
+        """Greedy requests, admitted in `order`, yielded as each ends; a request that cannot be rendered or
+        prefilled (e.g. an unreadable image) yields its error and the others go on."""
+        from ..qwen_vl.generation import iter_batch_chat_detailed
+
+        admitted, rendered = [], []
+        for index in order:
+            try:
+                rendered.append(self.render(requests[index]))
+                admitted.append(index)
+            except (OSError, ValueError) as e:
+                yield index, _error(requests[index], e)
+        outcomes = iter_batch_chat_detailed(
+            self.model, self.tokenizer, [q for q, _ in rendered], [h for _, h in rendered],
+            [requests[i].system for i in admitted], batch_size=self.batch_size, **kwargs)
+        for position, outcome in outcomes:
+            index = admitted[position]
+            yield index, _error(requests[index], outcome) if isinstance(outcome, Exception) else _result(outcome)
+
     def _answer(self, chunk: Sequence[ChatRequest], kwargs: Dict[str, Any]) -> List[ChatResult]:
         from ..qwen_vl.generation import batch_chat_detailed
 
@@ -121,8 +157,7 @@ class HFBackend(Backend):
             generations = batch_chat_detailed(
                 self.model, self.tokenizer, [q for q, _ in rendered], [h for _, h in rendered],
                 [r.system for r in chunk], batch_size=None, **kwargs)
-        return [ChatResult(text=g.response, finish_reason=g.finish_reason, prompt_tokens=g.prompt_tokens,
-                           completion_tokens=g.completion_tokens) for g in generations]
+        return [_result(g) for g in generations]
 
     def _answer_alone(self, request: ChatRequest, kwargs: Dict[str, Any]) -> Union[ChatResult, BackendError]:
         try:
@@ -159,6 +194,11 @@ def batches_of_whole_runs(
     if current:
         batches.append(current)
     return batches
+
+
+def _result(generation) -> ChatResult:
+    return ChatResult(text=generation.response, finish_reason=generation.finish_reason,
+                      prompt_tokens=generation.prompt_tokens, completion_tokens=generation.completion_tokens)
 
 
 def _error(request: ChatRequest, error: Exception) -> BackendError:

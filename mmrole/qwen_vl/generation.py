@@ -5,9 +5,12 @@ top_p, top_k, do_sample, ...) unless a `generation_config` or keyword arguments 
 The stop words of chatml are `<|im_end|>` and `<|im_start|>`: once a row has generated one, the next step is
 forced to `<|endoftext|>` (score 2**15), and generation of that row ends there.
 
-`batch_chat` left-pads the prompts. The model takes rotary positions, the dynamic-NTK factor and log-n scaling
-per row from the row's own length (see modeling_qwen), so every row gets exactly what a one-at-a-time `chat`
-gives it (up to float rounding of batched matrix products).
+`batch_chat` with greedy decoding uses continuous batching (see continuous.py): every query is prefilled alone,
+decodes in a shared batch of at most batch_size rows, and leaves it when it ends, its place going to the next
+query. Otherwise (sampling, or settings only transformers' `generate` implements) it left-pads the prompts of
+each batch into one `generate` call. Either way the model takes rotary positions, the dynamic-NTK factor and
+log-n per row from the row's own length (see modeling_qwen), so every row gets exactly what a one-at-a-time
+`chat` gives it (up to float rounding of batched matrix products).
 """
 
 from __future__ import annotations
@@ -16,20 +19,27 @@ import copy
 import threading
 from dataclasses import dataclass
 from queue import Queue
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
 from .chat_format import decode_tokens, get_stop_words_ids, make_context
+from .continuous import FORCED_EOS_SCORE, GreedyTask, ends_with_stop_word, generate_greedy
 
 if TYPE_CHECKING:  # pragma: no cover
     from .modeling_qwen import QWenLMHeadModel
 
 DEFAULT_SYSTEM = "You are a helpful assistant."
-# The score the original gives <|endoftext|> right after a stop word.
-FORCED_EOS_SCORE = float(2**15)
+# Generation-config fields the continuous-batching path honours, or that greedy decoding does not read. A config
+# setting anything else (repetition_penalty, min_new_tokens, bad_words_ids, output_scores, ...) is answered by
+# transformers' `generate`, which implements them.
+CONTINUOUS_CONFIG_FIELDS = frozenset({
+    "max_new_tokens", "max_length", "do_sample", "temperature", "top_k", "top_p", "min_p", "top_h", "typical_p",
+    "epsilon_cutoff", "eta_cutoff", "pad_token_id", "bos_token_id", "eos_token_id", "use_cache", "chat_format",
+    "max_window_size", "stop_words_ids", "transformers_version", "return_dict_in_generate",
+})
 
 History = List[Tuple[str, str]]
 
@@ -256,9 +266,102 @@ def _eos_ids(setup: _ChatSetup) -> List[int]:
     return [eos] if isinstance(eos, int) else list(eos)
 
 
-def _ends_with_stop_word(ids: List[int], setup: _ChatSetup) -> bool:
-    """A stop word as the very last token (max_new_tokens hit before the forced eos) still means "stop"."""
-    return any(len(seq) <= len(ids) and ids[-len(seq) :] == seq for seq in setup.stop_words_ids)
+def _generation(tokenizer, context: Tuple[str, List[int]], new_ids: List[int], setup: _ChatSetup) -> ChatGeneration:
+    """A row's result from its new ids (trailing pads after the eos allowed). A stop word as the very last token
+    (max_new_tokens hit before the forced eos) still means "stop"."""
+    raw_text, context_tokens = context
+    eos_ids = set(_eos_ids(setup))
+    end = next((k + 1 for k, tok in enumerate(new_ids) if tok in eos_ids), None)
+    kept = new_ids if end is None else new_ids[:end]
+    return ChatGeneration(
+        response=_decode(tokenizer, context_tokens + kept, raw_text, len(context_tokens), setup),
+        generated_ids=kept,
+        finish_reason="stop" if end is not None or ends_with_stop_word(kept, setup.stop_words_ids) else "length",
+        prompt_tokens=len(context_tokens),
+        completion_tokens=len(kept),
+    )
+
+
+def _continuous_applies(setup: _ChatSetup) -> bool:
+    config = setup.config
+    return (
+        not config.do_sample
+        and not setup.kwargs
+        and isinstance(config.max_new_tokens, int)
+        and config.max_new_tokens >= 1
+        and set(config.to_diff_dict()) <= CONTINUOUS_CONFIG_FIELDS
+    )
+
+
+def continuous_batching_applies(
+    model, tokenizer, generation_config: Optional[GenerationConfig] = None, stop_words_ids=None,
+    make_logits_processor=None, **kwargs: Any
+) -> bool:
+    """Whether `batch_chat_detailed` with these arguments decodes with continuous batching: greedy, no
+    logits_processor/stopping_criteria/streamer keywords, no setting outside CONTINUOUS_CONFIG_FIELDS."""
+    return _continuous_applies(_setup(model, tokenizer, generation_config, stop_words_ids, kwargs))
+
+
+def _continuous_results(
+    model, tokenizer, contexts: Sequence[Union[Tuple[str, List[int]], Exception]], setup: _ChatSetup,
+    batch_size: int, make_logits_processor: Optional[Callable[[], LogitsProcessorList]],
+) -> Iterator[Tuple[int, Union[ChatGeneration, Exception]]]:
+    """(query index, result or the OSError/ValueError of that query) as queries end; contexts that are
+    exceptions already (the prompt could not be built) are yielded first."""
+    eos_ids = _eos_ids(setup)
+    pad_id = setup.config.pad_token_id if setup.config.pad_token_id is not None else eos_ids[0]
+    tasks, query_of_task = [], []
+    for index, context in enumerate(contexts):
+        if isinstance(context, Exception):
+            yield index, context
+            continue
+        tasks.append(GreedyTask(context[1], setup.config.max_new_tokens, eos_ids, setup.stop_words_ids,
+                                make_logits_processor() if make_logits_processor is not None else None))
+        query_of_task.append(index)
+    for task_index, outcome in generate_greedy(model, tasks, batch_size, pad_id):
+        index = query_of_task[task_index]
+        yield index, outcome if isinstance(outcome, Exception) else _generation(tokenizer, contexts[index], outcome, setup)
+
+
+def _per_query(queries, histories, systems) -> Tuple[List[Optional[History]], List[str]]:
+    count = len(queries)
+    histories = list(histories) if histories is not None else [None] * count
+    systems = [systems] * count if isinstance(systems, str) else list(systems)
+    if len(histories) != count or len(systems) != count:
+        raise ValueError(f"got {count} queries, {len(histories)} histories and {len(systems)} systems")
+    return histories, systems
+
+
+def iter_batch_chat_detailed(
+    model: "QWenLMHeadModel",
+    tokenizer,
+    queries: Sequence[str],
+    histories: Optional[Sequence[Optional[History]]] = None,
+    systems: Union[str, Sequence[str]] = DEFAULT_SYSTEM,
+    generation_config: Optional[GenerationConfig] = None,
+    stop_words_ids: Optional[List[List[int]]] = None,
+    batch_size: Optional[int] = None,
+    make_logits_processor: Optional[Callable[[], LogitsProcessorList]] = None,
+    **kwargs: Any,
+) -> Iterator[Tuple[int, Union[ChatGeneration, Exception]]]:
+    """Continuous-batching greedy chats, yielded as (query index, ChatGeneration) as each ends; a query whose
+    prompt cannot be built or prefilled (an unreadable image, a malformed image tag) yields its OSError or
+    ValueError instead and the others go on. Queries are admitted in the given order (keep queries showing the
+    same image together: the image is then encoded once for them). Arguments as `batch_chat_detailed`; raises
+    ValueError for settings that need the `generate` path (see `continuous_batching_applies`)."""
+    histories, systems = _per_query(queries, histories, systems)
+    setup = _setup(model, tokenizer, generation_config, stop_words_ids, kwargs)
+    if not _continuous_applies(setup):
+        raise ValueError("iter_batch_chat_detailed needs greedy decoding without settings only `generate` "
+                         "implements (see continuous_batching_applies)")
+    contexts: List[Union[Tuple[str, List[int]], Exception]] = []
+    for query, history, system in zip(queries, histories, systems):
+        try:
+            contexts.append(_context(tokenizer, query, history, system, setup))
+        except (OSError, ValueError) as error:
+            contexts.append(error)
+    return _continuous_results(model, tokenizer, contexts, setup, batch_size or max(len(queries), 1),
+                               make_logits_processor)
 
 
 def _generate_left_padded(model, contexts: List[List[int]], pad_id: int, setup: _ChatSetup) -> List[List[int]]:
@@ -288,42 +391,45 @@ def batch_chat_detailed(
     generation_config: Optional[GenerationConfig] = None,
     stop_words_ids: Optional[List[List[int]]] = None,
     batch_size: Optional[int] = None,
+    make_logits_processor: Optional[Callable[[], LogitsProcessorList]] = None,
     **kwargs: Any,
 ) -> List[ChatGeneration]:
-    """Answer many (query, history, system) at once with left padding; one ChatGeneration per query, in order.
+    """Answer many (query, history, system) at once; one ChatGeneration per query, in order.
 
     histories: one history (or None) per query; systems: one system prompt for all, or one per query.
-    batch_size: at most this many prompts per `generate` call (prompts are grouped by length to limit padding).
+    batch_size: at most this many rows at a time (None: all queries at once).
+    Greedy decoding uses continuous batching (`iter_batch_chat_detailed`): a row that ends is replaced by the
+    next query at once. make_logits_processor (greedy only): a function returning fresh logits processors for
+    each query, which see that query's ids alone, as `chat(..., logits_processor=...)` would.
+    Sampling, logits_processor/stopping_criteria/streamer keywords and settings only `generate` implements use
+    left-padded `generate` calls of batch_size prompts (grouped by length to limit padding).
     With greedy decoding every answer equals what `chat` gives for that query alone."""
+    histories, systems = _per_query(queries, histories, systems)
     count = len(queries)
-    histories = list(histories) if histories is not None else [None] * count
-    systems = [systems] * count if isinstance(systems, str) else list(systems)
-    if len(histories) != count or len(systems) != count:
-        raise ValueError(f"got {count} queries, {len(histories)} histories and {len(systems)} systems")
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     setup = _setup(model, tokenizer, generation_config, stop_words_ids, kwargs)
     contexts = [_context(tokenizer, q, h, s, setup) for q, h, s in zip(queries, histories, systems)]
+    results: List[Optional[ChatGeneration]] = [None] * count
+    if _continuous_applies(setup):
+        outcomes = _continuous_results(model, tokenizer, contexts, setup, batch_size or max(count, 1),
+                                       make_logits_processor)
+        for index, outcome in outcomes:
+            if isinstance(outcome, Exception):
+                raise outcome
+            results[index] = outcome
+        return results  # type: ignore[return-value]
+    if make_logits_processor is not None:
+        raise ValueError("make_logits_processor works with greedy continuous batching only "
+                         "(see continuous_batching_applies)")
     pad_id = setup.config.pad_token_id if setup.config.pad_token_id is not None else _eos_ids(setup)[0]
-    eos_ids = set(_eos_ids(setup))
-
     order = sorted(range(count), key=lambda i: len(contexts[i][1]))
     step = batch_size or max(count, 1)
-    results: List[Optional[ChatGeneration]] = [None] * count
     for start in range(0, count, step):
         chunk = order[start : start + step]
         generated = _generate_left_padded(model, [contexts[i][1] for i in chunk], pad_id, setup)
         for index, new_ids in zip(chunk, generated):
-            raw_text, context_tokens = contexts[index]
-            end = next((k + 1 for k, tok in enumerate(new_ids) if tok in eos_ids), None)
-            kept = new_ids if end is None else new_ids[:end]
-            results[index] = ChatGeneration(
-                response=_decode(tokenizer, context_tokens + kept, raw_text, len(context_tokens), setup),
-                generated_ids=kept,
-                finish_reason="stop" if end is not None or _ends_with_stop_word(kept, setup) else "length",
-                prompt_tokens=len(context_tokens),
-                completion_tokens=len(kept),
-            )
+            results[index] = _generation(tokenizer, contexts[index], new_ids, setup)
     return results  # type: ignore[return-value]
 
 

@@ -326,10 +326,13 @@ class QWenModel(QWenPreTrainedModel):
         output_hidden_states: bool = False,
         return_dict: Optional[bool] = None,
         cache: Optional[Cache] = None,
+        image_features: Optional[Dict[str, torch.Tensor]] = None,
     ) -> Union[QWenModelOutput, tuple]:
         """input_ids: [B, T]; attention_mask: [B, past+T] 0/1; position_ids: [B, T] (optional, see module doc);
         pixel_values: [n_images, 3, S, S] for the image spans of input_ids in order of appearance (optional:
         without it the images are loaded from the paths written in the spans, as the original).
+        image_features: {path: [n_queries, C]} from `encode_image_paths`; spans showing these paths use them
+        instead of loading and encoding the image again (a caller answering many prompts about one image).
         `cache` is `past_key_values` under transformers' newer name (CACHE_FIELD).
         Returns last_hidden_state [B, T, C], the cache, hidden_states, attentions, ntk_alpha [B]."""
         past_key_values = _one_cache(past_key_values, cache)
@@ -361,7 +364,7 @@ class QWenModel(QWenPreTrainedModel):
 
         hidden_states = self.drop(inputs_embeds)
         if past_length == 0 and input_ids is not None:
-            hidden_states = self._write_image_features(input_ids, hidden_states, pixel_values)
+            hidden_states = self._write_image_features(input_ids, hidden_states, pixel_values, image_features)
         elif pixel_values is not None and past_length == 0:
             raise ValueError("pixel_values were given without input_ids holding their <img> spans")
 
@@ -388,8 +391,17 @@ class QWenModel(QWenPreTrainedModel):
         )
         return output if return_dict is not False else output.to_tuple()
 
+    def encode_image_paths(self, paths: Sequence[str]) -> torch.Tensor:
+        """[len(paths), n_queries, C] features of the images at `paths` (relative to the working directory),
+        encoded in one vision forward, as a forward does for the distinct images of its prompts."""
+        return self.visual(load_image_pixels(paths, self.visual.image_size))
+
     def _write_image_features(
-        self, input_ids: torch.Tensor, hidden_states: torch.Tensor, pixel_values: Optional[torch.Tensor]
+        self,
+        input_ids: torch.Tensor,
+        hidden_states: torch.Tensor,
+        pixel_values: Optional[torch.Tensor],
+        image_features: Optional[Dict[str, torch.Tensor]] = None,
     ) -> torch.Tensor:
         """Replace the 256 positions inside every <img>...</img> span by that image's features.
 
@@ -410,19 +422,24 @@ class QWenModel(QWenPreTrainedModel):
         paths = [span_image_path(input_ids[row, start + 1 : end].tolist(), visual_cfg["image_start_id"] + 2)
                  for row, start, end in spans]
         if pixel_values is None:
-            unique_paths = list(dict.fromkeys(paths))
-            pixels = load_image_pixels(unique_paths, self.visual.image_size)
-            image_index = [unique_paths.index(path) for path in paths]
+            by_path = dict(image_features or {})
+            missing = [path for path in dict.fromkeys(paths) if path not in by_path]
+            if missing:
+                by_path.update(zip(missing, self.encode_image_paths(missing)))
+            span_features = [by_path[path] for path in paths]
         else:
+            if image_features is not None:
+                raise ValueError("pass pixel_values or image_features, not both")
             if len(pixel_values) != len(spans):
                 raise ValueError(
                     f"pixel_values holds {len(pixel_values)} images but input_ids has {len(spans)} <img> spans"
                 )
             pixels, image_index = _dedupe_pixels(pixel_values, paths)
-        features = self.visual(pixels).to(device=hidden_states.device, dtype=hidden_states.dtype)
+            encoded = self.visual(pixels)
+            span_features = [encoded[index] for index in image_index]
         hidden_states = hidden_states.clone()
-        for (row, start, end), index in zip(spans, image_index):
-            hidden_states[row, start + 1 : end] = features[index]
+        for (row, start, end), features in zip(spans, span_features):
+            hidden_states[row, start + 1 : end] = features.to(device=hidden_states.device, dtype=hidden_states.dtype)
         return hidden_states
 
     def _ntk_alphas(self, positions: torch.Tensor, past_length: int, cache: Optional[Cache]) -> List[float]:
@@ -582,6 +599,7 @@ class QWenLMHeadModel(QWenPreTrainedModel, GenerationMixin):
         return_dict: Optional[bool] = None,
         logits_to_keep: Union[int, torch.Tensor] = 0,
         cache: Optional[Cache] = None,
+        image_features: Optional[Dict[str, torch.Tensor]] = None,
     ) -> Union[QWenCausalLMOutput, tuple]:
         """As QWenModel.forward, plus: labels [B, T] (-100 = ignored) gives the mean shifted cross-entropy;
         logits_to_keep (int k > 0: the last k positions) avoids full-vocabulary logits everywhere.
@@ -597,6 +615,7 @@ class QWenLMHeadModel(QWenPreTrainedModel, GenerationMixin):
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
             return_dict=True,
+            image_features=image_features,
         )
         hidden_states = outputs.last_hidden_state
         if labels is None and isinstance(logits_to_keep, int) and logits_to_keep > 0:

@@ -1,0 +1,388 @@
+"""Greedy generation with continuous batching: a row leaves the decoding batch when it ends, and the next
+waiting request is prefilled and takes its place ("refill finished rows").
+
+Why: a static batch decodes until its longest row ends, and a decoding step of a small or memory-bound model
+costs nearly the same for 1 or 16 rows (the vocabulary projection is read once per step either way). So the
+number of steps is the cost. Here it is about (tokens generated) / batch_size plus a short tail.
+
+Every request gets exactly what a one-at-a-time `chat` gives it (greedy):
+- it is prefilled alone, as `chat` prefills it: no padding, so its own length gives its dynamic-NTK factor,
+  rotary positions 0..P-1 and log-n; its first token comes from that prefill;
+- in the shared decoding batch each row feeds its own position and keeps its own prefill NTK factor (stored per
+  row on the cache, CACHE_NTK_ALPHA_ATTR) and attends only to its own keys (masked keys add exactly zero);
+- tokens are chosen as transformers' greedy `generate` chooses them: float32 scores, the request's own logits
+  processors, then the stop-word rule (eos forced after a stop word), argmax; a row ends on an eos token or after
+  its max_new_tokens.
+Only float rounding of batched products can differ, as in any batched generation.
+
+Key/value storage (`SlotKVCache`): one preallocated buffer per layer, [rows, heads, capacity, head_dim]. All rows
+append their new key at the same column at every step (one forward serves them all); row r's keys occupy columns
+[start_r, length), everything left of start_r is masked. A joining row's prompt is written right-aligned at
+`length` into its free slot. So no step copies the cache (DynamicCache concatenates it whole at every step); the
+live columns are moved left only when the buffer is full, which happens once per ~capacity/5 steps. At most
+`batch_size` rows are ever held; when no request waits and half the rows are empty, the buffers shrink.
+
+Images: consecutive requests that show the same images (a sample's eight judge prompts) share one encoding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import nn
+from transformers import LogitsProcessorList
+
+from .modeling_qwen import CACHE_NTK_ALPHA_ATTR, find_image_spans, span_image_path
+
+# The score the original gives eos right after a stop word (also the stop-word processor's, in generation.py).
+FORCED_EOS_SCORE = float(2**15)
+# Columns kept free beyond what the rows need when the buffers are (re)allocated: a fifth of it, at least 64.
+MIN_HEADROOM = 64
+# Vocabulary rows projected at a time on a CPU (see last_position_scores): 2 MB of a 128-wide float32 head.
+VOCABULARY_SLICE = 4096
+
+
+@dataclass
+class GreedyTask:
+    """One request. context_tokens: the prompt ids (make_context). The row ends after an eos token or after
+    max_new_tokens tokens; after a stop-word sequence the next token is forced to eos (score 2**15).
+    logits_processor: this request's own processors (fresh, they may keep state), applied to its ids alone
+    before the stop-word rule, as `generate` applies a `chat` call's logits_processor."""
+
+    context_tokens: Sequence[int]
+    max_new_tokens: int
+    eos_token_ids: Sequence[int]
+    stop_words_ids: Sequence[Sequence[int]] = ()
+    logits_processor: Optional[LogitsProcessorList] = None
+
+
+def ends_with_stop_word(ids: Sequence[int], stop_words_ids: Sequence[Sequence[int]]) -> bool:
+    return any(0 < len(seq) <= len(ids) and list(ids[-len(seq):]) == list(seq) for seq in stop_words_ids)
+
+
+def _headroom_capacity(columns: int) -> int:
+    return columns + max(MIN_HEADROOM, columns // 5)
+
+
+def _move_columns(buffer: torch.Tensor, start: int, end: int, target: int) -> None:
+    """Move buffer[:, :, start:end] so it begins at column `target`, in pieces no longer than the shift, so that
+    a piece never overlaps the place it is copied to."""
+    shift = target - start
+    width = end - start
+    if shift == 0 or width <= 0:
+        return
+    piece = abs(shift)
+    offsets = range(0, width, piece)
+    for offset in (offsets if shift < 0 else reversed(offsets)):
+        size = min(piece, width - offset)
+        source = start + offset
+        buffer[:, :, source + shift : source + shift + size] = buffer[:, :, source : source + size]
+
+
+class SlotKVCache:
+    """Keys and values of the rows of a decoding batch whose rows come and go (see the module doc).
+
+    Implements what the Qwen forward asks of a transformers Cache: get_seq_length() and update(); the per-row
+    NTK factors are the attribute CACHE_NTK_ALPHA_ATTR. Slots without a row have start None.
+    """
+
+    def __init__(self, num_layers: int, slots: int):
+        self.num_layers = num_layers
+        self.keys: List[Optional[torch.Tensor]] = [None] * num_layers
+        self.values: List[Optional[torch.Tensor]] = [None] * num_layers
+        self.capacity = 0
+        self.length = 0  # columns in use; the next step writes column `length`
+        self.starts: List[Optional[int]] = [None] * slots
+        setattr(self, CACHE_NTK_ALPHA_ATTR, [1] * slots)
+        self._columns = torch.arange(0)
+
+    @property
+    def slots(self) -> int:
+        return len(self.starts)
+
+    @property
+    def alphas(self) -> List[float]:
+        return getattr(self, CACHE_NTK_ALPHA_ATTR)
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.length
+
+    def update(self, key: torch.Tensor, value: torch.Tensor, layer_idx: int, *args, **kwargs):
+        """key/value: [slots, H, 1, D], every row's newest; returns all columns up to and including it."""
+        keys, values = self.keys[layer_idx], self.values[layer_idx]
+        keys[:, :, self.length] = key[:, :, 0]
+        values[:, :, self.length] = value[:, :, 0]
+        return keys[:, :, : self.length + 1], values[:, :, : self.length + 1]
+
+    def advance(self) -> None:
+        """After a decoding step: its column now belongs to every row."""
+        self.length += 1
+
+    def attention_mask(self, device: torch.device) -> torch.Tensor:
+        """[slots, length + 1] bool: each row sees its own columns and the one the next step writes."""
+        if self._columns.numel() < self.capacity:
+            self._columns = torch.arange(self.capacity)
+        no_row = self.length + 1  # an empty slot sees nothing (the forward then lets it attend causally)
+        starts = torch.tensor([no_row if start is None else start for start in self.starts])
+        return (self._columns[: self.length + 1][None, :] >= starts[:, None]).to(device)
+
+    def _window_start(self) -> int:
+        return min((start for start in self.starts if start is not None), default=self.length)
+
+    def make_room_for_step(self) -> None:
+        """Column `length` must exist: when the buffers are full, move the live columns to the left (and grow
+        the buffers when that frees too little)."""
+        if self.length < self.capacity:
+            return
+        window = self.length - self._window_start()
+        needed = _headroom_capacity(window)
+        self._relayout(window, self.capacity if self.capacity >= needed else needed)
+
+    def make_room_for_prompt(self, prompt_length: int) -> None:
+        """A prompt of this length must fit left of column `length`: shift the rows right when it is longer
+        than the columns in use."""
+        if prompt_length > self.length:
+            self._relayout(prompt_length, max(self.capacity, _headroom_capacity(prompt_length)))
+
+    def keep_slots(self, slots: Sequence[int]) -> None:
+        """Keep only these slots (in this order), in buffers sized for what they hold."""
+        window = self.length - min((self.starts[s] for s in slots if self.starts[s] is not None), default=self.length)
+        self._relayout(window, _headroom_capacity(window), slots=list(slots))
+
+    def _relayout(self, new_length: int, capacity: int, slots: Optional[List[int]] = None) -> None:
+        """Move the live columns [window start, length) so that they end at new_length; reallocate the buffers
+        when the capacity or the slots change (zero-filled: masked columns must hold finite numbers, since a
+        masked key's weight is 0 and 0 * NaN would not be)."""
+        window_start = self._window_start()
+        shift = new_length - self.length
+        if window_start + shift < 0 or new_length + 1 > capacity:
+            raise AssertionError(f"bad cache layout: window {window_start}..{self.length} -> end {new_length}, "
+                                 f"capacity {capacity}")
+        for store in (self.keys, self.values):
+            for layer, buffer in enumerate(store):
+                if buffer is None:
+                    continue
+                if slots is None and capacity == self.capacity:
+                    _move_columns(buffer, window_start, self.length, window_start + shift)
+                    continue
+                live = buffer[:, :, window_start : self.length] if slots is None else \
+                    buffer[slots, :, window_start : self.length]
+                fresh = buffer.new_zeros(live.shape[0], live.shape[1], capacity, live.shape[3])
+                fresh[:, :, window_start + shift : new_length] = live
+                store[layer] = fresh
+        if slots is not None:
+            self.starts = [self.starts[s] for s in slots]
+            setattr(self, CACHE_NTK_ALPHA_ATTR, [self.alphas[s] for s in slots])
+        self.starts = [None if start is None else start + shift for start in self.starts]
+        self.length = new_length
+        self.capacity = capacity
+
+    def write_prompt(self, layer: int, slot: int, key: torch.Tensor, value: torch.Tensor) -> None:
+        """key/value: [1, H, P, D] of one prompt, written right-aligned at `length` in the slot."""
+        for store, new in ((self.keys, key), (self.values, value)):
+            if store[layer] is None:
+                store[layer] = new.new_zeros(self.slots, new.shape[1], self.capacity, new.shape[3])
+            store[layer][slot, :, self.length - new.shape[2] : self.length] = new[0]
+
+
+class _PrefillIntoSlot:
+    """The cache one row's prefill sees: empty (so the forward runs exactly as `chat`'s prefill, with the row's
+    own NTK factor), while the prompt's keys and values go straight into the row's slot."""
+
+    def __init__(self, cache: SlotKVCache, slot: int):
+        self.cache = cache
+        self.slot = slot
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return 0
+
+    def update(self, key: torch.Tensor, value: torch.Tensor, layer_idx: int, *args, **kwargs):
+        self.cache.write_prompt(layer_idx, self.slot, key, value)
+        return key, value
+
+
+class _Row:
+    """A request in the decoding batch: its prompt and generated ids."""
+
+    def __init__(self, index: int, task: GreedyTask):
+        self.index = index
+        self.task = task
+        self.ids = list(task.context_tokens)
+        self.prompt_length = len(self.ids)
+        self.ids_tensor: Optional[torch.Tensor] = None  # only for logits processors: [1, P + max_new_tokens]
+        if task.logits_processor:
+            self.ids_tensor = torch.empty(1, self.prompt_length + task.max_new_tokens, dtype=torch.long)
+            self.ids_tensor[0, : self.prompt_length] = torch.tensor(self.ids)
+
+    @property
+    def generated(self) -> List[int]:
+        return self.ids[self.prompt_length :]
+
+    def process(self, scores: torch.Tensor) -> None:
+        """scores: [1, V] float32 of this row, processed in place as `generate` processes a chat's scores."""
+        if self.ids_tensor is not None:
+            processed = self.task.logits_processor(self.ids_tensor[:, : len(self.ids)].to(scores.device), scores)
+            if processed is not scores:
+                scores.copy_(processed)
+        if ends_with_stop_word(self.ids, self.task.stop_words_ids):
+            scores[0, list(self.task.eos_token_ids)] = FORCED_EOS_SCORE
+
+    def add(self, token: int) -> bool:
+        """Append the chosen token; True when the row has ended."""
+        if self.ids_tensor is not None:
+            self.ids_tensor[0, len(self.ids)] = token
+        self.ids.append(token)
+        return token in self.task.eos_token_ids or len(self.ids) - self.prompt_length >= self.task.max_new_tokens
+
+
+def last_position_scores(lm_head: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
+    """[N, V] float32 scores of the last position of hidden_states [N, T, C].
+
+    One row, a head that is not a plain bias-free Linear (e.g. LoRA-wrapped), or a GPU: the head is called as
+    the model's forward calls it (for one row that is exactly what `chat` computes). Several rows on a CPU: the
+    vocabulary is projected in slices of VOCABULARY_SLICE rows, weight_slice @ hidden.T, each written into the
+    [N, V] scores. Measured with 8-32 rows and a 151,936-row vocabulary (2 cores): F.linear, which repacks the
+    whole weight at every call, plus argmax takes 27-42 ms; one weight @ hidden.T is faster but leaves [V, N]
+    scores whose argmax over V takes up to 50 ms from 24 rows on; the slices take 15-38 ms in all. The
+    products are the same up to float rounding, like any change of batch size."""
+    last = hidden_states[:, -1:]
+    weight = getattr(lm_head, "weight", None)
+    if last.size(0) == 1 or type(lm_head) is not nn.Linear or lm_head.bias is not None or weight.device.type != "cpu":
+        return lm_head(last)[:, -1].to(copy=True, dtype=torch.float32)
+    columns = last[:, 0].T  # [C, N]
+    scores = torch.empty(last.size(0), weight.size(0), dtype=torch.float32)
+    for start in range(0, weight.size(0), VOCABULARY_SLICE):
+        scores[:, start : start + VOCABULARY_SLICE] = (weight[start : start + VOCABULARY_SLICE] @ columns).T
+    return scores
+
+
+def _image_paths(model, ids: Sequence[int]) -> Tuple[str, ...]:
+    """The distinct image paths written in a prompt's <img> spans, in order of first appearance (errors for
+    malformed spans name them, as the forward would)."""
+    visual = model.config.visual
+    if visual["image_start_id"] not in ids:
+        return ()
+    spans = find_image_spans(torch.tensor([list(ids)]), visual["image_start_id"], model.transformer.visual.n_queries)
+    paths = [span_image_path(list(ids[start + 1 : end]), visual["image_start_id"] + 2) for _, start, end in spans]
+    return tuple(dict.fromkeys(paths))
+
+
+class _ImageMemo:
+    """The features of the last prompt's images, reused while the next prompts show the same images."""
+
+    def __init__(self, model):
+        self.model = model
+        self.paths: Tuple[str, ...] = ()
+        self.features: Dict[str, torch.Tensor] = {}
+
+    def features_for(self, paths: Tuple[str, ...]) -> Optional[Dict[str, torch.Tensor]]:
+        if not paths:
+            return None
+        if paths != self.paths:
+            self.paths, self.features = (), {}  # never keep the old images beside the new ones
+            self.features = dict(zip(paths, self.model.transformer.encode_image_paths(list(paths))))
+            self.paths = paths
+        return self.features
+
+
+class _DecodingBatch:
+    def __init__(self, model, slots: int, pad_token_id: int):
+        self.model = model
+        self.device = model.device
+        self.pad_token_id = pad_token_id
+        self.cache = SlotKVCache(model.config.num_hidden_layers, slots)
+        self.rows: List[Optional[_Row]] = [None] * slots
+        self.images = _ImageMemo(model)
+
+    @property
+    def live(self) -> int:
+        return sum(row is not None for row in self.rows)
+
+    def free_slot(self) -> Optional[int]:
+        return next((slot for slot, row in enumerate(self.rows) if row is None), None)
+
+    def admit(self, slot: int, index: int, task: GreedyTask) -> Optional[List[int]]:
+        """Prefill the task alone into the slot and choose its first token. Returns its generated ids when it
+        has already ended (the slot stays free), else None (the row decodes from the next step on)."""
+        row = _Row(index, task)
+        features = self.images.features_for(_image_paths(self.model, row.ids))
+        self.cache.make_room_for_prompt(row.prompt_length)
+        target = _PrefillIntoSlot(self.cache, slot)
+        output = self.model.transformer(input_ids=torch.tensor([row.ids], device=self.device),
+                                        past_key_values=target, use_cache=True, image_features=features)
+        scores = last_position_scores(self.model.lm_head, output.last_hidden_state)
+        row.process(scores)
+        if row.add(int(scores.argmax(dim=-1))):
+            return row.generated
+        self.cache.starts[slot] = self.cache.length - row.prompt_length
+        self.cache.alphas[slot] = getattr(target, CACHE_NTK_ALPHA_ATTR, [1])[0]  # unset: no dynamic NTK
+        self.rows[slot] = row
+        return None
+
+    def step(self) -> List[Tuple[int, List[int]]]:
+        """One decoding step of every row; returns (task index, generated ids) of the rows that ended."""
+        self.cache.make_room_for_step()
+        last = [[row.ids[-1] if row else self.pad_token_id] for row in self.rows]
+        positions = [[len(row.ids) - 1 if row else 0] for row in self.rows]
+        output = self.model.transformer(input_ids=torch.tensor(last, device=self.device), past_key_values=self.cache,
+                                        attention_mask=self.cache.attention_mask(self.device),
+                                        position_ids=torch.tensor(positions, device=self.device), use_cache=True)
+        self.cache.advance()
+        scores = last_position_scores(self.model.lm_head, output.last_hidden_state)
+        for slot, row in enumerate(self.rows):
+            if row is not None:
+                row.process(scores[slot : slot + 1])
+        tokens = scores.argmax(dim=-1).tolist()
+        ended = []
+        for slot, row in enumerate(self.rows):
+            if row is not None and row.add(tokens[slot]):
+                ended.append((row.index, row.generated))
+                self.rows[slot] = None
+                self.cache.starts[slot] = None
+        return ended
+
+    def shrink(self) -> None:
+        """Drop the empty slots (when nothing waits to fill them and at least half are empty)."""
+        keep = [slot for slot, row in enumerate(self.rows) if row is not None]
+        if keep and len(keep) <= len(self.rows) // 2:
+            self.cache.keep_slots(keep)
+            self.rows = [self.rows[slot] for slot in keep]
+
+
+def generate_greedy(
+    model, tasks: Sequence[GreedyTask], batch_size: int, pad_token_id: int = 0
+) -> Iterator[Tuple[int, Union[List[int], Exception]]]:
+    """Greedy generation for many prompts with continuous batching, at most batch_size rows at a time.
+
+    Tasks are admitted in the given order (put requests that show the same images next to each other).
+    Yields (task index, generated ids up to and including the eos that ended it) as tasks end. A task whose
+    prompt cannot be prefilled (an unreadable image, a malformed image span: OSError/ValueError) yields that
+    exception instead, and the others go on. Gradients are never recorded; the model's mode is left alone."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    for task in tasks:
+        if task.max_new_tokens < 1 or not task.eos_token_ids:
+            raise ValueError(f"a task needs max_new_tokens >= 1 and eos_token_ids, got {task.max_new_tokens}, "
+                             f"{task.eos_token_ids}")
+    waiting = list(range(len(tasks)))[::-1]  # popped from the end
+    batch = _DecodingBatch(model, min(batch_size, max(len(tasks), 1)), pad_token_id)
+    while waiting or batch.live:
+        while waiting and (slot := batch.free_slot()) is not None:
+            index = waiting.pop()
+            try:
+                with torch.inference_mode():
+                    ended = batch.admit(slot, index, tasks[index])
+            except (OSError, ValueError) as error:
+                yield index, error
+                continue
+            if ended is not None:
+                yield index, ended
+        if not batch.live:
+            continue
+        with torch.inference_mode():
+            ended_rows = batch.step()
+            if not waiting:
+                batch.shrink()
+        yield from ended_rows

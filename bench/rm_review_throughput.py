@@ -120,23 +120,29 @@ def batched_review(model, tokenizer, workdir, batch_size, max_new_tokens, stop, 
     from mmrole.review import ReviewConfig, review_files
 
     class StoppingBackend(HFBackend):
-        """The hf backend with the benchmark's stop rule, fresh for every generate call."""
+        """The hf backend with the benchmark's stop rule: fresh processors for every request, which see
+        that request's ids alone, as in the loop's chat() calls."""
 
-        def _answer(self, chunk, kwargs):
-            batch_rows.append(len(chunk))
-            return super()._answer(chunk, {**kwargs, "logits_processor": stop()})
+        def generation_kwargs(self, params):
+            return {**super().generation_kwargs(params), "make_logits_processor": stop}
 
-    batch_rows = []
+    steps = []  # rows of every decoding step (prefills are one prompt each)
+    hook = model.transformer.register_forward_pre_hook(
+        lambda module, args, kwargs: steps.append(len(kwargs["input_ids"])) if kwargs["input_ids"].shape[1] == 1 else None,
+        with_kwargs=True)
     config = ReviewConfig(image_dir=str(workdir / "images"), params=GenerationParams(greedy=True, max_new_tokens=max_new_tokens),
                           progress=False)
     backend = StoppingBackend(model=model, tokenizer=tokenizer, batch_size=batch_size)
-    review_files(input_files(workdir / "answers", None), workdir / output, backend, config)
+    try:
+        review_files(input_files(workdir / "answers", None), workdir / output, backend, config)
+    finally:
+        hook.remove()
     reviews = {}
     for path in (workdir / output).glob("*.json"):
         for record in json.loads(path.read_text(encoding="utf-8")):
             for metric, entry in record.get("rm_review", {}).items():
                 reviews[(record["id"], metric)] = entry["review"]
-    return reviews, batch_rows
+    return reviews, steps
 
 
 def main(argv=None) -> int:
@@ -170,10 +176,11 @@ def main(argv=None) -> int:
             model.chat(tokenizer, query="warm-up", history=None, max_new_tokens=2)
             for batch_size in args.batch_size:
                 start = time.perf_counter()
-                reviews, batch_rows = batched_review(model, tokenizer, workdir, batch_size, args.max_new_tokens, stop,
-                                                     output=f"reviews_{batch_size}")
-                batched[batch_size] = (time.perf_counter() - start, reviews, batch_rows)
-                print(f"  batch {batch_size}: {batched[batch_size][0]:.1f} s, batches of {batch_rows} rows", flush=True)
+                reviews, steps = batched_review(model, tokenizer, workdir, batch_size, args.max_new_tokens, stop,
+                                                output=f"reviews_{batch_size}")
+                batched[batch_size] = (time.perf_counter() - start, reviews, steps)
+                print(f"  batch {batch_size}: {batched[batch_size][0]:.1f} s, {len(steps)} decoding steps",
+                      flush=True)
             start = time.perf_counter()
             theirs = original_loop(model, tokenizer, samples, str(workdir / "images"), args.max_new_tokens, stop)
             theirs_s = time.perf_counter() - start

@@ -113,12 +113,11 @@ class HFBackend(Backend):
         from ..qwen_vl.generation import continuous_batching_applies
 
         kwargs = self.generation_kwargs(params)
-        lengths = [self.prompt_length(r) for r in requests] if len(requests) > self.batch_size else None
-        batches = batches_of_whole_runs(requests, self.batch_size, lengths)
         if params.greedy and continuous_batching_applies(self.model, self.tokenizer, **kwargs):
-            yield from self._answer_continuously(requests, [i for batch in batches for i in batch], kwargs)
+            yield from self._answer_continuously(requests, kwargs)
             return
-        for indexes in batches:
+        lengths = [self.prompt_length(r) for r in requests] if len(requests) > self.batch_size else None
+        for indexes in batches_of_whole_runs(requests, self.batch_size, lengths):
             chunk = [requests[i] for i in indexes]
             if not params.greedy and params.seed is not None:
                 torch.manual_seed(params.seed)  # sampling repeatable per batch
@@ -129,14 +128,14 @@ class HFBackend(Backend):
             yield from zip(indexes, results)
 
     def _answer_continuously(
-        self, requests: Sequence[ChatRequest], order: List[int], kwargs: Dict[str, Any]
+        self, requests: Sequence[ChatRequest], kwargs: Dict[str, Any]
     ) -> Iterator[Tuple[int, Union[ChatResult, BackendError]]]:
-        """Greedy requests, admitted in `order`, yielded as each ends; a request that cannot be rendered or
-        prefilled (e.g. an unreadable image) yields its error and the others go on."""
+        """Greedy requests, yielded as each ends (runs of the same images, longest prompt first); a request
+        that cannot be rendered or prefilled (e.g. an unreadable image) yields its error, the others go on."""
         from ..qwen_vl.generation import iter_batch_chat_detailed
 
         admitted, rendered = [], []
-        for index in order:
+        for index in range(len(requests)):
             try:
                 rendered.append(self.render(requests[index]))
                 admitted.append(index)
@@ -173,14 +172,9 @@ def batches_of_whole_runs(
     same images kept in one batch unless the run alone exceeds batch_size (then it fills whole
     batches and its rest opens the next). Runs in the given order, or, with the prompt lengths,
     longest run first (a stable sort: equal lengths keep their order)."""
-    runs: List[List[int]] = []
-    for index, request in enumerate(requests):
-        if runs and requests[runs[-1][0]].images() == request.images():
-            runs[-1].append(index)
-        else:
-            runs.append([index])
-    if lengths is not None:
-        runs.sort(key=lambda run: -max(lengths[i] for i in run))
+    from ..qwen_vl.continuous import same_image_runs
+
+    runs = same_image_runs([request.images() for request in requests], lengths)
     batches: List[List[int]] = []
     current: List[int] = []
     for run in runs:

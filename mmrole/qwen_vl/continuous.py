@@ -7,7 +7,8 @@ number of steps is the cost. Here it is about (tokens generated) / batch_size pl
 
 Every request gets exactly what a one-at-a-time `chat` gives it (greedy):
 - it is prefilled alone, as `chat` prefills it: no padding, so its own length gives its dynamic-NTK factor,
-  rotary positions 0..P-1 and log-n; its first token comes from that prefill;
+  rotary positions 0..P-1 and log-n; its first token is chosen from that prefill's last position (scored
+  together with the next decoding step's rows, which saves a vocabulary projection per request);
 - in the shared decoding batch each row feeds its own position and keeps its own prefill NTK factor (stored per
   row on the cache, CACHE_NTK_ALPHA_ATTR) and attends only to its own keys (masked keys add exactly zero);
 - tokens are chosen as transformers' greedy `generate` chooses them: float32 scores, the request's own logits
@@ -23,12 +24,14 @@ live columns are moved left only when the buffer is full, which happens once per
 `batch_size` rows are ever held; when no request waits and half the rows are empty, the buffers shrink.
 
 Images: consecutive requests that show the same images (a sample's eight judge prompts) share one encoding.
+`same_image_runs` orders requests in such runs, longest prompt first (rows decoding together then have similar
+lengths, so little attention is spent on masked columns).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Hashable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -40,7 +43,7 @@ from .modeling_qwen import CACHE_NTK_ALPHA_ATTR, find_image_spans, span_image_pa
 FORCED_EOS_SCORE = float(2**15)
 # Columns kept free beyond what the rows need when the buffers are (re)allocated: a fifth of it, at least 64.
 MIN_HEADROOM = 64
-# Vocabulary rows projected at a time on a CPU (see last_position_scores): 2 MB of a 128-wide float32 head.
+# Vocabulary rows projected at a time on a CPU (see vocabulary_scores): 8 MB of a 128-wide float32 head.
 VOCABULARY_SLICE = 4096
 
 
@@ -60,6 +63,33 @@ class GreedyTask:
 
 def ends_with_stop_word(ids: Sequence[int], stop_words_ids: Sequence[Sequence[int]]) -> bool:
     return any(0 < len(seq) <= len(ids) and list(ids[-len(seq):]) == list(seq) for seq in stop_words_ids)
+
+
+def same_image_runs(image_keys: Sequence[Hashable], lengths: Optional[Sequence[int]] = None) -> List[List[int]]:
+    """Indexes in runs of consecutive equal keys (requests that show the same images), in the given order or,
+    with the prompt lengths, longest run first (a stable sort: equal lengths keep their order)."""
+    runs: List[List[int]] = []
+    for index, key in enumerate(image_keys):
+        if runs and image_keys[runs[-1][0]] == key:
+            runs[-1].append(index)
+        else:
+            runs.append([index])
+    if lengths is not None:
+        runs.sort(key=lambda run: -max(lengths[i] for i in run))
+    return runs
+
+
+def image_span_contents(ids: Sequence[int], image_start_id: int) -> Tuple[Tuple[int, ...], ...]:
+    """What each <img>...</img> span of a prompt holds (the path bytes and pads), as a key that is equal for
+    prompts showing the same images; lenient, malformed spans are the forward's to report."""
+    spans, start = [], None
+    for index, token in enumerate(ids):
+        if token == image_start_id:
+            start = index
+        elif token == image_start_id + 1 and start is not None:
+            spans.append(tuple(ids[start + 1 : index]))
+            start = None
+    return tuple(spans)
 
 
 def _headroom_capacity(columns: int) -> int:
@@ -179,6 +209,16 @@ class SlotKVCache:
         self.length = new_length
         self.capacity = capacity
 
+    def drop_column_of_joining_row(self, slot: int) -> None:
+        """After a step that a joining row sat out (its first token was not chosen yet), the step's column holds
+        nothing of it. Keys carry their rotary positions, so attention does not depend on their column order:
+        move the row's first key there and start the row one column later, instead of shifting its prompt."""
+        start, last = self.starts[slot], self.length - 1
+        for store in (self.keys, self.values):
+            for buffer in store:
+                buffer[slot, :, last] = buffer[slot, :, start]
+        self.starts[slot] = start + 1
+
     def write_prompt(self, layer: int, slot: int, key: torch.Tensor, value: torch.Tensor) -> None:
         """key/value: [1, H, P, D] of one prompt, written right-aligned at `length` in the slot."""
         for store, new in ((self.keys, key), (self.values, value)):
@@ -211,6 +251,7 @@ class _Row:
         self.task = task
         self.ids = list(task.context_tokens)
         self.prompt_length = len(self.ids)
+        self.prompt_hidden: Optional[torch.Tensor] = None  # [C] last prompt position until the first token
         self.ids_tensor: Optional[torch.Tensor] = None  # only for logits processors: [1, P + max_new_tokens]
         if task.logits_processor:
             self.ids_tensor = torch.empty(1, self.prompt_length + task.max_new_tokens, dtype=torch.long)
@@ -223,7 +264,10 @@ class _Row:
     def process(self, scores: torch.Tensor) -> None:
         """scores: [1, V] float32 of this row, processed in place as `generate` processes a chat's scores."""
         if self.ids_tensor is not None:
-            processed = self.task.logits_processor(self.ids_tensor[:, : len(self.ids)].to(scores.device), scores)
+            ids = self.ids_tensor[:, : len(self.ids)].to(scores.device)
+            processed = scores
+            for processor in self.task.logits_processor:  # as LogitsProcessorList does without keyword args
+                processed = processor(ids, processed)
             if processed is not scores:
                 scores.copy_(processed)
         if ends_with_stop_word(self.ids, self.task.stop_words_ids):
@@ -237,22 +281,23 @@ class _Row:
         return token in self.task.eos_token_ids or len(self.ids) - self.prompt_length >= self.task.max_new_tokens
 
 
-def last_position_scores(lm_head: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
-    """[N, V] float32 scores of the last position of hidden_states [N, T, C].
+def vocabulary_scores(lm_head: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
+    """[N, V] float32 scores of N final hidden states [N, C].
 
     One row, a head that is not a plain bias-free Linear (e.g. LoRA-wrapped), or a GPU: the head is called as
     the model's forward calls it (for one row that is exactly what `chat` computes). Several rows on a CPU: the
     vocabulary is projected in slices of VOCABULARY_SLICE rows, weight_slice @ hidden.T, each written into the
-    [N, V] scores. Measured with 8-32 rows and a 151,936-row vocabulary (2 cores): F.linear, which repacks the
-    whole weight at every call, plus argmax takes 27-42 ms; one weight @ hidden.T is faster but leaves [V, N]
-    scores whose argmax over V takes up to 50 ms from 24 rows on; the slices take 15-38 ms in all. The
-    products are the same up to float rounding, like any change of batch size."""
-    last = hidden_states[:, -1:]
+    [N, V] scores. Measured on 2 cores with the 151,936-row head (128 wide): 10-11 ms instead of F.linear's
+    19-21 ms (which repacks the whole weight at every call) for 4-8 rows, 15 instead of 19 for 16, about the same
+    from 12 or 24 rows on. One weight @ hidden.T is as fast but leaves [V, N] scores, whose argmax over V is
+    slow from 24 rows on (up to 50 ms). The products are the same up to float rounding, like any change of
+    batch size."""
     weight = getattr(lm_head, "weight", None)
-    if last.size(0) == 1 or type(lm_head) is not nn.Linear or lm_head.bias is not None or weight.device.type != "cpu":
-        return lm_head(last)[:, -1].to(copy=True, dtype=torch.float32)
-    columns = last[:, 0].T  # [C, N]
-    scores = torch.empty(last.size(0), weight.size(0), dtype=torch.float32)
+    rows = hidden_states.size(0)
+    if rows == 1 or type(lm_head) is not nn.Linear or lm_head.bias is not None or weight.device.type != "cpu":
+        return lm_head(hidden_states[:, None])[:, -1].to(copy=True, dtype=torch.float32)
+    columns = hidden_states.T  # [C, N]
+    scores = torch.empty(rows, weight.size(0), dtype=torch.float32)
     for start in range(0, weight.size(0), VOCABULARY_SLICE):
         scores[:, start : start + VOCABULARY_SLICE] = (weight[start : start + VOCABULARY_SLICE] @ columns).T
     return scores
@@ -303,45 +348,56 @@ class _DecodingBatch:
     def free_slot(self) -> Optional[int]:
         return next((slot for slot, row in enumerate(self.rows) if row is None), None)
 
-    def admit(self, slot: int, index: int, task: GreedyTask) -> Optional[List[int]]:
-        """Prefill the task alone into the slot and choose its first token. Returns its generated ids when it
-        has already ended (the slot stays free), else None (the row decodes from the next step on)."""
+    def admit(self, slot: int, index: int, task: GreedyTask) -> None:
+        """Prefill the task alone into the slot; its first token is chosen at the next step."""
         row = _Row(index, task)
         features = self.images.features_for(_image_paths(self.model, row.ids))
         self.cache.make_room_for_prompt(row.prompt_length)
         target = _PrefillIntoSlot(self.cache, slot)
         output = self.model.transformer(input_ids=torch.tensor([row.ids], device=self.device),
                                         past_key_values=target, use_cache=True, image_features=features)
-        scores = last_position_scores(self.model.lm_head, output.last_hidden_state)
-        row.process(scores)
-        if row.add(int(scores.argmax(dim=-1))):
-            return row.generated
+        row.prompt_hidden = output.last_hidden_state[0, -1]
         self.cache.starts[slot] = self.cache.length - row.prompt_length
         self.cache.alphas[slot] = getattr(target, CACHE_NTK_ALPHA_ATTR, [1])[0]  # unset: no dynamic NTK
         self.rows[slot] = row
-        return None
 
     def step(self) -> List[Tuple[int, List[int]]]:
-        """One decoding step of every row; returns (task index, generated ids) of the rows that ended."""
-        self.cache.make_room_for_step()
-        last = [[row.ids[-1] if row else self.pad_token_id] for row in self.rows]
-        positions = [[len(row.ids) - 1 if row else 0] for row in self.rows]
-        output = self.model.transformer(input_ids=torch.tensor(last, device=self.device), past_key_values=self.cache,
-                                        attention_mask=self.cache.attention_mask(self.device),
-                                        position_ids=torch.tensor(positions, device=self.device), use_cache=True)
-        self.cache.advance()
-        scores = last_position_scores(self.model.lm_head, output.last_hidden_state)
-        for slot, row in enumerate(self.rows):
-            if row is not None:
-                row.process(scores[slot : slot + 1])
+        """Choose the next token of every row: one forward for the rows that have generated tokens, the joining
+        rows from their prefill's last position. Returns (task index, generated ids) of the rows that ended."""
+        live = [slot for slot, row in enumerate(self.rows) if row is not None]
+        joining = [slot for slot in live if self.rows[slot].prompt_hidden is not None]
+        if len(joining) < len(live):
+            last_hidden = self._forward()
+            for slot in joining:
+                self.cache.drop_column_of_joining_row(slot)
+        hidden = torch.stack([self.rows[slot].prompt_hidden if slot in joining else last_hidden[slot]
+                              for slot in live])
+        scores = vocabulary_scores(self.model.lm_head, hidden)
+        for position, slot in enumerate(live):
+            self.rows[slot].process(scores[position : position + 1])
         tokens = scores.argmax(dim=-1).tolist()
         ended = []
-        for slot, row in enumerate(self.rows):
-            if row is not None and row.add(tokens[slot]):
+        for slot, token in zip(live, tokens):
+            row = self.rows[slot]
+            row.prompt_hidden = None
+            if row.add(token):
                 ended.append((row.index, row.generated))
                 self.rows[slot] = None
                 self.cache.starts[slot] = None
         return ended
+
+    def _forward(self) -> torch.Tensor:
+        """One decoding forward of all slots (joining and empty ones feed a pad whose output is not used);
+        returns the final hidden states [slots, C]."""
+        self.cache.make_room_for_step()
+        decoding = [row is not None and row.prompt_hidden is None for row in self.rows]
+        last = [[row.ids[-1] if busy else self.pad_token_id] for row, busy in zip(self.rows, decoding)]
+        positions = [[len(row.ids) - 1 if busy else 0] for row, busy in zip(self.rows, decoding)]
+        output = self.model.transformer(input_ids=torch.tensor(last, device=self.device), past_key_values=self.cache,
+                                        attention_mask=self.cache.attention_mask(self.device),
+                                        position_ids=torch.tensor(positions, device=self.device), use_cache=True)
+        self.cache.advance()
+        return output.last_hidden_state[:, -1]
 
     def shrink(self) -> None:
         """Drop the empty slots (when nothing waits to fill them and at least half are empty)."""
@@ -373,12 +429,9 @@ def generate_greedy(
             index = waiting.pop()
             try:
                 with torch.inference_mode():
-                    ended = batch.admit(slot, index, tasks[index])
+                    batch.admit(slot, index, tasks[index])
             except (OSError, ValueError) as error:
                 yield index, error
-                continue
-            if ended is not None:
-                yield index, ended
         if not batch.live:
             continue
         with torch.inference_mode():

@@ -26,7 +26,8 @@ from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList,
 from transformers.generation.streamers import BaseStreamer
 
 from .chat_format import decode_tokens, get_stop_words_ids, make_context
-from .continuous import FORCED_EOS_SCORE, GreedyTask, ends_with_stop_word, generate_greedy
+from .continuous import (FORCED_EOS_SCORE, GreedyTask, ends_with_stop_word, generate_greedy, image_span_contents,
+                         same_image_runs)
 
 if TYPE_CHECKING:  # pragma: no cover
     from .modeling_qwen import QWenLMHeadModel
@@ -307,17 +308,23 @@ def _continuous_results(
     batch_size: int, make_logits_processor: Optional[Callable[[], LogitsProcessorList]],
 ) -> Iterator[Tuple[int, Union[ChatGeneration, Exception]]]:
     """(query index, result or the OSError/ValueError of that query) as queries end; contexts that are
-    exceptions already (the prompt could not be built) are yielded first."""
+    exceptions already (the prompt could not be built) are yielded first. Queries are admitted in runs of
+    consecutive queries showing the same images, longest prompt first."""
     eos_ids = _eos_ids(setup)
     pad_id = setup.config.pad_token_id if setup.config.pad_token_id is not None else eos_ids[0]
-    tasks, query_of_task = [], []
+    built = []
     for index, context in enumerate(contexts):
         if isinstance(context, Exception):
             yield index, context
-            continue
-        tasks.append(GreedyTask(context[1], setup.config.max_new_tokens, eos_ids, setup.stop_words_ids,
-                                make_logits_processor() if make_logits_processor is not None else None))
-        query_of_task.append(index)
+        else:
+            built.append(index)
+    prompts = [contexts[index][1] for index in built]
+    image_start_id = model.config.visual["image_start_id"]
+    runs = same_image_runs([image_span_contents(ids, image_start_id) for ids in prompts], [len(ids) for ids in prompts])
+    query_of_task = [built[position] for run in runs for position in run]
+    tasks = [GreedyTask(contexts[index][1], setup.config.max_new_tokens, eos_ids, setup.stop_words_ids,
+                        make_logits_processor() if make_logits_processor is not None else None)
+             for index in query_of_task]
     for task_index, outcome in generate_greedy(model, tasks, batch_size, pad_id):
         index = query_of_task[task_index]
         yield index, outcome if isinstance(outcome, Exception) else _generation(tokenizer, contexts[index], outcome, setup)
@@ -346,8 +353,8 @@ def iter_batch_chat_detailed(
 ) -> Iterator[Tuple[int, Union[ChatGeneration, Exception]]]:
     """Continuous-batching greedy chats, yielded as (query index, ChatGeneration) as each ends; a query whose
     prompt cannot be built or prefilled (an unreadable image, a malformed image tag) yields its OSError or
-    ValueError instead and the others go on. Queries are admitted in the given order (keep queries showing the
-    same image together: the image is then encoded once for them). Arguments as `batch_chat_detailed`; raises
+    ValueError instead and the others go on. Consecutive queries that show the same images are a run that shares
+    one image encoding; runs are admitted longest prompt first. Arguments as `batch_chat_detailed`; raises
     ValueError for settings that need the `generate` path (see `continuous_batching_applies`)."""
     histories, systems = _per_query(queries, histories, systems)
     setup = _setup(model, tokenizer, generation_config, stop_words_ids, kwargs)

@@ -1,8 +1,9 @@
 """Reviews per second: our batched RM review vs the original loop, side by side, one run.
 
 The original RM_review.py asks `model.chat` once per sample and metric (8 calls per sample, batch 1).
-Ours (mmrole.review with the hf backend) sends the 8 metric prompts of whole samples in one
-left-padded batch, each image encoded once per sample. Both run greedy on the same tiny checkpoint;
+Ours (mmrole.review with the hf backend) decodes up to --batch_size prompts together with
+continuous batching (a review that ends leaves the batch and the next prompt takes its place), each
+image encoded once per sample. Both run greedy on the same tiny checkpoint;
 the script checks that every review is identical, then prints both rates and their ratio. A
 benchmark, not a test (timings depend on the machine and its load).
 
@@ -15,7 +16,8 @@ processor that ends each review (<|im_end|>, then the checkpoint's stop-word rul
 <|endoftext|>, as a real review ends) after a length drawn from the token lengths of the published
 reviews (10,352 In-Test reviews: mean 54, median 55, p90 69, max 112 tokens). The draw is a function
 of the prompt's token ids only, so a prompt gets the same length alone or in any batch and greedy
-outputs stay equal. A batch still runs until its longest review ends: that is what batching costs.
+outputs stay equal. With varied lengths a static batch would run until its longest review ends;
+continuous batching refills the rows, which the decoding-step count printed per run shows.
 Samples come from all three dialogue types (prompts of ~1,000 to ~2,600 tokens with the image);
 a batch never spans two answers files (the review works file by file), so 12 samples give 32
 requests per file. Each --batch_size is one batched run, all compared with one run of the loop.

@@ -70,7 +70,10 @@ def report_text(summaries: Sequence[ModelSummary], report_dir) -> str:
     report_dir = Path(report_dir)
     table = (report_dir / "table5.md").read_text(encoding="utf-8") if (report_dir / "table5.md").is_file() else ""
     lines = ["", "=" * 78, "MMRole demo: Table 5 of this run (reward-model scores relative to the ground truth)", "",
-             table.rstrip(), ""]
+             table.rstrip(), "",
+             "(A tiny random model trained for minutes on templated data: the numbers show that every stage runs,",
+             " not how good an agent is; a briefly trained reward model learns the review format before it learns",
+             " to tell answers apart.)", ""]
     for s in summaries:
         lines.append(f"{s.model}: reward-model reviews that parse into a score pair: {s.parsed}/{s.reviews} "
                      f"({100 * s.parse_rate:.1f}%)")

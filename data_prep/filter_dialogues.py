@@ -46,9 +46,7 @@ def main(argv=None) -> int:
     config = FilterConfig(
         min_cjk_share_zh=args.min_cjk_share_zh, max_cjk_share_en=args.max_cjk_share_en,
         turn_chars_en=tuple(args.turn_chars_en), turn_chars_zh=tuple(args.turn_chars_zh),
-        dialogue_turns={"comment": (2, 2), "human-role": tuple(args.dialogue_turns),
-                        "inter-role": tuple(args.dialogue_turns)},
-    )
+    ).with_multi_turn_bounds(*args.dialogue_turns)
     try:
         report, verdicts = run_filter(args.data_root, args.output_dir, config, args.types)
     except (RawDataError, OSError) as e:

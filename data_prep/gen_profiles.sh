@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Generate character profiles with an OpenAI-compatible model (run from the repository root).
 # Needs $OPENAI_API_KEY (and $OPENAI_BASE_URL for another endpoint).
-# Usage: bash data_prep/gen_profiles.sh [DATA_ROOT] [OUTPUT_DIR] [MODEL] [extra flags, see --help]
+# Usage: bash data_prep/gen_profiles.sh [DATA_ROOT [OUTPUT_DIR [MODEL]]] [--] [extra flags, see --help]
 set -euo pipefail
-DATA_ROOT="${1:-data/raw}"
-OUTPUT_DIR="${2:-${DATA_ROOT}}"
-MODEL="${3:-gpt-4-turbo}"
-shift $(( $# < 3 ? $# : 3 ))
+source "$(dirname "${BASH_SOURCE[0]}")/../eval/wrapper_args.sh"
+split_args 3 "$@"
+DATA_ROOT="${POSITIONAL[0]:-data/raw}"
+OUTPUT_DIR="${POSITIONAL[1]:-${DATA_ROOT}}"
+MODEL="${POSITIONAL[2]:-gpt-4-turbo}"
 python data_prep/gen_profiles.py \
     --data_root "${DATA_ROOT}" \
     --output_dir "${OUTPUT_DIR}" \
     --model "${MODEL}" \
     --concurrency 4 \
-    "$@"
+    "${FLAGS[@]}"

@@ -63,7 +63,7 @@ def radar_chart(rows: Sequence, path: PathLike,
     ax.set_theta_direction(-1)
     closed = angles + angles[:1]
     for row, color in zip(rows, _colors(len(rows))):
-        values = [row.scores[name] for name in METRIC_NAMES]
+        values = _values([row], METRIC_NAMES)
         ax.plot(closed, values + values[:1], color=color, linewidth=1.8, marker="o", markersize=3.5,
                 label=row.label, zorder=3)
     ax.plot(closed, [1.0] * len(closed), color="black", linestyle=(0, (4, 3)), linewidth=1.1,

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import argparse
 
-from .backends.base import GenerationParams
+from .backends.base import DEFAULT_SEED, GenerationParams
 
 BACKENDS = ("hf", "openai")
-DEFAULT_SEED = 1234  # the original scripts seeded torch with it
 
 
 def add_backend_arguments(parser: argparse.ArgumentParser, *, backend: str, model_path: str, model: str = None) -> None:

@@ -35,7 +35,7 @@ import json
 import os
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -89,6 +89,11 @@ class FilterConfig:
         "comment": (2, 2), "human-role": (4, 40), "inter-role": (4, 40)})  # real multi-turn: 4 .. 26
     assistant_phrases: Sequence[Tuple[str, str]] = ASSISTANT_PHRASES
     extra_speaker_labels: Sequence[str] = ("User", "Assistant", "AI")
+
+    def with_multi_turn_bounds(self, low: int, high: int) -> "FilterConfig":
+        """This config with human-role and inter-role dialogues bounded to low..high turns."""
+        bounds = {"human-role": (low, high), "inter-role": (low, high)}
+        return replace(self, dialogue_turns={**self.dialogue_turns, **bounds})
 
 
 @dataclass

@@ -3,9 +3,10 @@ agent speaks like its character, an example answer, and where the charts are.
 
     python -m mmrole.demo_summary --eval_dir demo_output/eval --report_dir demo_output/report --models demo-agent
 
-Parse rate = reviews whose text yields a score pair (mmrole.metrics.parse_score_pair, the parser the
-results use) / reviews asked, over every reviews file of the model. Catchphrase rate = answers that
-open with the answering character's catchphrase (every ground-truth reply of the demo data does).
+Parse rate = reviews whose text yielded a score pair (the pair RM_review stored, parsed by
+mmrole.metrics.parse_score_pair) / reviews asked, over every reviews file of the model. Catchphrase
+rate = answers that open with the answering character's catchphrase (every ground-truth reply of the
+demo data does).
 """
 
 from __future__ import annotations
@@ -17,12 +18,9 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from .demo_data import character
-from .metrics import parse_score_pair
-from .results import input_files
-from .schema import REVIEW_KEY, load_json_list
+from .results import SPLITS, input_files
+from .schema import REVIEW_KEY, load_json_list, score_pair_of
 from .store import atomic_write_json
-
-SPLITS = ("in-test", "out-test")
 
 
 @dataclass
@@ -50,18 +48,18 @@ def summarise(eval_dir, model: str) -> ModelSummary:
     eval_dir = Path(eval_dir)
     summary = ModelSummary(model)
     for split in SPLITS:
-        for record in _records(eval_dir / f"{split}_reviews" / model):
+        for record in _records(eval_dir / f"{split}-test_reviews" / model):
             for entry in (record.get(REVIEW_KEY) or {}).values():
                 summary.reviews += 1
-                summary.parsed += isinstance(entry, dict) and parse_score_pair(entry.get("review")) is not None
-        for record in _records(eval_dir / f"{split}_answers" / model):
+                summary.parsed += score_pair_of(entry) is not None
+        for record in _records(eval_dir / f"{split}-test_answers" / model):
             answer = record["conversations"][1].get("answer")
             role = character(record.get("role", ""))
             if answer is None or role is None:
                 continue
             summary.answers += 1
             summary.catchphrases += answer.startswith(role.catchphrase)
-            if summary.example is None and split == "in-test":
+            if summary.example is None and split == "in":
                 summary.example = record
     return summary
 

@@ -43,7 +43,8 @@ from .data_filter import FilterConfig, TextRules
 from .gen_prompts import (
     COMMENT_QUESTIONS, DIALOGUE_SYSTEM, comment_prompt, human_role_prompt, inter_role_prompt, parse_json_reply,
 )
-from .generation_runner import GenJob, RunSummary, generator_stamp, open_journal, run_jobs, write_json_file
+from .generation_runner import (GenJob, RunSummary, generator_stamp, open_journal, run_jobs, skipped_lines,
+                                write_json_file)
 from .prompts import HUMAN_SPEAKER
 from .raw_data import (
     DIALOGUE_TYPES, ID_MARKERS, OUT_OF_DISTRIBUTION, Annotations, Character, DialogueError, RawSplit, Skip,
@@ -100,10 +101,7 @@ class DialogueReport:
         return len(self.summary.failed)
 
     def lines(self) -> List[str]:
-        out = self.summary.lines("dialogues")
-        if self.skipped:
-            out.append(f"skipped: {len(self.skipped)}")
-            out += [f"  skipped: {s}" for s in self.skipped]
+        out = self.summary.lines("dialogues") + skipped_lines(self.skipped)
         out += [f"  wrote {n} records to {path}" for path, n in self.written.items()]
         return out
 
@@ -149,7 +147,7 @@ def _output_file(out_root: Path, split: str, dialogue_type: str, owner: Characte
 
 
 def plan_dialogues(options: DialogueOptions, raw: RawSplit, annotations: Annotations,
-                   existing_ids: set, report: DialogueReport, unreadable: Optional[Dict[Path, str]] = None) -> List[Planned]:
+                   existing_ids: set, report: DialogueReport, unreadable: Dict[Path, str]) -> List[Planned]:
     """The dialogues still to make. unreadable: output files that exist but cannot be read (their
     items are skipped, so the file is never overwritten)."""
     root = Path(options.data_root)
@@ -192,7 +190,7 @@ def plan_dialogues(options: DialogueOptions, raw: RawSplit, annotations: Annotat
                                file, annotation, _output_file(out_root, options.split, dialogue_type, owner, source))
                 if item.id in existing_ids:
                     continue
-                if item.output in (unreadable or {}):
+                if item.output in unreadable:
                     report.skipped.append(f"{item.output}: {item.id}: not generated, the output file cannot be "
                                           f"read ({unreadable[item.output]}): repair or move it, then rerun")
                     continue
@@ -318,12 +316,12 @@ def generate_dialogues(client: ChatClient, options: DialogueOptions, log: Callab
     existing, unreadable = _existing([p for t in options.types for p in dialogue_files(out_root, options.split, t)])
     existing_ids = {r.get("id") for records in existing.values() for r in records if isinstance(r, dict)}
     report.planned = plan_dialogues(options, raw, annotations, existing_ids, report, unreadable)
-    default_low, default_high = FilterConfig().dialogue_turns["human-role"]
+    default = FilterConfig()
+    default_low, default_high = default.dialogue_turns["human-role"]
     if {"human-role", "inter-role"} & set(options.types) and not (default_low <= low and high <= default_high):
         log(f"note: dialogues of {low}-{high} turns: filter them with --dialogue_turns {low} {high} "
             f"(filter_dialogues' default is {default_low} {default_high})")
-    rules = TextRules(FilterConfig(dialogue_turns={"comment": (2, 2), "human-role": (low, high),
-                                                   "inter-role": (low, high)}), raw)
+    rules = TextRules(default.with_multi_turn_bounds(low, high), raw)
     journal = open_journal(out_root, f"gen_dialogues.{options.split}")
     items = report.planned
     jobs = [_job(item, raw, rules, options.rounds) for item in items]  # cheap: calls are built when sent

@@ -20,6 +20,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 from .client import ChatCall, ChatClient, Prices, RequestFailed
 from .gen_prompts import PROMPT_VERSION
+from .jobs import progress_bar
 from .store import Journal, atomic_write_text
 
 PathLike = Union[str, os.PathLike]
@@ -48,6 +49,11 @@ class RunSummary:
         return out
 
 
+def skipped_lines(skipped: Sequence[object]) -> List[str]:
+    """The report's lines for items skipped before any call (none when nothing was skipped)."""
+    return [f"skipped: {len(skipped)}"] + [f"  skipped: {s}" for s in skipped] if skipped else []
+
+
 def generator_stamp(model: str) -> Dict[str, str]:
     """What every generated record carries: which prompts and which model made it."""
     return {"prompt_version": PROMPT_VERSION, "model": model}
@@ -67,7 +73,7 @@ def run_jobs(client: ChatClient, jobs: Sequence[GenJob], journal: Journal, *, ma
         return summary
     by_key = {job.key: job for job in pending}
     outcomes = client.chat_many(job.call for job in pending)  # taken lazily, a few ahead
-    with progress_bar(len(pending), desc, progress) as bar:
+    with progress_bar(len(pending), desc, progress, unit="call") as bar:
         try:
             for outcome in outcomes:
                 bar.update(1)
@@ -85,13 +91,6 @@ def run_jobs(client: ChatClient, jobs: Sequence[GenJob], journal: Journal, *, ma
         finally:
             outcomes.close()  # cancels what has not started; calls in flight are dropped
     return summary
-
-
-def progress_bar(total: int, desc: str, enabled: bool):
-    """A tqdm bar on stderr, counting calls (stdout keeps the report)."""
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="call", file=sys.stderr, disable=not enabled)
 
 
 def write_json_file(path: PathLike, obj: Any) -> None:

@@ -18,12 +18,10 @@ from .backends.base import Backend, BackendError, ChatRequest, ChatResult, Gener
 from .jobs import (
     ERROR_STATUS,
     FileSummary,
-    ResultJournal,
     already_finished,
-    journal_path,
     missing_image_problems,
+    open_result_journal,
     run_requests,
-    run_settings,
     write_samples_json,
 )
 from .prompts import ROLEPLAY_SYSTEM
@@ -71,12 +69,9 @@ def answer_file(
     samples, missing = missing_image_problems(samples, image_dir, input_path)
     summary.samples, summary.skipped = len(records), problems + missing
     requests = [answer_request(s, image_dir) for s in samples]
-    journal = ResultJournal(journal_path(output_path), ("id",), run_settings(backend, params),
-                            {r.key: backend.request_digest(r) for r in requests})
-    if journal.refusal() and not redo_stale:
-        summary.skipped.append(journal.refusal())
+    journal = open_result_journal(output_path, ("id",), backend, params, requests, summary, redo_stale)
+    if journal is None:
         return summary
-    summary.notes += journal.notes(redo_stale)
     todo = [r for r in requests if (journal.get(r.key) or {}).get("status") != "ok"]
 
     def record(request: ChatRequest, result: Union[ChatResult, BackendError]) -> None:

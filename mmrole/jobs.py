@@ -39,13 +39,14 @@ def journal_path(output_path: PathLike) -> Path:
 
 def run_settings(backend: Backend, params: GenerationParams) -> Dict[str, Any]:
     """What decides a result besides the request: the model and the generation settings. Greedy
-    decoding ignores temperature, top_p and seed, so they do not count then."""
+    decoding ignores temperature, top_p and seed, so they do not count then; nor does a seed the backend
+    does not send (an openai backend without --seed)."""
     settings = dict(backend.identity())
     generation = asdict(params)
     generation["stop"] = list(params.stop)
-    if params.greedy:
-        for unused in ("temperature", "top_p", "seed"):
-            generation.pop(unused)
+    unused = ("temperature", "top_p", "seed") if params.greedy else () if backend.uses_seed() else ("seed",)
+    for name in unused:
+        generation.pop(name)
     settings.update(generation)
     return settings
 
@@ -65,7 +66,6 @@ class ResultJournal:
     def __init__(self, path: PathLike, key_fields: Tuple[str, ...], run: Mapping[str, Any],
                  input_hashes: Mapping[Tuple[Hashable, ...], str]):
         self.journal = Journal(path, key_fields)
-        self.path = self.journal.path
         self.run = dict(run)
         self.input_hashes = dict(input_hashes)
         self.changed_input: List[Tuple[Hashable, ...]] = []  # results for a request that has changed since
@@ -98,10 +98,11 @@ class ResultJournal:
         """The whole-file problem to report when entries of other settings would be redone."""
         if not self.other_run:
             return None
-        return Problem(str(self.path), "*", f"{len(self.other_run)} result(s) here were made with other settings "
-                       f"({_settings_difference(self.other_run[0].get(RUN_FIELD), self.run)}); not mixing them with "
-                       "this run's. Use another --output_dir, or --redo_stale to redo them with this run's settings",
-                       whole_file=True)
+        difference = _settings_difference(self.other_run[0].get(RUN_FIELD), self.run)
+        return Problem(str(self.journal.path), "*",
+                       f"{len(self.other_run)} result(s) here were made with other settings ({difference}); not mixing "
+                       "them with this run's. Use another --output_dir, or --redo_stale to redo them with this run's "
+                       "settings", whole_file=True)
 
     def notes(self, redo_stale: bool) -> List[str]:
         notes = []
@@ -112,6 +113,23 @@ class ResultJournal:
         if redo_stale and self.other_run:
             notes.append(f"{len(self.other_run)} journal result(s) of other settings redone (--redo_stale)")
         return notes
+
+
+def open_result_journal(
+    output_path: PathLike, key_fields: Tuple[str, ...], backend: Backend, params: GenerationParams,
+    requests: Sequence[ChatRequest], summary: "FileSummary", redo_stale: bool,
+) -> Optional[ResultJournal]:
+    """The ResultJournal of an output file for these requests (keyed by request.key), or None when it holds
+    results of other settings and redo_stale is off: then the refusal is in summary.skipped; otherwise
+    the journal's notes are in summary.notes."""
+    journal = ResultJournal(journal_path(output_path), key_fields, run_settings(backend, params),
+                            {r.key: backend.request_digest(r) for r in requests})
+    refusal = journal.refusal()
+    if refusal and not redo_stale:
+        summary.skipped.append(refusal)
+        return None
+    summary.notes += journal.notes(redo_stale)
+    return journal
 
 
 def _settings_difference(old: Optional[Mapping[str, Any]], new: Mapping[str, Any]) -> str:
@@ -145,11 +163,11 @@ def missing_image_problems(
     return kept, problems
 
 
-def progress_bar(total: int, desc: str, enabled: bool = True):
-    """A tqdm bar on stderr with rate and ETA (tqdm's default format shows both)."""
+def progress_bar(total: int, desc: str, enabled: bool = True, unit: str = "req"):
+    """A tqdm bar on stderr (stdout keeps the report) with rate and ETA (tqdm's default format shows both)."""
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit="req", file=sys.stderr, disable=not enabled, dynamic_ncols=True)
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=not enabled, dynamic_ncols=True)
 
 
 def run_requests(

@@ -35,9 +35,11 @@ from .gen_prompts import (
     DETAILED_FIELDS, GENERATOR_SYSTEM, META_FIELDS, condensed_profile_prompt, detailed_profile_prompt,
     hypothetical_people_prompt, meta_source_text, parse_json_reply,
 )
-from .generation_runner import GenJob, RunSummary, generator_stamp, open_journal, progress_bar, run_jobs, write_json_file
+from .generation_runner import (GenJob, RunSummary, generator_stamp, open_journal, run_jobs, skipped_lines,
+                                write_json_file)
+from .jobs import progress_bar
 from .prompts import HYPOTHETICAL_SCRIPT, language_of
-from .raw_data import DialogueError, RawDataError, name_stem, read_json, read_required_json
+from .raw_data import DialogueError, name_stem, read_json, read_required_json, read_roles
 
 PathLike = Union[str, os.PathLike]
 SOURCE_FOLDERS = {"English": "raw_info_en", "Chinese": "raw_info_zh"}
@@ -70,10 +72,7 @@ class ProfileReport:
         out = [f"new hypothetical people: {len(self.new_people)}"] if self.new_people else []
         for stage, summary in self.stages.items():
             out += summary.lines(stage)
-        if self.skipped:
-            out.append(f"skipped: {len(self.skipped)}")
-            out += [f"  skipped: {s}" for s in self.skipped]
-        return out
+        return out + skipped_lines(self.skipped)
 
 
 class _Paths:
@@ -218,10 +217,7 @@ def generate_profiles(client: ChatClient, options: ProfileOptions, log: Callable
 def _read_roles(paths: _Paths) -> Dict[str, List[str]]:
     for base in (paths.target, paths.source):
         if (base / "roles.json").is_file():
-            roles = read_required_json(base / "roles.json", dict, "{script: [names]}")
-            if not all(isinstance(names, list) for names in roles.values()):
-                raise RawDataError(f"{base / 'roles.json'}: expected {{script: [names]}}")
-            return {script: list(names) for script, names in roles.items()}
+            return read_roles(base / "roles.json")
     raise FileNotFoundError(f"{paths.source / 'roles.json'} not found: list the characters there first")
 
 
@@ -240,7 +236,7 @@ def _hypothetical_people(client, options, roles, journal, report, log) -> List[s
     batches = math.ceil(options.num_hypothetical / options.hypothetical_batch)
     keys = [f"people/{batch}" for batch in range(batches)]
     summary = report.stages.setdefault("hypothetical people", RunSummary(planned=batches))
-    with progress_bar(batches, "hypothetical people", options.progress) as bar:
+    with progress_bar(batches, "hypothetical people", options.progress, unit="call") as bar:
         for batch, key in enumerate(keys):
             bar.update(1)
             if journal.done((key,)):

@@ -166,18 +166,24 @@ def has_split(root: PathLike, split: str) -> bool:
     return (Path(root) / "profiles" / split / "roles.json").is_file()
 
 
+def read_roles(path: PathLike) -> Dict[str, List[str]]:
+    """A roles.json: {script: [character name, ...]}; RawDataError naming the file for another shape."""
+    roles = read_required_json(path, dict, "{script: [character name, ...]}")
+    if not all(
+        isinstance(s, str) and isinstance(names, list) and all(isinstance(n, str) and n for n in names)
+        for s, names in roles.items()
+    ):
+        raise RawDataError(f"{path}: expected {{script: [character name, ...]}}")
+    return roles
+
+
 def load_split(root: PathLike, split: str) -> Tuple[RawSplit, List[Skip]]:
     """roles.json and profiles.json of a split; a character without profile is kept (profile None)
     and reported, so its dialogues can be skipped by name."""
     root = Path(root)
     roles_path = root / "profiles" / split / "roles.json"
     profiles_path = root / "profiles" / split / "profiles.json"
-    roles = read_required_json(roles_path, dict, "{script: [character name, ...]}")
-    if not all(
-        isinstance(s, str) and isinstance(names, list) and all(isinstance(n, str) and n for n in names)
-        for s, names in roles.items()
-    ):
-        raise RawDataError(f"{roles_path}: expected {{script: [character name, ...]}}")
+    roles = read_roles(roles_path)
     skips: List[Skip] = []
     profiles: Mapping[str, str] = {}
     if profiles_path.is_file():

@@ -28,16 +28,15 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from .agreement import winner
-from .backends.base import Backend, BackendError, ChatRequest, ChatResult, GenerationParams
+from .backends.base import DEFAULT_SEED, Backend, BackendError, ChatRequest, ChatResult, GenerationParams
 from .jobs import (
     ERROR_STATUS,
     FileSummary,
     ResultJournal,
     already_finished,
-    journal_path,
     missing_image_problems,
+    open_result_journal,
     run_requests,
-    run_settings,
     seeded,
     write_samples_json,
 )
@@ -65,7 +64,7 @@ class ReviewConfig:
     image_dir: str
     params: GenerationParams = GenerationParams()
     parse_retries: int = 0
-    retry_seed: int = 1234
+    retry_seed: int = DEFAULT_SEED
     empty_answer: str = "skip"
     swap: bool = False
     metrics: Tuple[str, ...] = METRIC_NAMES
@@ -133,25 +132,18 @@ class _FileReview:
         self.summary.skipped += missing
         return kept
 
-    def _attempts(self, key) -> int:
-        record = self.journal.get(key)
-        return 0 if record is None else record["attempts"]
-
     def _pending(self, retried_errors: set) -> Dict[int, List[ChatRequest]]:
         """Requests still to ask, grouped by attempt number."""
         groups: Dict[int, List[ChatRequest]] = {}
-        for sample in self.samples:
-            for metric in self.config.metrics:
-                for order in self.config.orders:
-                    key = (sample.id, metric, order)
-                    record = self.journal.get(key)
-                    if record is None or (record["status"] == ERROR and key not in retried_errors):
-                        attempt = 0 if record is None else record["attempts"]
-                    elif record["status"] == UNPARSED and record["attempts"] <= self.config.parse_retries:
-                        attempt = record["attempts"]
-                    else:
-                        continue
-                    groups.setdefault(attempt, []).append(self.requests[key])
+        for key, request in self.requests.items():  # sample by sample, metric by metric, as built
+            record = self.journal.get(key)
+            if record is None or (record["status"] == ERROR and key not in retried_errors):
+                attempt = 0 if record is None else record["attempts"]
+            elif record["status"] == UNPARSED and record["attempts"] <= self.config.parse_retries:
+                attempt = record["attempts"]
+            else:
+                continue
+            groups.setdefault(attempt, []).append(request)
         return groups
 
     def _record(self, request: ChatRequest, result: Union[ChatResult, BackendError], attempt: int) -> None:
@@ -180,13 +172,11 @@ class _FileReview:
             return self.summary
         self.requests = {(sample.id, metric, order): review_request(sample, metric, order, self.config.image_dir)
                          for sample in self.samples for metric in self.config.metrics for order in self.config.orders}
-        self.journal = ResultJournal(journal_path(self.output_path), ("id", "metric", "order"),
-                                     run_settings(self.backend, self.config.params),
-                                     {key: self.backend.request_digest(request) for key, request in self.requests.items()})
-        if self.journal.refusal() and not self.config.redo_stale:
-            self.summary.skipped.append(self.journal.refusal())
+        self.journal = open_result_journal(self.output_path, ("id", "metric", "order"), self.backend,
+                                           self.config.params, list(self.requests.values()), self.summary,
+                                           self.config.redo_stale)
+        if self.journal is None:
             return self.summary
-        self.summary.notes += self.journal.notes(self.config.redo_stale)
         retried_errors: set = set()
         while True:
             groups = self._pending(retried_errors)

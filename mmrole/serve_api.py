@@ -99,7 +99,7 @@ class ImageStore:
         self.owns_folder = folder is None
         self.folder = Path(tempfile.mkdtemp(prefix="mmrole-serve-images-") if folder is None else folder).resolve()
         self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        longest = len(str(self.folder / f"{'0' * 32}.webp").encode("utf-8"))
+        longest = len(self._path_of("0" * 64, max(IMAGE_FORMATS.values(), key=len)).encode("utf-8"))
         if longest > MAX_IMAGE_PATH_BYTES:  # the path goes between <img> and </img> in the prompt
             raise ValueError(f"image cache folder {self.folder} is too long: image paths would take {longest} bytes, "
                              f"Qwen-VL allows {MAX_IMAGE_PATH_BYTES}")
@@ -139,9 +139,13 @@ class ImageStore:
                 leftover.unlink(missing_ok=True)
             self.folder.rmdir()
 
+    def _path_of(self, digest: str, extension: str) -> str:
+        """Where an image is cached: named by (a prefix of) its content digest."""
+        return str(self.folder / f"{digest[:32]}.{extension}")
+
     def _store(self, data: bytes) -> str:
         extension = IMAGE_FORMATS[check_image(BytesIO(data), self.max_pixels)]
-        path = str(self.folder / f"{hashlib.sha256(data).hexdigest()[:32]}.{extension}")
+        path = self._path_of(hashlib.sha256(data).hexdigest(), extension)
         with self._lock:
             self._users[path] = self._users.get(path, 0) + 1
             if not os.path.exists(path):  # written under the lock: a second user never sees half a file

@@ -50,7 +50,27 @@ def test_journal_digest_names_images_by_what_is_sent(image, tmp_path, monkeypatc
     Image.new("RGB", (8, 6), (10, 10, 200)).save(moved)
     assert backend.request_digest(ChatRequest.single("Score it.", image=str(moved), system="s")) != \
         backend.request_digest(absolute)
+    before = backend.request_digest(absolute)
     backend.close()
+    Image.new("RGB", (8, 6), (10, 200, 10)).save(image)  # new bytes at the same path, seen by the next run
+    rerun = OpenAIBackend("judge", api_key="unused", base_url="http://127.0.0.1:9/v1")
+    assert rerun.request_digest(absolute) != before
+    rerun.close()
+
+
+def test_whether_the_seed_is_sent_is_part_of_the_run_settings():
+    """Without --seed nothing is sent; with --seed 1234 (the default value) the seed is sent: other requests,
+    so a journal of one run is not taken for the other's."""
+    from mmrole.backends.openai import OpenAIBackend
+    from mmrole.jobs import run_settings
+
+    params = GenerationParams(temperature=0.7, seed=1234)
+    settings = []
+    for send_seed in (False, True):
+        backend = OpenAIBackend("judge", api_key="unused", base_url="http://127.0.0.1:9/v1", send_seed=send_seed)
+        settings.append(run_settings(backend, params))
+        backend.close()
+    assert settings[0] != settings[1]
 
 
 def test_generation_params_map_to_request_fields():

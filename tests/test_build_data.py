@@ -340,7 +340,9 @@ def test_duplicate_ids_are_skipped_naming_the_first_file(tree, tmp_path):
 
 @pytest.mark.parametrize("wrapper, positional", [("build_data.sh", ["ROOT", "OUT", "IDS"]), ("build_data.sh", []),
                                                   ("filter_dialogues.sh", ["ROOT", "OUT"]),
-                                                  ("filter_dialogues.sh", ["ROOT", "--"])])
+                                                  ("filter_dialogues.sh", ["ROOT", "--"]),
+                                                  ("gen_profiles.sh", []), ("gen_profiles.sh", ["ROOT", "OUT", "gpt-x"]),
+                                                  ("gen_dialogues.sh", []), ("gen_dialogues.sh", ["ROOT", "--"])])
 def test_wrappers_pass_extra_flags_on(repo_root, wrapper, positional):
     import subprocess
 

@@ -55,6 +55,9 @@ class ChatRequest:
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
+DEFAULT_SEED = 1234  # the original scripts seeded torch with it
+
+
 @dataclass(frozen=True)
 class GenerationParams:
     """How to generate. None means: the backend's default (for `hf`, the checkpoint's
@@ -111,6 +114,10 @@ class Backend(abc.ABC):
         """What the journal records of a request to notice later that it changed: the content as this
         backend shows it to the model."""
         return request.content_hash()
+
+    def uses_seed(self) -> bool:
+        """Whether GenerationParams.seed reaches the model (so it decides sampled results)."""
+        return True
 
     def identity(self) -> Dict[str, Any]:
         """What names the model that answers (recorded with every journal entry, so results of

@@ -109,6 +109,9 @@ class OpenAIBackend(Backend):
         # The served model's name, not the URL: the same model behind another address is the same judge.
         return {"backend": self.name, "model": self.client.model}
 
+    def uses_seed(self) -> bool:
+        return self.send_seed
+
     def usage_summary(self) -> str:
         return self.client.usage.summary()
 

@@ -40,6 +40,14 @@ def local_folder(path: Union[str, os.PathLike], subfolder: Optional[str] = None,
     return folder
 
 
+def local_only(path: Optional[Union[str, os.PathLike]], kwargs: Dict[str, Any], caller: str) -> Optional[Path]:
+    """The start of every from_pretrained here: `path` must be a local folder (None: nothing to check), and
+    transformers' loading is told to stay local and never run code shipped with a checkpoint (kwargs edited)."""
+    kwargs["local_files_only"] = True
+    kwargs.pop("trust_remote_code", None)
+    return None if path is None else local_folder(path, kwargs.get("subfolder"), caller)
+
+
 def check_qwen_config_file(folder: Union[str, os.PathLike]) -> Path:
     """Raise a clear error naming `folder`/config.json unless it exists and has model_type "qwen"."""
     config_path = Path(folder) / CONFIG_FILE
@@ -132,10 +140,7 @@ class QWenConfig(PretrainedConfig):
     def from_pretrained(cls, pretrained_model_name_or_path: Union[str, os.PathLike], **kwargs: Any):
         """Read config.json from a local Qwen-VL-Chat folder: never a hub, never downloaded code; a config of
         another model type is an error naming the file (transformers would only warn)."""
-        folder = local_folder(pretrained_model_name_or_path, kwargs.get("subfolder"), f"{cls.__name__}.from_pretrained")
-        check_qwen_config_file(folder)
-        kwargs["local_files_only"] = True
-        kwargs.pop("trust_remote_code", None)
+        check_qwen_config_file(local_only(pretrained_model_name_or_path, kwargs, f"{cls.__name__}.from_pretrained"))
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     def to_diff_dict(self) -> Dict[str, Any]:

@@ -79,19 +79,6 @@ def same_image_runs(image_keys: Sequence[Hashable], lengths: Optional[Sequence[i
     return runs
 
 
-def image_span_contents(ids: Sequence[int], image_start_id: int) -> Tuple[Tuple[int, ...], ...]:
-    """What each <img>...</img> span of a prompt holds (the path bytes and pads), as a key that is equal for
-    prompts showing the same images; lenient, malformed spans are the forward's to report."""
-    spans, start = [], None
-    for index, token in enumerate(ids):
-        if token == image_start_id:
-            start = index
-        elif token == image_start_id + 1 and start is not None:
-            spans.append(tuple(ids[start + 1 : index]))
-            start = None
-    return tuple(spans)
-
-
 def _headroom_capacity(columns: int) -> int:
     return columns + max(MIN_HEADROOM, columns // 5)
 
@@ -303,7 +290,7 @@ def vocabulary_scores(lm_head: nn.Module, hidden_states: torch.Tensor) -> torch.
     return scores
 
 
-def _image_paths(model, ids: Sequence[int]) -> Tuple[str, ...]:
+def prompt_image_paths(model, ids: Sequence[int]) -> Tuple[str, ...]:
     """The distinct image paths written in a prompt's <img> spans, in order of first appearance (errors for
     malformed spans name them, as the forward would)."""
     visual = model.config.visual
@@ -312,6 +299,15 @@ def _image_paths(model, ids: Sequence[int]) -> Tuple[str, ...]:
     spans = find_image_spans(torch.tensor([list(ids)]), visual["image_start_id"], model.transformer.visual.n_queries)
     paths = [span_image_path(list(ids[start + 1 : end]), visual["image_start_id"] + 2) for _, start, end in spans]
     return tuple(dict.fromkeys(paths))
+
+
+def image_run_key(model, ids: Sequence[int]) -> Optional[Tuple[str, ...]]:
+    """What groups prompts into same-image runs: their image paths, or None for a malformed span (ordering never
+    fails; that prompt's prefill reports the error)."""
+    try:
+        return prompt_image_paths(model, ids)
+    except ValueError:
+        return None
 
 
 class _ImageMemo:
@@ -351,7 +347,7 @@ class _DecodingBatch:
     def admit(self, slot: int, index: int, task: GreedyTask) -> None:
         """Prefill the task alone into the slot; its first token is chosen at the next step."""
         row = _Row(index, task)
-        features = self.images.features_for(_image_paths(self.model, row.ids))
+        features = self.images.features_for(prompt_image_paths(self.model, row.ids))
         self.cache.make_room_for_prompt(row.prompt_length)
         target = _PrefillIntoSlot(self.cache, slot)
         output = self.model.transformer(input_ids=torch.tensor([row.ids], device=self.device),
@@ -370,8 +366,8 @@ class _DecodingBatch:
             last_hidden = self._forward()
             for slot in joining:
                 self.cache.drop_column_of_joining_row(slot)
-        hidden = torch.stack([self.rows[slot].prompt_hidden if slot in joining else last_hidden[slot]
-                              for slot in live])
+        hidden = torch.stack([self.rows[slot].prompt_hidden if self.rows[slot].prompt_hidden is not None
+                              else last_hidden[slot] for slot in live])
         scores = vocabulary_scores(self.model.lm_head, hidden)
         for position, slot in enumerate(live):
             self.rows[slot].process(scores[position : position + 1])

@@ -26,7 +26,7 @@ from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList,
 from transformers.generation.streamers import BaseStreamer
 
 from .chat_format import decode_tokens, get_stop_words_ids, make_context
-from .continuous import (FORCED_EOS_SCORE, GreedyTask, ends_with_stop_word, generate_greedy, image_span_contents,
+from .continuous import (FORCED_EOS_SCORE, GreedyTask, ends_with_stop_word, generate_greedy, image_run_key,
                          same_image_runs)
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -319,8 +319,7 @@ def _continuous_results(
         else:
             built.append(index)
     prompts = [contexts[index][1] for index in built]
-    image_start_id = model.config.visual["image_start_id"]
-    runs = same_image_runs([image_span_contents(ids, image_start_id) for ids in prompts], [len(ids) for ids in prompts])
+    runs = same_image_runs([image_run_key(model, ids) for ids in prompts], [len(ids) for ids in prompts])
     query_of_task = [built[position] for run in runs for position in run]
     tasks = [GreedyTask(contexts[index][1], setup.config.max_new_tokens, eos_ids, setup.stop_words_ids,
                         make_logits_processor() if make_logits_processor is not None else None)

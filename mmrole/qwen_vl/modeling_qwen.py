@@ -27,7 +27,7 @@ from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
-from .configuration_qwen import QWenConfig, local_folder
+from .configuration_qwen import QWenConfig, local_only
 from .modeling_qwen_visual import Resampler, VisionTransformer, sincos_2d_table
 
 # transformers 5.24 renamed the key-value cache from `past_key_values` to `cache`, in forward keywords (generate
@@ -259,10 +259,7 @@ class QWenPreTrainedModel(PreTrainedModel):
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
         """transformers' loading, from a local folder only: a missing folder is an error, not a hub download,
         and no code shipped with a checkpoint runs (`trust_remote_code` is ignored)."""
-        if pretrained_model_name_or_path is not None:  # None: weights come from `state_dict`
-            local_folder(pretrained_model_name_or_path, kwargs.get("subfolder"), f"{cls.__name__}.from_pretrained")
-        kwargs["local_files_only"] = True
-        kwargs.pop("trust_remote_code", None)
+        local_only(pretrained_model_name_or_path, kwargs, f"{cls.__name__}.from_pretrained")  # None: a state_dict
         return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -606,7 +603,8 @@ class QWenLMHeadModel(QWenPreTrainedModel, GenerationMixin):
         `token_type_ids` and `head_mask` are accepted for the original's signature and ignored."""
         outputs = self.transformer(
             input_ids=input_ids,
-            past_key_values=_one_cache(past_key_values, cache),
+            past_key_values=past_key_values,
+            cache=cache,
             attention_mask=attention_mask,
             position_ids=position_ids,
             inputs_embeds=inputs_embeds,

@@ -28,7 +28,7 @@ import tiktoken
 from transformers import AddedToken, PreTrainedTokenizer
 
 from ..list_format import DEFAULT_TAGS, from_list_format  # noqa: F401  (re-exported)
-from .configuration_qwen import local_folder
+from .configuration_qwen import local_only
 
 VOCAB_FILE_NAME = "qwen.tiktoken"
 VOCAB_FILES_NAMES = {"vocab_file": VOCAB_FILE_NAME}
@@ -212,11 +212,9 @@ class QWenTokenizer(PreTrainedTokenizer):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: Union[str, os.PathLike], *args: Any, **kwargs: Any):
         """Load from a local folder holding `qwen.tiktoken` (never from a hub, never remote code)."""
-        folder = local_folder(pretrained_model_name_or_path, kwargs.get("subfolder"), "QWenTokenizer.from_pretrained")
+        folder = local_only(pretrained_model_name_or_path, kwargs, "QWenTokenizer.from_pretrained")
         if not (folder / VOCAB_FILE_NAME).is_file():
             raise FileNotFoundError(f"QWenTokenizer.from_pretrained: no {VOCAB_FILE_NAME} in folder {str(folder)!r}")
-        kwargs["local_files_only"] = True
-        kwargs.pop("trust_remote_code", None)
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     # ---- vocabulary -------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from transformers import (AutoModelForCausalLM, AutoTokenizer, GenerationConfig,
 import mmrole  # noqa: F401  (registers the qwen model type)
 from mmrole.qwen_vl import continuous
 from mmrole.qwen_vl.chat_format import get_stop_words_ids, make_context
-from mmrole.qwen_vl.continuous import GreedyTask, generate_greedy
+from mmrole.qwen_vl.continuous import DecodeTask, generate_greedy
 from mmrole.qwen_vl.generation import (FORCED_EOS_SCORE, StopWordsLogitsProcessor, continuous_batching_applies,
                                        iter_batch_chat_detailed)
 from mmrole.tiny import TinySizes, write_tiny_checkpoint
@@ -249,7 +249,7 @@ def test_continuous_batching_refills_rows_and_each_request_equals_its_chat(short
         expected.append(chat_ids[-1])
         context = make_context(tokenizer, query, history=history or [], system="Be brief.")[1]
         task_scores.append(_ScoreRecorder())
-        tasks.append(GreedyTask(context, max_new_tokens, [EOD], stops + get_stop_words_ids("chatml", tokenizer),
+        tasks.append(DecodeTask(context, max_new_tokens, [EOD], stops + get_stop_words_ids("chatml", tokenizer),
                                 LogitsProcessorList([task_scores[-1]])))
     assert {len(ids) for ids in expected} >= {1, 2, 4, 12}  # rows really end at different steps
     assert [ids[-1] for ids, r in zip(expected, requests) if r[3] is not None] == [EOD, EOD]  # stopped early

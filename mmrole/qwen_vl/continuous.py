@@ -181,6 +181,17 @@ class SlotKVCache:
         if prompt_length > self.length:
             self._relayout(prompt_length, max(self.capacity, _headroom_capacity(prompt_length)))
 
+    def add_slots(self, count: int) -> None:
+        """`count` more empty slots after the existing ones (the buffers are reallocated)."""
+        for store in (self.keys, self.values):
+            for layer, buffer in enumerate(store):
+                if buffer is not None:
+                    grown = buffer.new_zeros(buffer.shape[0] + count, *buffer.shape[1:])
+                    grown[: buffer.shape[0]] = buffer
+                    store[layer] = grown
+        self.starts += [None] * count
+        setattr(self, CACHE_NTK_ALPHA_ATTR, self.alphas + [1] * count)
+
     def keep_slots(self, slots: Sequence[int]) -> None:
         """Keep only these slots (in this order), in buffers sized for what they hold."""
         window = self.length - min((self.starts[s] for s in slots if self.starts[s] is not None), default=self.length)
@@ -383,6 +394,11 @@ class DecodingBatch:
 
     def free_slot(self) -> Optional[int]:
         return next((slot for slot, row in enumerate(self.rows) if row is None), None)
+
+    def add_slots(self, count: int) -> None:
+        """Room for `count` more rows (a server whose batch shrank while few requests came)."""
+        self.cache.add_slots(count)
+        self.rows += [None] * count
 
     def tasks(self) -> List[DecodeTask]:
         """The tasks of the rows in the batch."""

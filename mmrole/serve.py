@@ -164,7 +164,7 @@ def create_app(serve_app: ServeApp):
                                                   completion.finish_reason, completion.prompt_tokens,
                                                   completion.completion_tokens))
 
-    return HttpGuard(api)
+    return HttpGuard(api, config.max_header_bytes)
 
 
 def json_response(status: int, payload: Dict[str, Any], headers: Optional[Dict[str, str]] = None) -> Response:

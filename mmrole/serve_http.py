@@ -3,19 +3,21 @@
 Measured on uvicorn 0.54 (h11), with a client per case: a connection that never sends a byte stays open
 for good (uvicorn arms no timer before the first request); one that sends a request head a byte at a time
 is never closed (each byte is welcome, no deadline covers the head); with `limit_concurrency` N, N idle
-connections make every real request get a plain-text 503 and are themselves never closed. So:
+connections make every real request get a plain-text 503 and are themselves never closed; h11's head
+limit (h11_max_incomplete_event_size) only bounds a head still incomplete, so a 40 kB head arriving in one
+read is accepted. So:
 
 - `GuardedH11Protocol` (uvicorn's H11Protocol, given to uvicorn as its `http` protocol) closes a connection
   whose request head is not complete within `header_timeout` seconds of the connection's start (or of the
   end of its previous answer), however it trickles; it answers 408 first. Connections beyond
   `max_connections` get a 503 and are closed at once, so idle ones cannot pile up file descriptors
   (uvicorn's limit_concurrency keeps them open; it is therefore not used). Unparsable requests get a JSON
-  400 (uvicorn's is plain text). Everything else is uvicorn's: the head size limit
+  400 (uvicorn's is plain text). Everything else is uvicorn's: the bound on a head being buffered
   (h11_max_incomplete_event_size), the idle keep-alive timeout, chunked responses, 100-continue.
-- `HttpGuard` (an ASGI wrapper around the application) answers 505 to any HTTP version but 1.0/1.1,
-  closes the connection after any answer that left a request body unread (uvicorn would otherwise read and
-  discard it with no deadline), logs one access line per request (499 when the client left first), and logs
-  an unexpected error once (the application has answered 500).
+- `HttpGuard` (an ASGI wrapper around the application) answers 505 to any HTTP version but 1.0/1.1 and 431
+  to a head larger than max_header_bytes, closes the connection after any answer that left a request body
+  unread (uvicorn would otherwise read and discard it with no deadline), logs one access line per request
+  (499 when the client left first), and logs an unexpected error once (the application has answered 500).
 The body deadline is the application's (mmrole.serve reads bodies under `body_timeout`).
 """
 
@@ -40,6 +42,10 @@ CLIENT_CLOSED = 499  # nginx's code for "the client closed the connection before
 SUPPORTED_HTTP_VERSIONS = ("1.0", "1.1")  # h11 parses any n.m; answered as HTTP/1.1
 # File descriptors kept beyond max_connections (model files, logs, the listening socket, threads).
 RESERVED_FILE_DESCRIPTORS = 128
+# After a refusal written outside a request cycle, the connection reads (and drops) what the client still
+# sends for this long before closing: closing with unread data would reset the connection, and a reset can
+# destroy the refusal before the client reads it.
+REFUSAL_LINGER_SECONDS = 1.0
 
 
 def error_bytes(status: int, message: str, *, code: Optional[str] = None, type: str = "invalid_request_error") -> bytes:
@@ -66,6 +72,7 @@ class GuardedH11Protocol(H11Protocol):
         self.limits = limits
         self._head_deadline: Optional[asyncio.TimerHandle] = None
         self._cycle_seen = None  # the request whose head was last seen complete
+        self._refused = False  # an error was written outside a cycle: drop input until the connection closes
 
     def connection_made(self, transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -76,6 +83,8 @@ class GuardedH11Protocol(H11Protocol):
         self._arm_head_deadline()
 
     def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
         super().data_received(data)
         self._note_request_head()
 
@@ -115,13 +124,25 @@ class GuardedH11Protocol(H11Protocol):
                                      code="request_timeout"))
 
     def _close_with(self, response: bytes) -> None:
-        if not self.transport.is_closing():
-            self.transport.write(response)
-            self.transport.close()
+        """Write a complete response, end our side of the connection, and close it after the linger."""
+        if self._refused or self.transport.is_closing():
+            return
+        self._refused = True
+        self._disarm()
+        self.transport.write(response)
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(REFUSAL_LINGER_SECONDS, self.transport.close)
 
 
 def _header(scope: Dict[str, Any], name: bytes) -> Optional[bytes]:
     return next((value for key, value in scope["headers"] if key == name), None)
+
+
+def _head_bytes(scope: Dict[str, Any]) -> int:
+    """The size of a request head as sent (request line and header lines)."""
+    line = len(scope.get("method", "")) + len(scope.get("raw_path", b"")) + len(scope.get("query_string", b"")) + 12
+    return line + sum(len(name) + len(value) + 4 for name, value in scope["headers"])
 
 
 def _has_body(scope: Dict[str, Any]) -> bool:
@@ -133,8 +154,9 @@ class HttpGuard:
     """The ASGI wrapper of the module doc. The application may set scope["mmrole.client_gone"] = True when its
     client left before the answer (logged as 499)."""
 
-    def __init__(self, app):
+    def __init__(self, app, max_header_bytes: int):
         self.app = app
+        self.max_header_bytes = max_header_bytes
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -159,6 +181,9 @@ class HttpGuard:
         try:
             if scope.get("http_version") not in SUPPORTED_HTTP_VERSIONS:
                 await _send_error(send_closing_if_unread, 505, "this server speaks HTTP/1.1 only")
+            elif _head_bytes(scope) > self.max_header_bytes:
+                await _send_error(send_closing_if_unread, 431, f"the request head is larger than "
+                                                               f"{self.max_header_bytes} bytes")
             else:
                 await self.app(scope, receive_noting_body, send_closing_if_unread)
         except Exception:  # noqa: BLE001  a bug: the application has answered 500; keep the trace in our log

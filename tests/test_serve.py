@@ -6,12 +6,10 @@ some path: Qwen-VL replaces the positions inside an image span by the image's fe
 path does not change the answer), never from the server code under test.
 """
 
-import base64
 import hashlib
 import io
 import json
 import logging
-import os
 import signal
 import socket
 import subprocess
@@ -25,105 +23,13 @@ import openai
 import pytest
 from PIL import Image
 
-from mmrole.backends.hf import HFBackend
 from mmrole.list_format import from_list_format
 from mmrole.serve import start_server
 from mmrole.serve_api import ApiError, RequestImages, ServeConfig, chat_request, generation_params
 
-MODEL_NAME = "tiny-agent"
-API_KEY = "sk-serve-test-0123456789abcdef"
-MAX_TOKENS = 8
-
-
-# --- fixtures ------------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    from mmrole.qwen_vl.loading import load_model_and_tokenizer
-    from mmrole.tiny import write_tiny_checkpoint
-
-    folder = tmp_path_factory.mktemp("tiny")
-    write_tiny_checkpoint(folder, seed=0)
-    model, tokenizer = load_model_and_tokenizer(folder, device="cpu")
-    return folder, model, tokenizer
-
-
-@pytest.fixture(scope="module")
-def backend(tiny):
-    _, model, tokenizer = tiny
-    return HFBackend(model=model, tokenizer=tokenizer)
-
-
-@pytest.fixture(scope="module")
-def server(backend):
-    running = start_server(backend, ServeConfig(model_name=MODEL_NAME, max_request_bytes=200_000), port=0)
-    yield running
-    running.stop()
-
-
-@pytest.fixture(scope="module")
-def image_folder(tmp_path_factory):
-    """Where expected_chat saves the images it shows the model."""
-    return tmp_path_factory.mktemp("expected-images")
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    return openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0, timeout=60)
-
-
-def png_bytes(color, size=(24, 16)) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", size, color).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-def data_url(data: bytes, mime: str = "image/png") -> str:
-    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
-
-
-def image_path(folder, data: bytes, extension: str = "png") -> str:
-    """A file path for an image shown to chat() (named by content, so two images never share one)."""
-    return str(Path(folder) / f"{hashlib.sha256(data).hexdigest()[:32]}.{extension}")
-
-
-def expected_chat(tiny, query, history=(), system="You are a helpful assistant.", images=(), max_tokens=MAX_TOKENS):
-    """One-at-a-time greedy chat() of the model; `images` = [(path, bytes)] present while it runs."""
-    from mmrole.qwen_vl.generation import chat
-
-    _, model, tokenizer = tiny
-    for path, data in images:
-        Path(path).write_bytes(data)
-    try:
-        response, _ = chat(model, tokenizer, query, history=list(history), system=system, do_sample=False,
-                           max_new_tokens=max_tokens)
-    finally:
-        for path, _ in images:
-            Path(path).unlink(missing_ok=True)
-    return response
-
-
-def raw_request(server, method, path, body=b"", headers=None):
-    """A plain HTTP exchange (for bodies the openai client would never send)."""
-    import http.client
-
-    host, port = server.address
-    connection = http.client.HTTPConnection(host, port, timeout=30)
-    connection.request(method, path, body=body, headers=headers or {})
-    response = connection.getresponse()
-    data = response.read()
-    connection.close()
-    return response.status, dict(response.getheaders()), data
-
-
-def assert_clean_error(data: bytes, status: int):
-    """An OpenAI-shaped error body with nothing internal in it."""
-    body = json.loads(data)
-    assert set(body) == {"error"} and isinstance(body["error"]["message"], str) and body["error"]["message"]
-    assert {"message", "type", "param", "code"} <= set(body["error"])
-    text = data.decode()
-    for leak in ("Traceback", 'File "', "/tmp", "site-packages", "mmrole/", "Error:"):
-        assert leak not in text, (status, text)
+from tests.serve_support import (API_KEY, MAX_TOKENS, MODEL_NAME, assert_clean_error, backend, client,  # noqa: F401
+                                 data_url, expected_chat, image_folder, image_path, png_bytes, raw_request, server,
+                                 tiny)
 
 
 # --- mapping (no model) --------------------------------------------------------------------------
@@ -370,6 +276,7 @@ def test_client_leaving_stops_its_generation_and_others_are_served(server, clien
                                            messages=[{"role": "user", "content": "next please"}])
     assert reply.choices[0].message.content is not None
     _wait_for(lambda: caplog.text.count('" 499 ') >= 2)
+    assert "Traceback" not in caplog.text and not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 def test_32_concurrent_clients_get_their_serial_answers(server, tiny, image_folder):
@@ -394,7 +301,8 @@ def test_32_concurrent_clients_get_their_serial_answers(server, tiny, image_fold
         return response.choices[0].message.content
 
     serial = [answer(k) for k in range(32)]
-    largest = server.app.engine.stats["largest_batch"]
+    stats = server.app.engine.stats
+    largest, mixed = stats["largest_batch"], stats["mixed_budget_steps"]
     barrier = threading.Barrier(32)
 
     def together(k):
@@ -404,7 +312,8 @@ def test_32_concurrent_clients_get_their_serial_answers(server, tiny, image_fold
     with ThreadPoolExecutor(32) as pool:
         concurrent = list(pool.map(together, range(32)))
     assert concurrent == serial
-    assert server.app.engine.stats["largest_batch"] > max(largest, 1), "concurrent requests were batched"
+    assert stats["largest_batch"] > max(largest, 1), "concurrent requests were batched"
+    assert stats["mixed_budget_steps"] > mixed, "requests with different max_tokens decoded together"
     # Spot check against the model itself: a text request and an image request.
     _, model, tokenizer = tiny
     assert serial[0] == expected_chat(tiny, "Client 0: say something about number 0.", system="You are character 0.",
@@ -413,6 +322,59 @@ def test_32_concurrent_clients_get_their_serial_answers(server, tiny, image_fold
     query = from_list_format([{"image": path}, {"text": "Client 5: say something about number 35."}])
     assert serial[5] == expected_chat(tiny, query, system="You are character 0.", images=[(path, colours[2])],
                                       max_tokens=8)
+
+
+def _concurrently(functions):
+    barrier = threading.Barrier(len(functions))
+
+    def run(function):
+        barrier.wait()
+        return function()
+
+    with ThreadPoolExecutor(len(functions)) as pool:
+        return list(pool.map(run, functions))
+
+
+def test_requests_with_different_max_tokens_share_decoding_steps(server, client):
+    """Counted by the engine: decoding steps whose rows had different max_tokens, rows per step."""
+    budgets = [2, 5, 9, 14, 20, 30]
+    requests = [dict(model=MODEL_NAME, temperature=0, max_tokens=budget,
+                     messages=[{"role": "user", "content": f"Tell a long tale number {k}."}])
+                for k, budget in enumerate(budgets)]
+    ask = lambda kwargs: client.chat.completions.create(**kwargs)  # noqa: E731
+    serial = [ask(kwargs) for kwargs in requests]
+    stats = server.app.engine.stats
+    before = dict(stats)
+    together = _concurrently([lambda kwargs=kwargs: ask(kwargs) for kwargs in requests])
+    assert [r.choices[0].message.content for r in together] == [r.choices[0].message.content for r in serial]
+    assert [r.usage.completion_tokens for r in together] == [r.usage.completion_tokens for r in serial]
+    assert stats["mixed_budget_steps"] - before["mixed_budget_steps"] >= 2
+    assert stats["most_budgets_in_a_step"] >= 3
+    steps = stats["decode_steps"] - before["decode_steps"]
+    rows = stats["decode_rows"] - before["decode_rows"]
+    assert rows / steps > 1.5, (rows, steps)  # one at a time would be exactly 1 row per step
+    assert steps < sum(r.usage.completion_tokens for r in serial)
+
+
+def test_seeded_sampling_is_the_same_alone_or_beside_other_rows(server, client):
+    def sample(seed):
+        reply = client.chat.completions.create(
+            model=MODEL_NAME, temperature=1.0, top_p=1.0, max_tokens=10, seed=seed,
+            messages=[{"role": "user", "content": "Invent a word."}])
+        return reply.choices[0].message.content
+
+    alone = sample(1234)
+    assert sample(1234) == alone
+    assert len({sample(seed) for seed in (1, 2, 3, 4)}) > 1, "the seed decides the sample"
+    stats = server.app.engine.stats
+    before = dict(stats)
+    busy = [lambda k=k: client.chat.completions.create(
+        model=MODEL_NAME, temperature=0, max_tokens=30, messages=[{"role": "user", "content": f"Go on {k}."}])
+        for k in range(4)]
+    results = _concurrently(busy + [lambda: sample(1234)])
+    assert results[-1] == alone
+    rows, steps = stats["decode_rows"] - before["decode_rows"], stats["decode_steps"] - before["decode_steps"]
+    assert rows / steps > 1.5, "the rows decoded together"
 
 
 # --- the project's openai backends against the server -------------------------------------------

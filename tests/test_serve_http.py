@@ -200,3 +200,16 @@ def test_keep_alive_and_refused_uploads(server):
         sock.sendall(b"POST /v1/nothing HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
         answer = read_all(sock, timeout=5)
     assert answer.startswith(b"HTTP/1.1 404") and b"connection: close" in answer.lower()
+
+
+def test_open_files_limit_is_raised_for_the_connection_cap_or_refused(monkeypatch):
+    from mmrole import serve_http
+
+    calls = []
+    monkeypatch.setattr(serve_http.resource, "setrlimit", lambda kind, limits: calls.append(limits))
+    monkeypatch.setattr(serve_http.resource, "getrlimit", lambda kind: (256, 100_000))
+    serve_http.ensure_file_descriptors(1000)
+    assert calls == [(1000 + serve_http.RESERVED_FILE_DESCRIPTORS, 100_000)]
+    monkeypatch.setattr(serve_http.resource, "getrlimit", lambda kind: (256, 512))
+    with pytest.raises(ValueError, match="ulimit -n"):
+        serve_http.ensure_file_descriptors(1000)

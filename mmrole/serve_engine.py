@@ -131,11 +131,12 @@ class _RowText:
 
     def __init__(self, job: Job, tokenizer, terminators: Sequence[int]):
         self.job = job
-        self.tokenizer = tokenizer
         self.terminators = set(terminators)
         self.ids: List[int] = []
         self.ended = False  # a terminator was generated: the text is final
         self.stopped_at: Optional[str] = None  # the reply cut before a stop string
+        self._decoded = _GrowingDecode(tokenizer)
+        self._previous = ""  # the text without the newest token
 
     def add(self, token: int) -> bool:
         """Record one new token; True when the row must end now (client gone or stop string)."""
@@ -150,7 +151,8 @@ class _RowText:
         stops = self.job.params.stop
         if not (stops or self.job.stream):
             return False
-        text = self._decode(self.ids)
+        text, previous = self._decoded.text(self.ids), self._previous
+        self._previous = text
         if stops:
             cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
             if cut >= 0:
@@ -158,11 +160,8 @@ class _RowText:
                 self._stream(text[:cut])
                 return True
         if self.job.stream:
-            self._stream(text if self.ended else self._decode(self.ids[:-1]))
+            self._stream(text if self.ended else previous)
         return False
-
-    def _decode(self, ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(list(ids), errors="replace")
 
     def _stream(self, visible: str) -> None:
         if not self.job.stream:
@@ -172,6 +171,29 @@ class _RowText:
         sent = self.job.streamed_text
         if len(visible) > len(sent) and visible.startswith(sent):
             self.job._delta(visible[len(sent):])
+
+
+class _GrowingDecode:
+    """tokenizer.decode(ids, errors="replace") of ids that only grow, without decoding them all at every token:
+    the text of a prefix that ends on a whole character is kept, and only the ids after it are decoded (a
+    split there cannot change the text). Ids holding an image tag are decoded whole (a later </img> changes
+    how the earlier ids read)."""
+
+    KEEP_EVERY = 8  # ids decoded again at most (plus an unfinished character)
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.kept_ids = 0
+        self.kept_text = ""
+
+    def text(self, ids: Sequence[int]) -> str:
+        if self.tokenizer.img_start_id in ids:
+            return self.tokenizer.decode(list(ids), errors="replace")
+        tail = self.tokenizer.decode(list(ids[self.kept_ids:]), errors="replace")
+        text = self.kept_text + tail
+        if len(ids) - self.kept_ids >= self.KEEP_EVERY and not tail.endswith(_REPLACEMENT_CHAR):
+            self.kept_ids, self.kept_text = len(ids), text
+        return text
 
 
 def _stop_prefix_length(text: str, stops: Sequence[str]) -> int:

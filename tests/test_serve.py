@@ -463,3 +463,19 @@ def test_command_line_server_with_key_file_and_clean_shutdown(tiny, tmp_path):
         _, stderr = process.communicate(timeout=30)
     assert process.returncode == 0, stderr
     assert "POST /v1/chat/completions" in stderr and API_KEY not in stderr
+
+
+def test_growing_decode_equals_decoding_everything(tiny):
+    """The engine decodes a growing reply (for stop strings and streams) without decoding it all per token."""
+    import random
+
+    from mmrole.serve_engine import _GrowingDecode
+
+    _, _, tokenizer = tiny
+    rng = random.Random(1)
+    pool = list(range(300)) + tokenizer.encode("中文测试éü😀 hello") + [tokenizer.im_end_id, tokenizer.ref_start_id]
+    for trial in range(300):
+        ids = [rng.choice(pool) for _ in range(rng.randint(1, 60))]
+        growing = _GrowingDecode(tokenizer)
+        for end in range(1, len(ids) + 1):
+            assert growing.text(ids[:end]) == tokenizer.decode(ids[:end], errors="replace"), (trial, ids[:end])

@@ -100,6 +100,7 @@ def test_300_idle_half_open_connections_do_not_stop_service(server, log):
                 sock.sendall(raw)
     time.sleep(0.5)
     assert exchange(server, b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").startswith(b"HTTP/1.1 200")
+    assert log.text.count('"POST /v1/chat/completions" 499 ') >= 40, "each client that left has its access line"
     assert_no_traceback(log)
 
 

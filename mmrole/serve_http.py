@@ -10,7 +10,8 @@ read is accepted. So:
 - `GuardedH11Protocol` (uvicorn's H11Protocol, given to uvicorn as its `http` protocol) closes a connection
   whose request head is not complete within `header_timeout` seconds of the connection's start (or of the
   end of its previous answer), however it trickles; it answers 408 first. Connections beyond
-  `max_connections` get a 503 and are closed at once, so idle ones cannot pile up file descriptors
+  `max_connections` get a 503 and are closed (after REFUSAL_LINGER_SECONDS, so that the client can read the
+  503), so idle ones cannot pile up file descriptors
   (uvicorn's limit_concurrency keeps them open; it is therefore not used). Unparsable requests get a JSON
   400 (uvicorn's is plain text). Everything else is uvicorn's: the bound on a head being buffered
   (h11_max_incomplete_event_size), the idle keep-alive timeout, chunked responses, 100-continue.

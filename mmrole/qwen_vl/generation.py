@@ -437,7 +437,7 @@ def prepare_chat(
         raise ValueError(f"continuous batching does not implement these generation settings: {unsupported}")
     sampler, warpers = None, None
     if setup.config.do_sample:
-        sampler = torch.Generator(device=model.device)
+        sampler = torch.Generator(device=model.get_output_embeddings().weight.device)  # where the scores are
         if seed is None:
             sampler.seed()
         else:

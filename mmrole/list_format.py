@@ -23,6 +23,11 @@ DEFAULT_TAGS: Dict[str, str] = {
 }
 
 
+def picture_label(number: int) -> str:
+    """What precedes the `number`-th image of a message (1-based): `Picture N: `."""
+    return f"Picture {number}: "
+
+
 def from_list_format(list_format: Sequence[Dict[str, Any]], tags: Dict[str, str] = DEFAULT_TAGS) -> str:
     """[{'image': p}, {'text': t}, {'ref': r, 'box': [[x1, y1, x2, y2], ...]}, ...] -> prompt text.
 
@@ -35,7 +40,7 @@ def from_list_format(list_format: Sequence[Dict[str, Any]], tags: Dict[str, str]
     for element in list_format:
         if "image" in element:
             num_images += 1
-            text += f"Picture {num_images}: {tags['image_start_tag']}{element['image']}{tags['image_end_tag']}\n"
+            text += f"{picture_label(num_images)}{tags['image_start_tag']}{element['image']}{tags['image_end_tag']}\n"
         elif "text" in element:
             text += element["text"]
         elif "box" in element:

@@ -8,14 +8,23 @@ Mapping onto the Qwen-VL chat format (what `model.chat(tokenizer, query, history
   end with a user message: each earlier (user, assistant) pair is a history turn, the last user
   message is the query;
 - a user message's parts keep their order: text parts as text, `image_url` parts as images, so an
-  image of an earlier turn stays in that turn. Each turn is rendered with `from_list_format`
-  (`Picture N: <img>PATH</img>\\n`), exactly as the `hf` backend renders a ChatRequest.
+  image of an earlier turn stays in that turn, numbered `Picture N:` as `from_list_format` does.
 
-Images arrive as base64 data URLs (PNG, JPEG, GIF, WebP, BMP) and are written to a cache folder
-under a name derived from their bytes, because Qwen-VL reads images from the path written in the
-prompt; the same image always gets the same path, so the same request always gets the same
-prompt. Local file paths (`file://...` or a plain path) are accepted only under
-`allowed_local_media_path` (off by default). Remote URLs are refused: the server downloads nothing.
+Client text is never markup. The prompt ids are built by `serving_context` from list-format parts
+(`ListContent`): all text a client sent, in any role, part or message, and however it joins up, is
+encoded as plain text, so `<img>`, `</img>`, `<ref>`, `<box>`, `<|im_end|>` in it are just characters.
+The only image spans are those of the request's `image_url` parts, and the model gets their pixels
+from this module (`RequestImages`), decoded from the bytes the request carried: it is never told to
+load a path. A span holds a name made from the image's content digest (Qwen-VL replaces the 256
+positions inside a span by the image's features, so the name does not change the answer); the same
+image and text therefore give the same ids as `model.chat` on a copy of that image saved under that
+name, and the same answer as under any other name.
+
+Images arrive as base64 data URLs (PNG, JPEG, GIF, WebP, BMP). Local files (`file://...` or a plain
+path) are read only under `allowed_local_media_path` (off by default), and every local path that
+cannot be used (missing, outside that folder, not a file, unreadable, malformed) gets the same answer,
+so a client cannot learn which server paths exist. Remote URLs are refused: the server downloads
+nothing.
 """
 
 from __future__ import annotations
@@ -24,27 +33,31 @@ import base64
 import binascii
 import hashlib
 import os
-import tempfile
-import threading
+import stat
 import time
 import uuid
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 from urllib.parse import unquote, urlparse
 
+import torch
 from PIL import Image
 
 from .backends.base import ChatRequest, GenerationParams, Part
 from .prompts import DEFAULT_SYSTEM
-from .qwen_vl.tokenization_qwen import IMAGE_SPAN_LENGTH as MAX_IMAGE_PATH_BYTES  # a path fills <img>...</img>
 
 IMAGE_FORMATS = {"PNG": "png", "JPEG": "jpg", "GIF": "gif", "WEBP": "webp", "BMP": "bmp"}
-# Tags that would make the model open a file named in the text: user text must not contain them.
-FORBIDDEN_TAGS = ("<img>", "</img>", "<imgpad>")
 MAX_STOP_STRINGS = 4  # as OpenAI
 MAX_MESSAGES = 256
+# Temperatures below this are greedy decoding (as vLLM's sampling epsilon): dividing scores by a tinier
+# temperature overflows float32, and the distribution is the argmax long before that.
+GREEDY_TEMPERATURE = 1e-5
+SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed accepts
+# One answer for every local path a client may not use, whatever the reason: no existence probe.
+LOCAL_PATH_REFUSED = ("image_url names no image file this server may read (local paths must name a file inside "
+                      "the folder the operator allowed)")
 
 
 class ApiError(Exception):
@@ -76,7 +89,12 @@ def _bad(message: str, param: Optional[str] = None, code: Optional[str] = None) 
 
 @dataclass
 class ServeConfig:
-    """What the server accepts. api_key None = no authentication (fine on 127.0.0.1 only)."""
+    """What the server accepts. api_key None = no authentication (fine on 127.0.0.1 only).
+
+    Connection limits (enforced by mmrole.serve's HTTP layer): max_connections open at once;
+    header_timeout seconds for a request's head (from the connection's start, or the end of its previous
+    answer), body_timeout for its body, keep_alive_timeout for an idle kept-alive connection; a request head
+    of at most max_header_bytes."""
 
     model_name: str
     api_key: Optional[str] = field(default=None, repr=False)
@@ -86,90 +104,79 @@ class ServeConfig:
     max_tokens_limit: int = 2048
     max_context_tokens: int = 8192
     allowed_local_media_path: Optional[Path] = None
-    read_timeout: float = 60.0
+    max_connections: int = 1024
+    header_timeout: float = 10.0
+    body_timeout: float = 60.0
+    keep_alive_timeout: float = 5.0
+    max_header_bytes: int = 16 * 1024
+
+    def __post_init__(self) -> None:
+        positive = {name: getattr(self, name) for name in (
+            "max_request_bytes", "max_images", "max_image_pixels", "max_tokens_limit", "max_context_tokens",
+            "max_connections", "header_timeout", "body_timeout", "keep_alive_timeout", "max_header_bytes")}
+        bad = [f"{name}={value}" for name, value in positive.items() if not value > 0]
+        if bad:
+            raise ValueError(f"these server limits must be positive: {', '.join(bad)}")
 
 
 # --- images --------------------------------------------------------------------------------------
 
-class ImageStore:
-    """Request images as local files, named by content and deleted when no request uses them."""
+@dataclass(frozen=True)
+class CarriedImage:
+    """An image a request carried: the name its span holds, and its pixels resized for the vision tower
+    (uint8 RGB [3, S, S]; `normalise_rgb` gives what the model takes)."""
 
-    def __init__(self, folder: Optional[os.PathLike] = None, *, max_pixels: int = 4096 * 4096,
-                 allowed_local_root: Optional[os.PathLike] = None):
-        self.owns_folder = folder is None
-        self.folder = Path(tempfile.mkdtemp(prefix="mmrole-serve-images-") if folder is None else folder).resolve()
-        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        longest = len(self._path_of("0" * 64, max(IMAGE_FORMATS.values(), key=len)).encode("utf-8"))
-        if longest > MAX_IMAGE_PATH_BYTES:  # the path goes between <img> and </img> in the prompt
-            raise ValueError(f"image cache folder {self.folder} is too long: image paths would take {longest} bytes, "
-                             f"Qwen-VL allows {MAX_IMAGE_PATH_BYTES}")
+    name: str
+    rgb: torch.Tensor
+
+
+class RequestImages:
+    """Turns image_url values into CarriedImages: decoded in memory from the request's bytes, or read from
+    a file under `allowed_local_root`. Nothing is written to disk."""
+
+    def __init__(self, image_size: int, *, max_pixels: int = 4096 * 4096,
+                 allowed_local_root: Optional[os.PathLike] = None, max_file_bytes: int = 20 * 2**20):
+        self.image_size = image_size
         self.max_pixels = max_pixels
+        self.max_file_bytes = max_file_bytes
         self.allowed_local_root = Path(allowed_local_root).resolve() if allowed_local_root else None
-        self._lock = threading.Lock()
-        self._users: Dict[str, int] = {}
 
-    def acquire(self, url: str) -> Tuple[str, bool]:
-        """The local path of an image_url, and whether it must be released after the request."""
+    def load(self, url: Any) -> CarriedImage:
         if not isinstance(url, str) or not url:
             raise _bad("image_url.url must be a non-empty string", "messages")
         if url.startswith("data:"):
-            return self._store(_decode_data_url(url)), True
+            return self._decode(_decode_data_url(url))
         scheme = urlparse(url).scheme.lower()
         if scheme in ("http", "https", "ftp"):
             raise _bad("remote image URLs are not supported: send the image as a base64 data URL", "messages")
         if scheme not in ("", "file"):
             raise _bad("image_url.url must be a base64 data URL", "messages")
-        return self._local(url), False
+        return self._decode(self._read_local(url))
 
-    def release(self, path: str) -> None:
-        with self._lock:
-            users = self._users.get(path, 0) - 1
-            if users > 0:
-                self._users[path] = users
-                return
-            self._users.pop(path, None)
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
+    def _decode(self, data: bytes) -> CarriedImage:
+        from .qwen_vl.image_processing_qwen import resized_rgb
 
-    def close(self) -> None:
-        if self.owns_folder:
-            for leftover in self.folder.glob("*"):
-                leftover.unlink(missing_ok=True)
-            self.folder.rmdir()
+        with checked_image(BytesIO(data), self.max_pixels) as image:
+            name = f"{hashlib.sha256(data).hexdigest()[:32]}.{IMAGE_FORMATS[image.format]}"
+            return CarriedImage(name, resized_rgb(image, self.image_size))
 
-    def _path_of(self, digest: str, extension: str) -> str:
-        """Where an image is cached: named by (a prefix of) its content digest."""
-        return str(self.folder / f"{digest[:32]}.{extension}")
-
-    def _store(self, data: bytes) -> str:
-        extension = IMAGE_FORMATS[check_image(BytesIO(data), self.max_pixels)]
-        path = self._path_of(hashlib.sha256(data).hexdigest(), extension)
-        with self._lock:
-            self._users[path] = self._users.get(path, 0) + 1
-            if not os.path.exists(path):  # written under the lock: a second user never sees half a file
-                partial = f"{path}.{uuid.uuid4().hex}.part"
-                with open(partial, "wb") as handle:
-                    handle.write(data)
-                os.replace(partial, path)
-        return path
-
-    def _local(self, url: str) -> str:
+    def _read_local(self, url: str) -> bytes:
+        """The bytes of a local file inside the allowed folder; LOCAL_PATH_REFUSED for anything else."""
         if self.allowed_local_root is None:
             raise ApiError(400, "local image paths are not allowed on this server; send a base64 data URL "
                            "(the operator can allow a folder with --allowed_local_media_path)", param="messages")
         raw = unquote(urlparse(url).path) if url.lower().startswith("file:") else url
         try:
-            path = Path(raw).resolve(strict=True)
-        except (OSError, RuntimeError):
-            raise _bad("the image file does not exist", "messages") from None
-        if not path.is_file() or not path.is_relative_to(self.allowed_local_root):
-            raise _bad("the image path is not a file inside the allowed folder", "messages")
-        if len(str(path).encode("utf-8")) > MAX_IMAGE_PATH_BYTES:
-            raise _bad(f"the image path is longer than {MAX_IMAGE_PATH_BYTES} bytes", "messages")
-        check_image(path, self.max_pixels)
-        return str(path)
+            path = Path(raw).resolve()  # symlinks and .. resolved before the folder check
+            if not path.is_relative_to(self.allowed_local_root):
+                raise ValueError("outside the allowed folder")
+            with open(path, "rb") as handle:
+                info = os.fstat(handle.fileno())
+                if not stat.S_ISREG(info.st_mode) or info.st_size > self.max_file_bytes:
+                    raise ValueError("not a regular file of an acceptable size")
+                return handle.read(self.max_file_bytes + 1)
+        except (OSError, ValueError, RuntimeError):  # RuntimeError: a symlink loop on older Pythons
+            raise _bad(LOCAL_PATH_REFUSED, "messages") from None
 
 
 def _decode_data_url(url: str) -> bytes:
@@ -182,20 +189,25 @@ def _decode_data_url(url: str) -> bytes:
         raise _bad("the image data URL is not valid base64", "messages") from None
 
 
-def check_image(source, max_pixels: int) -> str:
-    """The PIL format of a complete, readable image of at most max_pixels; ApiError(400) otherwise."""
+def checked_image(source, max_pixels: int) -> Image.Image:
+    """An open, fully decoded image of a supported format and at most max_pixels (use it in a `with`);
+    ApiError(400) otherwise."""
+    image = None
     try:
-        with Image.open(source) as image:
-            if image.format not in IMAGE_FORMATS:
-                raise _bad(f"unsupported image format; send one of {', '.join(IMAGE_FORMATS)}", "messages")
-            width, height = image.size
-            if width * height > max_pixels:
-                raise _bad(f"the image has {width}x{height} pixels; at most {max_pixels} are accepted", "messages")
-            image.load()  # decode it all now: a truncated file fails here, not inside a batch
-            return image.format
+        image = Image.open(source)
+        if image.format not in IMAGE_FORMATS:
+            raise _bad(f"unsupported image format; send one of {', '.join(IMAGE_FORMATS)}", "messages")
+        width, height = image.size
+        if width * height > max_pixels:
+            raise _bad(f"the image has {width}x{height} pixels; at most {max_pixels} are accepted", "messages")
+        image.load()  # decode it all now: a truncated file fails here, not beside other requests
+        return image
     except ApiError:
+        image.close()
         raise
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError):
+        if image is not None:
+            image.close()
         raise _bad("image_url does not hold a readable image", "messages", code="invalid_image") from None
 
 
@@ -203,17 +215,18 @@ def check_image(source, max_pixels: int) -> str:
 
 @dataclass
 class CompletionRequest:
-    """A validated chat-completions request. `images` must be released when the request is done."""
+    """A validated chat-completions request: `request` names its images by their span names, `images` holds
+    their pixels by those names."""
 
     request: ChatRequest
     params: GenerationParams
     stream: bool = False
     include_usage: bool = False
-    images: List[str] = field(default_factory=list)
+    images: Dict[str, torch.Tensor] = field(default_factory=dict)
 
 
-def parse_completion_request(body: Any, config: ServeConfig, images: ImageStore) -> CompletionRequest:
-    """Validate a request body and map it onto Qwen-VL. Images acquired before an error are released."""
+def parse_completion_request(body: Any, config: ServeConfig, images: RequestImages) -> CompletionRequest:
+    """Validate a request body and map it onto Qwen-VL (ApiError for anything a client got wrong)."""
     if not isinstance(body, dict):
         raise _bad("the request body must be a JSON object")
     model = body.get("model")
@@ -228,14 +241,9 @@ def parse_completion_request(body: Any, config: ServeConfig, images: ImageStore)
     stream = _optional(body, "stream", bool, False)
     options = _optional(body, "stream_options", dict, {}) or {}
     include_usage = bool(options.get("include_usage")) if stream else False
-    acquired: List[str] = []
-    try:
-        request = chat_request(body.get("messages"), images, acquired, config.max_images)
-    except BaseException:
-        for path in acquired:
-            images.release(path)
-        raise
-    return CompletionRequest(request, params, stream, include_usage, acquired)
+    carried: Dict[str, torch.Tensor] = {}
+    request = chat_request(body.get("messages"), images, carried, config.max_images)
+    return CompletionRequest(request, params, stream, include_usage, carried)
 
 
 _KIND_NAMES = {bool: "a boolean", int: "an integer", float: "a number", dict: "an object"}
@@ -270,9 +278,10 @@ def _refuse_unsupported(body: Dict[str, Any]) -> None:
 
 
 def generation_params(body: Dict[str, Any], config: ServeConfig) -> GenerationParams:
-    """temperature 0 = greedy; absent fields = the checkpoint's generation_config.json."""
+    """temperature 0 (or below GREEDY_TEMPERATURE) = greedy; absent fields = the checkpoint's
+    generation_config.json."""
     temperature = _optional(body, "temperature", float, None)
-    if temperature is not None and not 0 <= temperature <= 2:
+    if temperature is not None and not 0 <= temperature <= 2:  # NaN fails too
         raise _bad("`temperature` must be between 0 and 2", "temperature")
     top_p = _optional(body, "top_p", float, None)
     if top_p is not None and not 0 < top_p <= 1:
@@ -283,17 +292,21 @@ def generation_params(body: Dict[str, Any], config: ServeConfig) -> GenerationPa
     if max_tokens is not None and not 1 <= max_tokens <= config.max_tokens_limit:
         raise _bad(f"`max_tokens` must be between 1 and {config.max_tokens_limit}", "max_tokens")
     seed = _optional(body, "seed", int, None)
+    if seed is not None and not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
+        raise _bad("`seed` must be an integer from -2**63 to 2**64-1", "seed")
     stop = body.get("stop")
     stops = (stop,) if isinstance(stop, str) else tuple(stop) if isinstance(stop, list) else () if stop is None else None
     if stops is None or len(stops) > MAX_STOP_STRINGS or not all(isinstance(s, str) and s for s in stops):
         raise _bad(f"`stop` must be a non-empty string or a list of at most {MAX_STOP_STRINGS} of them", "stop")
-    greedy = temperature == 0
+    greedy = temperature is not None and temperature < GREEDY_TEMPERATURE
     return GenerationParams(greedy=greedy, max_new_tokens=max_tokens, temperature=None if greedy else temperature,
                             top_p=None if greedy else top_p, stop=stops, seed=seed)
 
 
-def chat_request(messages: Any, images: ImageStore, acquired: List[str], max_images: int) -> ChatRequest:
-    """OpenAI messages -> ChatRequest(query parts, system, history of (parts, reply))."""
+def chat_request(messages: Any, images: RequestImages, carried: Dict[str, torch.Tensor],
+                 max_images: int) -> ChatRequest:
+    """OpenAI messages -> ChatRequest(query parts, system, history of (parts, reply)); the pixels of every
+    image part go into `carried` under the name its part holds."""
     if not isinstance(messages, list) or not messages:
         raise _bad("`messages` must be a non-empty list", "messages")
     if len(messages) > MAX_MESSAGES:
@@ -309,7 +322,7 @@ def chat_request(messages: Any, images: ImageStore, acquired: List[str], max_ima
         if role in ("system", "developer"):
             systems.append(_text_only(message.get("content"), index))
         elif role in ("user", "assistant"):
-            parts = (_user_parts(message.get("content"), index, images, acquired) if role == "user"
+            parts = (_user_parts(message.get("content"), index, images, carried) if role == "user"
                      else [{"text": _text_only(message.get("content"), index)}])
             if turns and turns[-1][0] == role:
                 separator = [] if role == "user" else [{"text": "\n"}]
@@ -334,40 +347,36 @@ def _count_images(messages: List[Any]) -> int:
 
 def _text_only(content: Any, index: int) -> str:
     if isinstance(content, str):
-        return _checked_text(content, index)
+        return content
     if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text" for p in content):
-        return "".join(_checked_text(p.get("text"), index) for p in content)
+        return "".join(_text_of(p, index) for p in content)
     raise _bad(f"messages[{index}]: content must be text (images only in user messages)", "messages")
 
 
-def _checked_text(text: Any, index: int) -> str:
+def _text_of(part: Dict[str, Any], index: int) -> str:
+    text = part.get("text")
     if not isinstance(text, str):
         raise _bad(f"messages[{index}]: a text part needs a string `text`", "messages")
-    if any(tag in text for tag in FORBIDDEN_TAGS):
-        raise _bad(f"messages[{index}]: text must not contain {', '.join(FORBIDDEN_TAGS)}; "
-                   "send images as image_url parts", "messages")
     return text
 
 
-def _user_parts(content: Any, index: int, images: ImageStore, acquired: List[str]) -> List[Part]:
+def _user_parts(content: Any, index: int, images: RequestImages, carried: Dict[str, torch.Tensor]) -> List[Part]:
     if isinstance(content, str):
         if not content:
             raise _bad(f"messages[{index}]: empty user message", "messages")
-        return [{"text": _checked_text(content, index)}]
+        return [{"text": content}]
     if not isinstance(content, list) or not content:
         raise _bad(f"messages[{index}]: content must be a string or a non-empty list of parts", "messages")
     parts: List[Part] = []
     for part in content:
         kind = part.get("type") if isinstance(part, dict) else None
         if kind == "text":
-            parts.append({"text": _checked_text(part.get("text"), index)})
+            parts.append({"text": _text_of(part, index)})
         elif kind == "image_url":
             image_url = part.get("image_url")
-            url = image_url.get("url") if isinstance(image_url, dict) else image_url
-            path, release = images.acquire(url)
-            if release:
-                acquired.append(path)
-            parts.append({"image": path})
+            image = images.load(image_url.get("url") if isinstance(image_url, dict) else image_url)
+            carried[image.name] = image.rgb
+            parts.append({"image": image.name})
         else:
             raise _bad(f"messages[{index}]: part type {str(kind)[:20]!r} is not supported (text, image_url)",
                        "messages")
@@ -418,11 +427,13 @@ def model_body(model: str, created: int) -> Dict[str, Any]:
     return {"id": model, "object": "model", "created": created, "owned_by": "mmrole"}
 
 
-def context_tokens(tokenizer, rendered: Tuple[str, Sequence[Tuple[str, str]]], system: str,
-                   max_window_size: int) -> List[int]:
-    """The prompt ids Qwen-VL-Chat's chat() builds for this request (make_context, chatml)."""
-    from .qwen_vl.chat_format import make_context
+def serving_context(tokenizer, request: ChatRequest, max_window_size: int) -> List[int]:
+    """The prompt ids of a request: the chatml prompt `model.chat` builds, with every piece of client text
+    (system, history, replies, query) encoded as plain text and image spans only for the image parts
+    (see the module doc)."""
+    from .qwen_vl.chat_format import ListContent, make_context
 
-    query, history = rendered
-    return make_context(tokenizer, query, history=list(history), system=system, max_window_size=max_window_size,
+    history = [(ListContent(tuple(turn)), ListContent.text(reply)) for turn, reply in request.history]
+    return make_context(tokenizer, ListContent(request.query), history=history,
+                        system=ListContent.text(request.system), max_window_size=max_window_size,
                         chat_format="chatml")[1]

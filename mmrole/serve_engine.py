@@ -1,19 +1,21 @@
-"""The batching engine behind mmrole.serve: concurrent chat requests become batched `generate` calls.
+"""The engine behind mmrole.serve: concurrent chat requests decode together with continuous batching, in the
+same `DecodingBatch` (mmrole.qwen_vl.continuous) that inference and review use.
 
-One scheduler thread owns the model. It takes the first waiting job, collects more for a short
-window (`batch_wait`, up to `max_batch_size`), groups them by generation settings (greedy or
-sampling, temperature, top_p, max_new_tokens, seed: one `generate` call can only use one setting)
-and answers each group with one `batch_chat_detailed` call. That function left-pads the prompts
-and gives every row its one-at-a-time result (per-row positions, NTK factor and log-n), so greedy
-answers do not depend on what else was in the batch.
+One scheduler thread owns the model. Each turn of its loop
+- admits waiting jobs, oldest first, into free rows of the decoding batch: each prompt is prefilled alone, as
+  `chat` prefills it, with the pixels its request carried (the model never loads a path);
+- runs one decoding step for all rows together, whatever their max_tokens, stop strings, streaming or
+  sampling settings;
+- answers the jobs whose rows ended.
+A row ends on an end-of-reply token, at its own max_tokens, or when its `_RowText` says so: at one of its
+stop strings (OpenAI semantics: string level, the stop string is not part of the reply) or when its client
+went away. Streamed text is handed to the job's `deliver` callback as it grows.
 
-During generation a stopping criterion sees every new token of every row. It
-- maps batch rows to jobs by their prompt tokens (independent of the row order the batch uses),
-- streams each row's new text to its job (for `stream: true` requests),
-- stops a row whose client went away, or whose text reached one of its `stop` strings (OpenAI
-  semantics: string level, the stop string is not part of the reply; rows may have different stops).
-
-A failing batch is retried job by job, so one bad request cannot fail the others.
+Greedy rows get what a one-at-a-time `chat()` gives (each row keeps its own positions, NTK factor and log-n).
+A sampled row draws with its own torch.Generator, seeded with the request's `seed`, so a seeded request gets
+the same sample whatever else decodes beside it. The batch grows up to max_batch_size rows while requests
+wait; when it is empty it is dropped (its key/value buffers freed), and when half its rows are empty and
+nothing waits it shrinks (an empty row still costs compute in every step).
 """
 
 from __future__ import annotations
@@ -21,12 +23,10 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import time
 from dataclasses import dataclass, field, replace
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList
 
 from .backends.base import ChatRequest, GenerationParams
 
@@ -34,6 +34,7 @@ logger = logging.getLogger("mmrole.serve")
 
 # Pieces of text that must not be streamed yet because a later token may change them.
 _REPLACEMENT_CHAR = "\ufffd"  # an incomplete UTF-8 sequence at the end of the decoded ids
+GENERATION_FAILED = "generation failed (see the server log)"
 
 
 class EngineOverloaded(RuntimeError):
@@ -54,22 +55,27 @@ class Completion:
     completion_tokens: int
 
 
+Event = Tuple[str, object]  # ("delta", text), ("done", Completion) or ("error", message)
+
+
 @dataclass
 class Job:
-    """One chat request waiting for, or in, a batch.
+    """One chat request waiting for, or in, the decoding batch.
 
-    request: the conversation (Qwen-VL list-format parts; image paths are local files that exist
-    until the job is done). params: generation settings; params.stop holds the stop strings.
-    context_tokens: the prompt ids (make_context of the request), used to find the job's batch row.
-    stream: put text deltas on `events` as they are generated.
+    request: the conversation, its images named by their span names. params: generation settings
+    (params.stop holds the stop strings). context_tokens: the prompt ids (serve_api.serving_context).
+    images: uint8 RGB pixels [3, S, S] by span name, for every image span of context_tokens.
+    stream: hand text deltas out as they are generated. deliver: receives every event (from the engine's
+    thread); by default events go to the `events` queue.
     """
 
     request: ChatRequest
     params: GenerationParams
     context_tokens: Tuple[int, ...]
+    images: Dict[str, torch.Tensor] = field(default_factory=dict)
     stream: bool = False
-    on_leave: Optional[Callable[[], None]] = None  # called once when the engine is done with the job
-    events: "queue.Queue[Tuple[str, object]]" = field(default_factory=queue.Queue)
+    deliver: Optional[Callable[[Event], None]] = None
+    events: "queue.Queue[Event]" = field(default_factory=queue.Queue)
     done: threading.Event = field(default_factory=threading.Event)
     cancelled: threading.Event = field(default_factory=threading.Event)
     result: Optional[Completion] = None
@@ -77,13 +83,12 @@ class Job:
     streamed_text: str = ""  # what has been sent as deltas so far
 
     def cancel(self) -> None:
-        """The client went away: drop the job, or stop its row at the next token."""
+        """The client went away: drop the job, or end its row at the next token."""
         self.cancelled.set()
 
     def drop(self) -> None:
         """The engine leaves a cancelled job unanswered."""
         self.done.set()
-        self._leave()
 
     def finish(self, result: Completion) -> None:
         if self.stream:
@@ -92,34 +97,29 @@ class Job:
             else:  # cannot happen by construction (see _RowText); never send text twice
                 logger.warning("streamed text is not a prefix of the final reply; final delta dropped")
         self.result = result
-        self._leave()  # resources go before the answer: a client that has its reply finds them released
-        self.events.put(("done", result))
+        self._post(("done", result))
         self.done.set()
 
     def fail(self, message: str) -> None:
         self.error = message
-        self._leave()
-        self.events.put(("error", message))
+        self._post(("error", message))
         self.done.set()
-
-    def _leave(self) -> None:
-        callback, self.on_leave = self.on_leave, None
-        if callback is not None:
-            callback()
 
     def _delta(self, text: str) -> None:
         if text:
             self.streamed_text += text
-            self.events.put(("delta", text))
+            self._post(("delta", text))
 
-
-def group_key(params: GenerationParams) -> GenerationParams:
-    """Jobs whose keys are equal can share one `generate` call (stop strings are handled per row)."""
-    return replace(params, stop=())
+    def _post(self, event: Event) -> None:
+        if self.deliver is None:
+            self.events.put(event)
+        else:
+            self.deliver(event)
 
 
 class _RowText:
-    """The reply of one batch row as it grows, decoded the way the final reply is decoded.
+    """The reply of one batch row as it grows, decoded the way the final reply is decoded; its `add` is the
+    row's on_token hook.
 
     The final reply (decode_tokens) is the generated text up to the first <|im_end|>/<|im_start|>
     (or <|endoftext|>), without the last token when none came (the original's quirk), stripped. So
@@ -131,14 +131,15 @@ class _RowText:
 
     def __init__(self, job: Job, tokenizer, terminators: Sequence[int]):
         self.job = job
-        self.tokenizer = tokenizer
         self.terminators = set(terminators)
         self.ids: List[int] = []
         self.ended = False  # a terminator was generated: the text is final
         self.stopped_at: Optional[str] = None  # the reply cut before a stop string
+        self._decoded = _GrowingDecode(tokenizer)
+        self._previous = ""  # the text without the newest token
 
     def add(self, token: int) -> bool:
-        """Record one new token; True when the row must stop now (client gone or stop string)."""
+        """Record one new token; True when the row must end now (client gone or stop string)."""
         if self.ended or self.stopped_at is not None:
             return True
         if self.job.cancelled.is_set():
@@ -150,7 +151,8 @@ class _RowText:
         stops = self.job.params.stop
         if not (stops or self.job.stream):
             return False
-        text = self._decode(self.ids)
+        text, previous = self._decoded.text(self.ids), self._previous
+        self._previous = text
         if stops:
             cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
             if cut >= 0:
@@ -158,11 +160,8 @@ class _RowText:
                 self._stream(text[:cut])
                 return True
         if self.job.stream:
-            self._stream(text if self.ended else self._decode(self.ids[:-1]))
+            self._stream(text if self.ended else previous)
         return False
-
-    def _decode(self, ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(list(ids), errors="replace")
 
     def _stream(self, visible: str) -> None:
         if not self.job.stream:
@@ -172,6 +171,29 @@ class _RowText:
         sent = self.job.streamed_text
         if len(visible) > len(sent) and visible.startswith(sent):
             self.job._delta(visible[len(sent):])
+
+
+class _GrowingDecode:
+    """tokenizer.decode(ids, errors="replace") of ids that only grow, without decoding them all at every token:
+    the text of a prefix that ends on a whole character is kept, and only the ids after it are decoded (a
+    split there cannot change the text). Ids holding an image tag are decoded whole (a later </img> changes
+    how the earlier ids read)."""
+
+    KEEP_EVERY = 8  # ids decoded again at most (plus an unfinished character)
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.kept_ids = 0
+        self.kept_text = ""
+
+    def text(self, ids: Sequence[int]) -> str:
+        if self.tokenizer.img_start_id in ids:
+            return self.tokenizer.decode(list(ids), errors="replace")
+        tail = self.tokenizer.decode(list(ids[self.kept_ids:]), errors="replace")
+        text = self.kept_text + tail
+        if len(ids) - self.kept_ids >= self.KEEP_EVERY and not tail.endswith(_REPLACEMENT_CHAR):
+            self.kept_ids, self.kept_text = len(ids), text
+        return text
 
 
 def _stop_prefix_length(text: str, stops: Sequence[str]) -> int:
@@ -185,67 +207,53 @@ def _stop_prefix_length(text: str, stops: Sequence[str]) -> int:
     return longest
 
 
-class _BatchObserver(StoppingCriteria):
-    """Called by `generate` after every step with input_ids [B, prompt width + steps so far]."""
+@dataclass
+class _Admitted:
+    """A job whose row is in the decoding batch."""
 
-    def __init__(self, jobs: Sequence[Job], tokenizer, pad_id: int, terminators: Sequence[int]):
-        self.jobs = list(jobs)
-        self.rows: Optional[List[_RowText]] = None
-        self.texts = [_RowText(job, tokenizer, terminators) for job in jobs]
-        self.pad_id = pad_id
-
-    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
-        if self.rows is None:
-            self.rows = self._map_rows(input_ids[:, :-1].tolist())
-        newest = input_ids[:, -1].tolist()
-        stop = [row.add(token) for row, token in zip(self.rows, newest)]
-        return torch.tensor(stop, dtype=torch.bool, device=input_ids.device)
-
-    def _map_rows(self, prompts: List[List[int]]) -> List[_RowText]:
-        """Each (left-padded) prompt row -> the text tracker of the job with that prompt."""
-        waiting: Dict[Tuple[int, ...], List[_RowText]] = {}
-        for job, text in zip(self.jobs, self.texts):
-            waiting.setdefault(job.context_tokens, []).append(text)
-        rows = []
-        for prompt in prompts:
-            start = next((i for i, token in enumerate(prompt) if token != self.pad_id), len(prompt))
-            candidates = waiting.get(tuple(prompt[start:]))
-            if not candidates:
-                raise RuntimeError("a batch row matches no job's prompt")
-            rows.append(candidates.pop(0))
-        return rows
-
-    def text_of(self, job_index: int) -> _RowText:
-        return self.texts[job_index]
+    job: Job
+    prepared: object  # generation.PreparedChat
+    text: _RowText
 
 
 class ChatEngine:
-    """Answers Jobs in batches on one scheduler thread.
+    """Answers Jobs with continuous batching on one scheduler thread.
 
-    backend: an HFBackend (its model, tokenizer, rendering and generation settings are used).
-    max_batch_size: rows per `generate` call. batch_wait: seconds to wait for more jobs after the
-    first one arrives. max_queue: waiting jobs beyond this are refused (EngineOverloaded).
+    backend: an HFBackend (its model, tokenizer and generation settings are used). max_batch_size: rows
+    decoding together at most. max_queue: waiting jobs beyond this are refused (EngineOverloaded).
+
+    `stats` (for logs, tests and bench/serve_load.py): rows (jobs admitted), decode_steps, decode_rows (rows
+    summed over steps), largest_batch (most rows in one step), mixed_budget_steps (steps whose rows had
+    different max_tokens), most_budgets_in_a_step, cancelled_rows and cancelled_row_tokens (rows ended because
+    their client left, and the tokens they had), dropped_jobs (left before admission), failed_jobs.
     """
 
-    def __init__(self, backend, *, max_batch_size: int = 8, batch_wait: float = 0.01, max_queue: int = 256):
-        if max_batch_size < 1 or max_queue < 1 or batch_wait < 0:
-            raise ValueError("max_batch_size and max_queue must be at least 1, batch_wait not negative")
+    def __init__(self, backend, *, max_batch_size: int = 8, max_queue: int = 256):
+        if max_batch_size < 1 or max_queue < 1:
+            raise ValueError("max_batch_size and max_queue must be at least 1")
         self.backend = backend
         self.max_batch_size = max_batch_size
-        self.batch_wait = batch_wait
         self.max_queue = max_queue
-        self._queue: "queue.Queue[Job]" = queue.Queue()
+        self._queue: "queue.Queue[Optional[Job]]" = queue.Queue()
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mmrole-serve-engine", daemon=True)
-        # Statistics for logs and tests: batches run, rows answered, the largest batch, rows stopped
-        # because their client left (and the tokens they had generated), jobs dropped before a batch.
-        self.stats = {"batches": 0, "rows": 0, "largest_batch": 0, "cancelled_rows": 0, "cancelled_row_tokens": 0,
-                      "dropped_jobs": 0}
+        self.stats = {"rows": 0, "decode_steps": 0, "decode_rows": 0, "largest_batch": 0, "mixed_budget_steps": 0,
+                      "most_budgets_in_a_step": 0, "cancelled_rows": 0, "cancelled_row_tokens": 0,
+                      "dropped_jobs": 0, "failed_jobs": 0}
         generation_config = backend.model.generation_config
         eos = generation_config.eos_token_id
         self.pad_id = generation_config.pad_token_id if generation_config.pad_token_id is not None else eos
         tokenizer = backend.tokenizer
         self.terminators = [tokenizer.im_start_id, tokenizer.im_end_id] + ([eos] if isinstance(eos, int) else list(eos))
+        self._batch = None  # continuous.DecodingBatch while rows decode
+        self._admitted: Dict[int, _Admitted] = {}
+        self._next_index = 0
+
+    def check_settings(self) -> None:
+        """ValueError when the checkpoint's generation config holds settings the engine does not implement
+        (for greedy requests, or for sampled ones with the checkpoint's defaults)."""
+        for params in (GenerationParams(greedy=True), GenerationParams(greedy=False)):
+            self._prepare(Job(ChatRequest(query=(), system=""), params, (self.pad_id,)), on_token=None)
 
     def start(self) -> "ChatEngine":
         self._thread.start()
@@ -260,105 +268,134 @@ class ChatEngine:
         return job
 
     def close(self, timeout: float = 30.0) -> None:
-        """Stop taking jobs, finish the batch in flight, fail what still waits."""
+        """Stop taking jobs; fail what waits or decodes."""
         self._closed.set()
         self._queue.put(None)  # wake the scheduler
         if self._thread.is_alive():
             self._thread.join(timeout)
-        while True:
-            try:
-                job = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if job is not None:
-                job.fail("the server is shutting down")
+        self._fail_waiting()
 
     # --- scheduler ------------------------------------------------------------------------------
 
     def _run(self) -> None:
-        while not self._closed.is_set():
-            jobs = self._collect()
-            groups: Dict[GenerationParams, List[Job]] = {}
-            for job in jobs:
-                groups.setdefault(group_key(job.params), []).append(job)
-            for group in groups.values():
-                self._answer(group)
-
-    def _collect(self) -> List[Job]:
-        """The first waiting job plus those that arrive within the batch window (live ones only)."""
-        first = self._queue.get()
-        if first is None:
-            return []
-        jobs = [first]
-        deadline = time.monotonic() + self.batch_wait
-        while len(jobs) < self.max_batch_size:
-            remaining = deadline - time.monotonic()
-            try:
-                job = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if job is None:
-                break
-            jobs.append(job)
-        return self._live(jobs)
-
-    def _live(self, jobs: List[Job]) -> List[Job]:
-        """The jobs whose client is still there; the others are dropped."""
-        live = []
-        for job in jobs:
-            if job.cancelled.is_set():
-                self.stats["dropped_jobs"] += 1
-                job.drop()
-            else:
-                live.append(job)
-        return live
-
-    def _answer(self, jobs: List[Job]) -> None:
-        jobs = self._live(jobs)
-        if not jobs:
-            return
         try:
-            self._generate(jobs)
-        except Exception:  # noqa: BLE001  one bad request must not fail the batch: retry alone
-            logger.exception("a batch of %d failed", len(jobs))
-            if len(jobs) == 1:
-                jobs[0].fail("generation failed (see the server log)")
-                return
-            for job in jobs:
-                if job.streamed_text:  # text already sent: a rerun would send it twice
-                    job.fail("generation failed (see the server log)")
-                elif not job.done.is_set():
-                    self._answer([job])
+            while not self._closed.is_set():
+                if not self._admitted:  # nothing decodes: wait for work
+                    job = self._queue.get()
+                    if job is None:
+                        break
+                    self._admit(job)
+                if self._admit_waiting() and self._admitted:
+                    self._step()
+        finally:
+            for index in list(self._admitted):
+                self._admitted.pop(index).job.fail("the server is shutting down")
+            self._fail_waiting()
 
-    def _generate(self, jobs: List[Job]) -> None:
-        from .qwen_vl.generation import batch_chat_detailed
+    def _admit_waiting(self) -> bool:
+        """Admit waiting jobs while rows are free (growing the batch up to max_batch_size); False when the
+        close sentinel came."""
+        while True:
+            batch = self._batch
+            if batch is not None and batch.free_slot() is None:
+                wanted = min(self.max_batch_size, batch.live + self._queue.qsize())
+                if wanted <= len(batch.rows):
+                    return True
+                batch.add_slots(wanted - len(batch.rows))
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                return True
+            if job is None:
+                return False
+            self._admit(job)
+
+    def _admit(self, job: Job) -> None:
+        if job.cancelled.is_set():
+            self.stats["dropped_jobs"] += 1
+            job.drop()
+            return
+        text = _RowText(job, self.backend.tokenizer, self.terminators)
+        index, self._next_index = self._next_index, self._next_index + 1
+        try:
+            prepared = self._prepare(job, on_token=text.add)
+            batch = self._batch_with_room()
+            with torch.inference_mode():
+                batch.admit(batch.free_slot(), index, prepared.task)
+        except Exception:  # noqa: BLE001  the request was validated: this is the server's fault, not the client's
+            logger.exception("a request could not be prefilled")
+            self.stats["failed_jobs"] += 1
+            job.fail(GENERATION_FAILED)
+            return
+        self._admitted[index] = _Admitted(job, prepared, text)
+        self.stats["rows"] += 1
+
+    def _prepare(self, job: Job, on_token):
+        from .qwen_vl.generation import prepare_chat
+        from .qwen_vl.image_processing_qwen import normalise_rgb
 
         backend = self.backend
-        params = jobs[0].params
-        rendered = [backend.render(job.request) for job in jobs]
-        observer = _BatchObserver(jobs, backend.tokenizer, self.pad_id, self.terminators)
-        if not params.greedy and params.seed is not None:
-            torch.manual_seed(params.seed)  # as HFBackend: sampling repeatable per batch
-        started = time.monotonic()
-        with torch.inference_mode():
-            generations = batch_chat_detailed(
-                backend.model, backend.tokenizer, [q for q, _ in rendered], [h for _, h in rendered],
-                [job.request.system for job in jobs], batch_size=None,
-                stopping_criteria=StoppingCriteriaList([observer]), **backend.generation_kwargs(group_key(params)))
-        self.stats["batches"] += 1
-        self.stats["rows"] += len(jobs)
-        self.stats["largest_batch"] = max(self.stats["largest_batch"], len(jobs))
-        logger.info("batch of %d answered in %.2fs", len(jobs), time.monotonic() - started)
-        for index, (job, generation) in enumerate(zip(jobs, generations)):
-            text = observer.text_of(index)
-            if job.cancelled.is_set():
-                self.stats["cancelled_rows"] += 1
-                self.stats["cancelled_row_tokens"] += len(text.ids)
-                job.drop()
-                continue
-            if text.stopped_at is not None:
-                completion = Completion(text.stopped_at, "stop", generation.prompt_tokens, len(text.ids))
-            else:
-                completion = Completion(generation.response, generation.finish_reason, generation.prompt_tokens,
-                                        generation.completion_tokens)
-            job.finish(completion)
+        kwargs = backend.generation_kwargs(replace(job.params, stop=()))  # stop strings: per row, by _RowText
+        images = {name: normalise_rgb(rgb).to(backend.model.device) for name, rgb in job.images.items()}
+        return prepare_chat(backend.model, backend.tokenizer, job.context_tokens, images=images,
+                            seed=job.params.seed, on_token=on_token, **kwargs)
+
+    def _batch_with_room(self):
+        from .qwen_vl.continuous import DecodingBatch
+
+        if self._batch is None:
+            slots = min(self.max_batch_size, 1 + self._queue.qsize())
+            self._batch = DecodingBatch(self.backend.model, slots, self.pad_id)
+        elif self._batch.free_slot() is None:
+            self._batch.add_slots(1)
+        return self._batch
+
+    def _step(self) -> None:
+        batch = self._batch
+        budgets = {task.max_new_tokens for task in batch.tasks()}
+        stats = self.stats
+        stats["decode_steps"] += 1
+        stats["decode_rows"] += batch.live
+        stats["largest_batch"] = max(stats["largest_batch"], batch.live)
+        stats["mixed_budget_steps"] += len(budgets) > 1
+        stats["most_budgets_in_a_step"] = max(stats["most_budgets_in_a_step"], len(budgets))
+        try:
+            with torch.inference_mode():
+                ended = batch.step()
+        except Exception:  # noqa: BLE001  the shared step failed: its rows cannot go on
+            logger.exception("a decoding step of %d rows failed", batch.live)
+            for index in list(self._admitted):
+                stats["failed_jobs"] += 1
+                self._admitted.pop(index).job.fail(GENERATION_FAILED)
+            self._batch = None
+            return
+        for index, generated in ended:
+            self._finish(self._admitted.pop(index), generated)
+        if not self._admitted:
+            self._batch = None  # frees the key/value buffers
+        elif self._queue.empty():
+            batch.shrink()
+
+    def _finish(self, admitted: _Admitted, generated: List[int]) -> None:
+        job, text = admitted.job, admitted.text
+        if job.cancelled.is_set():
+            self.stats["cancelled_rows"] += 1
+            self.stats["cancelled_row_tokens"] += len(generated)
+            job.drop()
+            return
+        if text.stopped_at is not None:
+            completion = Completion(text.stopped_at, "stop", len(job.context_tokens), len(text.ids))
+        else:
+            generation = admitted.prepared.generation(self.backend.tokenizer, generated)
+            completion = Completion(generation.response, generation.finish_reason, generation.prompt_tokens,
+                                    generation.completion_tokens)
+        job.finish(completion)
+
+    def _fail_waiting(self) -> None:
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if job is not None:
+                job.fail("the server is shutting down")

@@ -13,7 +13,7 @@ from transformers import (AutoModelForCausalLM, AutoTokenizer, GenerationConfig,
 import mmrole  # noqa: F401  (registers the qwen model type)
 from mmrole.qwen_vl import continuous
 from mmrole.qwen_vl.chat_format import get_stop_words_ids, make_context
-from mmrole.qwen_vl.continuous import GreedyTask, generate_greedy
+from mmrole.qwen_vl.continuous import DecodeTask, generate_greedy
 from mmrole.qwen_vl.generation import (FORCED_EOS_SCORE, StopWordsLogitsProcessor, continuous_batching_applies,
                                        iter_batch_chat_detailed)
 from mmrole.tiny import TinySizes, write_tiny_checkpoint
@@ -249,7 +249,7 @@ def test_continuous_batching_refills_rows_and_each_request_equals_its_chat(short
         expected.append(chat_ids[-1])
         context = make_context(tokenizer, query, history=history or [], system="Be brief.")[1]
         task_scores.append(_ScoreRecorder())
-        tasks.append(GreedyTask(context, max_new_tokens, [EOD], stops + get_stop_words_ids("chatml", tokenizer),
+        tasks.append(DecodeTask(context, max_new_tokens, [EOD], stops + get_stop_words_ids("chatml", tokenizer),
                                 LogitsProcessorList([task_scores[-1]])))
     assert {len(ids) for ids in expected} >= {1, 2, 4, 12}  # rows really end at different steps
     assert [ids[-1] for ids, r in zip(expected, requests) if r[3] is not None] == [EOD, EOD]  # stopped early
@@ -311,6 +311,58 @@ def test_continuous_batching_isolates_a_bad_image_and_runs_per_request_processor
     assert len(set(lengths.values())) > 1, lengths  # the processor's per-prompt lengths, not one shared state
     with pytest.raises(ValueError, match="greedy"):
         iter_batch_chat_detailed(model, tokenizer, queries, max_new_tokens=4)  # sampling: no continuous path
+
+
+@pytest.mark.usefixtures("in_reference_dir")
+def test_tasks_carrying_pixels_use_them_and_never_load_the_named_path(short_context_model):
+    """A task with `images` gets its spans' features from the pixels it carries (as the server's requests do),
+    even when the span names another real image file; a span it carries nothing for is an error."""
+    from mmrole.qwen_vl.chat_format import ListContent
+    from mmrole.qwen_vl.image_processing_qwen import preprocess_image
+
+    model, tokenizer = short_context_model
+    size = model.config.visual["image_size"]
+    stops = get_stop_words_ids("chatml", tokenizer)
+    carried = {"images/portrait_200x300.png": preprocess_image("images/scene_300x200.png", size)}
+    decoy = ListContent(({"image": "images/portrait_200x300.png"}, {"text": "What is this?"}))
+    context = make_context(tokenizer, decoy, system="Be brief.")[1]
+    unknown = make_context(tokenizer, ListContent(({"image": "never-carried"}, {"text": "?"})), system="x")[1]
+    tasks = [DecodeTask(context, 6, [EOD], stops, images=carried), DecodeTask(unknown, 6, [EOD], stops, images={})]
+    outcomes = dict(generate_greedy(model, tasks, batch_size=2, pad_token_id=EOD))
+    scene, portrait = (model.batch_chat_detailed(tokenizer, [f"Picture 1: <img>images/{name}</img>\nWhat is this?"],
+                                                 systems="Be brief.", do_sample=False, max_new_tokens=6)[0]
+                       for name in ("scene_300x200.png", "portrait_200x300.png"))
+    assert scene.generated_ids != portrait.generated_ids, "the two images give different answers"
+    assert outcomes[0] == scene.generated_ids
+    assert isinstance(outcomes[1], ValueError) and "never-carried" in str(outcomes[1])
+    with pytest.raises(ValueError, match="no features"):  # the forward itself: given features, it loads nothing
+        model.transformer(input_ids=torch.tensor([context]), image_features={"other": carried[
+            "images/portrait_200x300.png"]})
+
+
+def test_rows_sample_with_their_own_generator_and_end_when_on_token_says(short_context_model):
+    from mmrole.qwen_vl.generation import prepare_chat
+
+    model, tokenizer = short_context_model
+    contexts = [make_context(tokenizer, text, system="Be brief.")[1]
+                for text in ("Invent a word.", "Tell me a story " * 10, "Count to ten.")]
+    sampled = lambda: prepare_chat(model, tokenizer, contexts[0], seed=99, do_sample=True, temperature=1.0,  # noqa: E731
+                                   top_p=1.0, max_new_tokens=8).task
+    alone = dict(generate_greedy(model, [sampled()], batch_size=1, pad_token_id=EOD))[0]
+    seen = []
+    stop_after_three = lambda token: seen.append(token) or len(seen) == 3  # noqa: E731
+    greedy = [prepare_chat(model, tokenizer, contexts[1], do_sample=False, max_new_tokens=8).task,
+              prepare_chat(model, tokenizer, contexts[2], do_sample=False, max_new_tokens=8,
+                           on_token=stop_after_three).task]
+    together = dict(generate_greedy(model, [greedy[0], sampled(), greedy[1]], batch_size=3, pad_token_id=EOD))
+    assert together[1] == alone, "a seeded row samples the same beside other rows"
+    other_seeds = {tuple(dict(generate_greedy(model, [prepare_chat(
+        model, tokenizer, contexts[0], seed=seed, do_sample=True, temperature=1.0, top_p=1.0,
+        max_new_tokens=8).task], batch_size=1, pad_token_id=EOD))[0]) for seed in (1, 2, 3)}
+    assert len(other_seeds | {tuple(alone)}) > 1
+    assert together[2] == seen and len(seen) == 3
+    with pytest.raises(ValueError, match="repetition_penalty"):
+        prepare_chat(model, tokenizer, contexts[0], do_sample=False, repetition_penalty=1.2)
 
 
 def test_moving_cache_columns_keeps_them_intact_when_source_and_target_overlap():

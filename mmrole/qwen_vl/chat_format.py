@@ -7,20 +7,79 @@ Prompt layout (chatml):
     <|im_start|>system\n{system}<|im_end|>
     \n<|im_start|>user\n{query_1}<|im_end|>\n<|im_start|>assistant\n{response_1}<|im_end|>   (history)
     \n<|im_start|>user\n{query}<|im_end|>\n<|im_start|>assistant\n
-Message contents are encoded with only the image-related tags (`tokenizer.IMAGE_ST`) counted as
-special tokens, so a user typing `<|im_end|>` cannot close a turn.
+Message contents given as strings are encoded as the original does, with only the image-related tags
+(`tokenizer.IMAGE_ST`) counted as special tokens: a user typing `<|im_end|>` cannot close a turn, but
+`<img>path</img>` in the text is an image the model loads from `path`.
+
+Contents given as `ListContent` (what a server builds from untrusted messages) are list-format parts whose
+text is plain text: every special-token string in it, `<img>` and `<ref>` included, is encoded as the
+characters it is, and the only image spans are those of the `{"image": name}` parts, in the places
+`from_list_format` puts them. For text without special-token strings both give the same ids.
 """
 
 from __future__ import annotations
 
-from typing import Any, List, Optional, Sequence, Tuple, Union
+import unicodedata
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+from ..list_format import from_list_format, picture_label
 
 IM_START = "<|im_start|>"
 IM_END = "<|im_end|>"
 ENDOFTEXT = "<|endoftext|>"
 CHAT_FORMATS = ("chatml", "raw")
 
-History = Sequence[Tuple[str, Optional[str]]]
+
+
+@dataclass(frozen=True)
+class ListContent:
+    """A message as list-format parts, [{"text": ...} | {"image": name}, ...], whose text is never markup.
+
+    Encoded like `from_list_format(parts)` (images numbered `Picture N: ` per message, each followed by a
+    newline), except that text is encoded plainly (`encode_plain`) and an image part becomes the span
+    `tokenizer.image_span_ids(name)`: the name is whatever the caller uses to hand the model that image's
+    pixels (the model must then be given them, e.g. `image_features`, and never loads the name as a path)."""
+
+    parts: Tuple[Dict[str, str], ...]
+
+    def __post_init__(self) -> None:
+        for part in self.parts:
+            if set(part) not in ({"text"}, {"image"}) or not isinstance(next(iter(part.values())), str):
+                raise ValueError(f"ListContent takes {{'text': str}} or {{'image': str}} parts, got {part!r}")
+
+    @classmethod
+    def text(cls, text: str) -> "ListContent":
+        return cls(({"text": text},))
+
+    def as_text(self) -> str:
+        """The text `from_list_format` gives these parts (what the original would have written)."""
+        return from_list_format(self.parts)
+
+    def encode(self, tokenizer: Any) -> List[int]:
+        ids: List[int] = []
+        pending = ""  # text since the last image, encoded in one piece as the original encodes it
+        images = 0
+        for part in self.parts:
+            if "text" in part:
+                pending += part["text"]
+                continue
+            images += 1
+            ids += _plain(tokenizer, pending + picture_label(images)) + tokenizer.image_span_ids(part["image"])
+            pending = "\n"
+        return ids + _plain(tokenizer, pending)
+
+
+Content = Union[str, ListContent]
+History = Sequence[Tuple[Content, Optional[Content]]]
+
+
+def _plain(tokenizer: Any, text: str) -> List[int]:
+    return tokenizer.encode_plain(unicodedata.normalize("NFC", text)) if text else []
+
+
+def _as_text(content: Content) -> str:
+    return content.as_text() if isinstance(content, ListContent) else content
 
 
 def _check_chat_format(chat_format: str) -> None:
@@ -36,22 +95,21 @@ def get_stop_words_ids(chat_format: str, tokenizer: Any) -> List[List[int]]:
     return [[tokenizer.im_end_id], [tokenizer.im_start_id]]
 
 
-def _encode_message(tokenizer: Any, role: str, content: str) -> Tuple[str, List[int]]:
-    """`role\\ncontent` as text and as ids; only image tags count as special tokens in either part."""
+def _encode_message(tokenizer: Any, role: str, content: Content) -> Tuple[str, List[int]]:
+    """`role\\ncontent` as text and as ids; only image tags count as special tokens in either part (none in a
+    ListContent's text)."""
     image_tags = set(tokenizer.IMAGE_ST)
-    ids = (
-        tokenizer.encode(role, allowed_special=image_tags)
-        + tokenizer.encode("\n")
-        + tokenizer.encode(content, allowed_special=image_tags)
-    )
-    return f"{role}\n{content}", ids
+    content_ids = (content.encode(tokenizer) if isinstance(content, ListContent)
+                   else tokenizer.encode(content, allowed_special=image_tags))
+    ids = tokenizer.encode(role, allowed_special=image_tags) + tokenizer.encode("\n") + content_ids
+    return f"{role}\n{_as_text(content)}", ids
 
 
 def _framed(tokenizer: Any, ids: List[int]) -> List[int]:
     return [tokenizer.im_start_id] + ids + [tokenizer.im_end_id]
 
 
-def _history_turn(tokenizer: Any, query: str, response: Optional[str]) -> Tuple[str, List[int]]:
+def _history_turn(tokenizer: Any, query: Content, response: Optional[Content]) -> Tuple[str, List[int]]:
     """One past turn as (text, ids), each starting with the newline that separates it from what precedes."""
     newline = tokenizer.encode("\n")
     query_text, query_ids = _encode_message(tokenizer, "user", query)
@@ -65,9 +123,9 @@ def _history_turn(tokenizer: Any, query: str, response: Optional[str]) -> Tuple[
 
 def make_context(
     tokenizer: Any,
-    query: str,
+    query: Content,
     history: Optional[History] = None,
-    system: str = "",
+    system: Content = "",
     max_window_size: int = 6144,
     chat_format: str = "chatml",
 ) -> Tuple[str, List[int]]:
@@ -75,10 +133,13 @@ def make_context(
 
     History turns are added newest first while system + the turns kept so far + this turn stay
     below `max_window_size` tokens (the current query is not counted); the first turn that does
-    not fit drops it and every older turn. A turn's response may be None.
+    not fit drops it and every older turn. A turn's response may be None. Any content may be a
+    ListContent (see the module doc); raw_text then holds its `from_list_format` text.
     """
     _check_chat_format(chat_format)
     if chat_format == "raw":
+        if isinstance(query, ListContent):
+            raise ValueError("the raw chat format takes a string query")
         return query, tokenizer.encode(query)
     newline = tokenizer.encode("\n")
     system_text, system_ids = _encode_message(tokenizer, "system", system)
@@ -94,7 +155,7 @@ def make_context(
     _, query_ids = _encode_message(tokenizer, "user", query)
     raw_text = (
         f"{IM_START}{system_text}{IM_END}{history_text}"
-        f"\n{IM_START}user\n{query}{IM_END}\n{IM_START}assistant\n"
+        f"\n{IM_START}user\n{_as_text(query)}{IM_END}\n{IM_START}assistant\n"
     )
     context_tokens = (
         system_tokens
@@ -184,4 +245,4 @@ def decode_tokens(
     return (reply, end_reason) if return_end_reason else reply
 
 
-__all__ = ["decode_tokens", "get_stop_words_ids", "make_context"]
+__all__ = ["ListContent", "decode_tokens", "get_stop_words_ids", "make_context"]

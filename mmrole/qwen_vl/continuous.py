@@ -1,5 +1,5 @@
-"""Greedy generation with continuous batching: a row leaves the decoding batch when it ends, and the next
-waiting request is prefilled and takes its place ("refill finished rows").
+"""Generation with continuous batching: a row leaves the decoding batch when it ends, and the next waiting
+request is prefilled and takes its place ("refill finished rows").
 
 Why: a static batch decodes until its longest row ends, and a decoding step of a small or memory-bound model
 costs nearly the same for 1 or 16 rows (the vocabulary projection is read once per step either way). So the
@@ -25,13 +25,24 @@ live columns are moved left only when the buffer is full, which happens once per
 
 Images: consecutive requests that show the same images (a sample's eight judge prompts) share one encoding.
 `same_image_runs` orders requests in such runs, longest prompt first (rows decoding together then have similar
-lengths, so little attention is spent on masked columns).
+lengths, so little attention is spent on masked columns). A task either lets the model load the images named in
+its prompt's spans (the original's way: the scripts), or carries the pixels of its images by the names its spans
+hold (`DecodeTask.images`, the server's way): then nothing is loaded from a path written in the ids, and a span
+naming an image the task did not carry is an error.
+
+Per row, beyond what `chat` does (for a server, `DecodingBatch` used directly with requests that come and go):
+- sampling: a task with a `sampler` (a torch.Generator) draws its tokens from the softmax of its processed
+  scores with that generator, its logits processors being the sampling warpers (see generation.py). A row's
+  draws depend only on its own scores and generator, so a seeded request samples the same tokens alone or in
+  any batch (up to float rounding of batched products, as for greedy rows);
+- `on_token`: called with every chosen token; returning True ends the row at once (stop strings, streaming,
+  a client that went away).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Hashable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Hashable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -48,17 +59,24 @@ VOCABULARY_SLICE = 4096
 
 
 @dataclass
-class GreedyTask:
+class DecodeTask:
     """One request. context_tokens: the prompt ids (make_context). The row ends after an eos token or after
     max_new_tokens tokens; after a stop-word sequence the next token is forced to eos (score 2**15).
     logits_processor: this request's own processors (fresh, they may keep state), applied to its ids alone
-    before the stop-word rule, as `generate` applies a `chat` call's logits_processor."""
+    before the stop-word rule, as `generate` applies a `chat` call's logits_processor.
+    images: None = the model loads the images named in the prompt's spans; else {name: CLIP-normalised pixels
+    [3, S, S]} for every name written in them, and nothing is loaded from a path.
+    sampler: None = greedy (argmax); a torch.Generator on the model's device = sample with it.
+    on_token: called with each chosen token (the final eos too); True ends the row after that token."""
 
     context_tokens: Sequence[int]
     max_new_tokens: int
     eos_token_ids: Sequence[int]
     stop_words_ids: Sequence[Sequence[int]] = ()
     logits_processor: Optional[LogitsProcessorList] = None
+    images: Optional[Mapping[str, torch.Tensor]] = None
+    sampler: Optional[torch.Generator] = None
+    on_token: Optional[Callable[[int], bool]] = None
 
 
 def ends_with_stop_word(ids: Sequence[int], stop_words_ids: Sequence[Sequence[int]]) -> bool:
@@ -163,6 +181,17 @@ class SlotKVCache:
         if prompt_length > self.length:
             self._relayout(prompt_length, max(self.capacity, _headroom_capacity(prompt_length)))
 
+    def add_slots(self, count: int) -> None:
+        """`count` more empty slots after the existing ones (the buffers are reallocated)."""
+        for store in (self.keys, self.values):
+            for layer, buffer in enumerate(store):
+                if buffer is not None:
+                    grown = buffer.new_zeros(buffer.shape[0] + count, *buffer.shape[1:])
+                    grown[: buffer.shape[0]] = buffer
+                    store[layer] = grown
+        self.starts += [None] * count
+        setattr(self, CACHE_NTK_ALPHA_ATTR, self.alphas + [1] * count)
+
     def keep_slots(self, slots: Sequence[int]) -> None:
         """Keep only these slots (in this order), in buffers sized for what they hold."""
         window = self.length - min((self.starts[s] for s in slots if self.starts[s] is not None), default=self.length)
@@ -233,7 +262,7 @@ class _PrefillIntoSlot:
 class _Row:
     """A request in the decoding batch: its prompt and generated ids."""
 
-    def __init__(self, index: int, task: GreedyTask):
+    def __init__(self, index: int, task: DecodeTask):
         self.index = index
         self.task = task
         self.ids = list(task.context_tokens)
@@ -260,12 +289,20 @@ class _Row:
         if ends_with_stop_word(self.ids, self.task.stop_words_ids):
             scores[0, list(self.task.eos_token_ids)] = FORCED_EOS_SCORE
 
+    def choose(self, scores: torch.Tensor) -> int:
+        """The next token from this row's processed scores [V]: argmax, or a draw with the row's sampler."""
+        if self.task.sampler is None:
+            return int(scores.argmax())
+        return int(torch.multinomial(scores.softmax(dim=-1), 1, generator=self.task.sampler))
+
     def add(self, token: int) -> bool:
-        """Append the chosen token; True when the row has ended."""
+        """Append the chosen token; True when the row has ended (eos, max_new_tokens, or its on_token says so)."""
         if self.ids_tensor is not None:
             self.ids_tensor[0, len(self.ids)] = token
         self.ids.append(token)
-        return token in self.task.eos_token_ids or len(self.ids) - self.prompt_length >= self.task.max_new_tokens
+        ended = token in self.task.eos_token_ids or len(self.ids) - self.prompt_length >= self.task.max_new_tokens
+        stopped = self.task.on_token is not None and self.task.on_token(token)
+        return ended or bool(stopped)
 
 
 def vocabulary_scores(lm_head: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
@@ -291,8 +328,8 @@ def vocabulary_scores(lm_head: nn.Module, hidden_states: torch.Tensor) -> torch.
 
 
 def prompt_image_paths(model, ids: Sequence[int]) -> Tuple[str, ...]:
-    """The distinct image paths written in a prompt's <img> spans, in order of first appearance (errors for
-    malformed spans name them, as the forward would)."""
+    """The distinct image paths (names) written in a prompt's <img> spans, in order of first appearance (errors
+    for malformed spans name them, as the forward would)."""
     visual = model.config.visual
     if visual["image_start_id"] not in ids:
         return ()
@@ -311,24 +348,38 @@ def image_run_key(model, ids: Sequence[int]) -> Optional[Tuple[str, ...]]:
 
 
 class _ImageMemo:
-    """The features of the last prompt's images, reused while the next prompts show the same images."""
+    """The features of the last prompt's images, reused while the next prompts show the same images (by the
+    names in their spans, and from the same kind of source: paths, or pixels carried by the task)."""
 
     def __init__(self, model):
         self.model = model
-        self.paths: Tuple[str, ...] = ()
+        self.key: Optional[Tuple[Tuple[str, ...], bool]] = None
         self.features: Dict[str, torch.Tensor] = {}
 
-    def features_for(self, paths: Tuple[str, ...]) -> Optional[Dict[str, torch.Tensor]]:
-        if not paths:
+    def features_for(self, names: Tuple[str, ...], carried: Optional[Mapping[str, torch.Tensor]]
+                     ) -> Optional[Dict[str, torch.Tensor]]:
+        if carried is not None:
+            missing = [name for name in names if name not in carried]
+            if missing:
+                raise ValueError(f"the prompt shows images its task does not carry: {missing[:3]}")
+        if not names:
             return None
-        if paths != self.paths:
-            self.paths, self.features = (), {}  # never keep the old images beside the new ones
-            self.features = dict(zip(paths, self.model.transformer.encode_image_paths(list(paths))))
-            self.paths = paths
+        key = (names, carried is not None)
+        if key != self.key:
+            self.key, self.features = None, {}  # never keep the old images beside the new ones
+            visual = self.model.transformer.visual
+            encoded = (self.model.transformer.encode_image_paths(list(names)) if carried is None
+                       else visual(torch.stack([carried[name] for name in names])))
+            self.features = dict(zip(names, encoded))
+            self.key = key
         return self.features
 
 
-class _DecodingBatch:
+class DecodingBatch:
+    """The rows decoding together, in `slots` places: `admit` prefills a task into a free slot, `step` chooses
+    every row's next token and frees the slots of rows that ended. `generate_greedy` drives it over a fixed list
+    of tasks; a server drives it with requests as they come (mmrole.serve_engine)."""
+
     def __init__(self, model, slots: int, pad_token_id: int):
         self.model = model
         self.device = model.device
@@ -344,12 +395,25 @@ class _DecodingBatch:
     def free_slot(self) -> Optional[int]:
         return next((slot for slot, row in enumerate(self.rows) if row is None), None)
 
-    def admit(self, slot: int, index: int, task: GreedyTask) -> None:
-        """Prefill the task alone into the slot; its first token is chosen at the next step."""
+    def add_slots(self, count: int) -> None:
+        """Room for `count` more rows (a server whose batch shrank while few requests came)."""
+        self.cache.add_slots(count)
+        self.rows += [None] * count
+
+    def tasks(self) -> List[DecodeTask]:
+        """The tasks of the rows in the batch."""
+        return [row.task for row in self.rows if row is not None]
+
+    def admit(self, slot: int, index: int, task: DecodeTask) -> None:
+        """Prefill the task alone into the slot; its first token is chosen at the next step. An OSError or
+        ValueError (an unreadable image, a malformed span, an image the task does not carry) leaves the slot
+        free."""
         row = _Row(index, task)
-        features = self.images.features_for(prompt_image_paths(self.model, row.ids))
+        features = self.images.features_for(prompt_image_paths(self.model, row.ids), task.images)
         self.cache.make_room_for_prompt(row.prompt_length)
         target = _PrefillIntoSlot(self.cache, slot)
+        if task.images is not None:
+            features = features or {}  # the forward then refuses any span: it never loads a path
         output = self.model.transformer(input_ids=torch.tensor([row.ids], device=self.device),
                                         past_key_values=target, use_cache=True, image_features=features)
         row.prompt_hidden = output.last_hidden_state[0, -1]
@@ -371,7 +435,10 @@ class _DecodingBatch:
         scores = vocabulary_scores(self.model.lm_head, hidden)
         for position, slot in enumerate(live):
             self.rows[slot].process(scores[position : position + 1])
-        tokens = scores.argmax(dim=-1).tolist()
+        if any(self.rows[slot].task.sampler is not None for slot in live):
+            tokens = [self.rows[slot].choose(scores[position]) for position, slot in enumerate(live)]
+        else:
+            tokens = scores.argmax(dim=-1).tolist()
         ended = []
         for slot, token in zip(live, tokens):
             row = self.rows[slot]
@@ -404,9 +471,10 @@ class _DecodingBatch:
 
 
 def generate_greedy(
-    model, tasks: Sequence[GreedyTask], batch_size: int, pad_token_id: int = 0
+    model, tasks: Sequence[DecodeTask], batch_size: int, pad_token_id: int = 0
 ) -> Iterator[Tuple[int, Union[List[int], Exception]]]:
-    """Greedy generation for many prompts with continuous batching, at most batch_size rows at a time.
+    """Generation for many prompts with continuous batching, at most batch_size rows at a time (greedy unless
+    a task has a sampler).
 
     Tasks are admitted in the given order (put requests that show the same images next to each other).
     Yields (task index, generated ids up to and including the eos that ended it) as tasks end. A task whose
@@ -419,7 +487,7 @@ def generate_greedy(
             raise ValueError(f"a task needs max_new_tokens >= 1 and eos_token_ids, got {task.max_new_tokens}, "
                              f"{task.eos_token_ids}")
     waiting = list(range(len(tasks)))[::-1]  # popped from the end
-    batch = _DecodingBatch(model, min(batch_size, max(len(tasks), 1)), pad_token_id)
+    batch = DecodingBatch(model, min(batch_size, max(len(tasks), 1)), pad_token_id)
     while waiting or batch.live:
         while waiting and (slot := batch.free_slot()) is not None:
             index = waiting.pop()

@@ -8,7 +8,11 @@ forced to `<|endoftext|>` (score 2**15), and generation of that row ends there.
 `batch_chat` with greedy decoding uses continuous batching (see continuous.py): every query is prefilled alone,
 decodes in a shared batch of at most batch_size rows, and leaves it when it ends, its place going to the next
 query. Otherwise (sampling, or settings only transformers' `generate` implements) it left-pads the prompts of
-each batch into one `generate` call. Either way the model takes rotary positions, the dynamic-NTK factor and
+each batch into one `generate` call (the scripts' sampling: a seed set per batch, as the original).
+
+`prepare_chat` turns one prompt into a task for a `DecodingBatch` that a caller drives itself (the server):
+greedy or sampled (temperature, top_k, top_p, with the request's own torch.Generator), with the pixels of the
+prompt's images carried by the task. Either way the model takes rotary positions, the dynamic-NTK factor and
 log-n per row from the row's own length (see modeling_qwen), so every row gets exactly what a one-at-a-time
 `chat` gives it (up to float rounding of batched matrix products).
 """
@@ -19,14 +23,15 @@ import copy
 import threading
 from dataclasses import dataclass
 from queue import Queue
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
-from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
+from transformers import (GenerationConfig, LogitsProcessor, LogitsProcessorList, StoppingCriteria,
+                          StoppingCriteriaList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper)
 from transformers.generation.streamers import BaseStreamer
 
 from .chat_format import decode_tokens, get_stop_words_ids, make_context
-from .continuous import (FORCED_EOS_SCORE, GreedyTask, ends_with_stop_word, generate_greedy, image_run_key,
+from .continuous import (FORCED_EOS_SCORE, DecodeTask, ends_with_stop_word, generate_greedy, image_run_key,
                          same_image_runs)
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -41,6 +46,10 @@ CONTINUOUS_CONFIG_FIELDS = frozenset({
     "epsilon_cutoff", "eta_cutoff", "pad_token_id", "bos_token_id", "eos_token_id", "use_cache", "chat_format",
     "max_window_size", "stop_words_ids", "transformers_version", "return_dict_in_generate",
 })
+# Sampling settings that only sampled rows read; `prepare_chat` samples with the first three (as `generate`
+# orders them) and leaves the others to `generate`.
+SAMPLING_FIELDS_HONOURED = frozenset({"temperature", "top_k", "top_p"})
+SAMPLING_FIELDS_NOT_HONOURED = frozenset({"min_p", "top_h", "typical_p", "epsilon_cutoff", "eta_cutoff"})
 
 History = List[Tuple[str, str]]
 
@@ -283,15 +292,35 @@ def _generation(tokenizer, context: Tuple[str, List[int]], new_ids: List[int], s
     )
 
 
-def _continuous_applies(setup: _ChatSetup) -> bool:
+def _unsupported_settings(setup: _ChatSetup) -> List[str]:
+    """What keeps these settings off the continuous path: model keywords, settings outside
+    CONTINUOUS_CONFIG_FIELDS, sampling settings it does not honour, no positive max_new_tokens."""
     config = setup.config
-    return (
-        not config.do_sample
-        and not setup.kwargs
-        and isinstance(config.max_new_tokens, int)
-        and config.max_new_tokens >= 1
-        and set(config.to_diff_dict()) <= CONTINUOUS_CONFIG_FIELDS
-    )
+    fields = set(config.to_diff_dict())
+    unsupported = (fields - CONTINUOUS_CONFIG_FIELDS) | set(setup.kwargs)
+    if config.do_sample:
+        unsupported |= fields & SAMPLING_FIELDS_NOT_HONOURED
+    if not isinstance(config.max_new_tokens, int) or config.max_new_tokens < 1:
+        unsupported.add("max_new_tokens")
+    return sorted(unsupported)
+
+
+def _continuous_applies(setup: _ChatSetup, sampling: bool = False) -> bool:
+    """Whether the continuous path answers with these settings: greedy (or, with `sampling`, sampled with
+    temperature/top_k/top_p), nothing in `_unsupported_settings`."""
+    return (sampling or not setup.config.do_sample) and not _unsupported_settings(setup)
+
+
+def sampling_warpers(config: GenerationConfig) -> LogitsProcessorList:
+    """The processors `generate` samples a row with under this config (temperature, top-k, top-p, in its order)."""
+    warpers = LogitsProcessorList()
+    if config.temperature is not None and config.temperature != 1.0:
+        warpers.append(TemperatureLogitsWarper(config.temperature))
+    if config.top_k is not None and config.top_k != 0:
+        warpers.append(TopKLogitsWarper(top_k=config.top_k, min_tokens_to_keep=1))
+    if config.top_p is not None and config.top_p < 1.0:
+        warpers.append(TopPLogitsWarper(top_p=config.top_p, min_tokens_to_keep=1))
+    return warpers
 
 
 def continuous_batching_applies(
@@ -321,7 +350,7 @@ def _continuous_results(
     prompts = [contexts[index][1] for index in built]
     runs = same_image_runs([image_run_key(model, ids) for ids in prompts], [len(ids) for ids in prompts])
     query_of_task = [built[position] for run in runs for position in run]
-    tasks = [GreedyTask(contexts[index][1], setup.config.max_new_tokens, eos_ids, setup.stop_words_ids,
+    tasks = [DecodeTask(contexts[index][1], setup.config.max_new_tokens, eos_ids, setup.stop_words_ids,
                         make_logits_processor() if make_logits_processor is not None else None)
              for index in query_of_task]
     for task_index, outcome in generate_greedy(model, tasks, batch_size, pad_id):
@@ -368,6 +397,55 @@ def iter_batch_chat_detailed(
             contexts.append(error)
     return _continuous_results(model, tokenizer, contexts, setup, batch_size or max(len(queries), 1),
                                make_logits_processor)
+
+
+@dataclass
+class PreparedChat:
+    """One prompt as a task for a `DecodingBatch` (continuous.py), and how its generated ids become the
+    ChatGeneration that `chat` would report for them."""
+
+    task: DecodeTask
+    setup: _ChatSetup
+    prompt_text: str  # the decoded prompt ids, cut off the decoded reply as `chat` cuts its raw_text
+
+    def generation(self, tokenizer, generated_ids: Sequence[int]) -> ChatGeneration:
+        context = (self.prompt_text, list(self.task.context_tokens))
+        return _generation(tokenizer, context, list(generated_ids), self.setup)
+
+
+def prepare_chat(
+    model: "QWenLMHeadModel",
+    tokenizer,
+    context_tokens: Sequence[int],
+    *,
+    images: Optional[Mapping[str, torch.Tensor]] = None,
+    seed: Optional[int] = None,
+    on_token: Optional[Callable[[int], bool]] = None,
+    generation_config: Optional[GenerationConfig] = None,
+    **kwargs: Any,
+) -> PreparedChat:
+    """A chat prompt's ids (make_context) as a task for a DecodingBatch, under the checkpoint's generation config
+    with keyword overrides (do_sample, max_new_tokens, temperature, top_p, ...), as `chat` takes them.
+
+    Greedy rows choose what `chat` chooses. Sampled rows draw with a torch.Generator of their own, seeded with
+    `seed` (None: an unpredictable seed), after the warpers `generate` would use; so a seeded prompt gets the same
+    sample whatever else decodes beside it. images/on_token: see DecodeTask. Raises ValueError for settings this
+    path does not implement (see `_continuous_applies`)."""
+    setup = _setup(model, tokenizer, generation_config, None, kwargs)
+    unsupported = _unsupported_settings(setup)
+    if unsupported:
+        raise ValueError(f"continuous batching does not implement these generation settings: {unsupported}")
+    sampler, warpers = None, None
+    if setup.config.do_sample:
+        sampler = torch.Generator(device=model.get_output_embeddings().weight.device)  # where the scores are
+        if seed is None:
+            sampler.seed()
+        else:
+            sampler.manual_seed(seed)
+        warpers = sampling_warpers(setup.config) or None
+    task = DecodeTask(list(context_tokens), setup.config.max_new_tokens, _eos_ids(setup), setup.stop_words_ids,
+                      warpers, images=images, sampler=sampler, on_token=on_token)
+    return PreparedChat(task, setup, tokenizer.decode(list(context_tokens), errors="replace"))
 
 
 def _generate_left_padded(model, contexts: List[List[int]], pad_id: int, setup: _ChatSetup) -> List[List[int]]:

@@ -43,15 +43,26 @@ def load_image(image: ImageInput) -> Image.Image:
         raise ValueError(f"cannot read image {path!r}: {error}") from error
 
 
-def preprocess_image(image: ImageInput, image_size: int = DEFAULT_IMAGE_SIZE) -> torch.Tensor:
-    """One image as normalised float32 pixels, shape [3, image_size, image_size]."""
+def resized_rgb(image: ImageInput, image_size: int = DEFAULT_IMAGE_SIZE) -> torch.Tensor:
+    """The first half of `preprocess_image`: uint8 RGB [3, image_size, image_size] after the bicubic resize
+    (a quarter of the normalised pixels' memory, for images that wait before the model sees them)."""
     if image_size <= 0:
         raise ValueError(f"image_size must be positive, got {image_size}")
     rgb = load_image(image).resize((image_size, image_size), resample=Image.Resampling.BICUBIC)
-    pixels = torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1).to(torch.float32).div(255)
+    return torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1)
+
+
+def normalise_rgb(rgb: torch.Tensor) -> torch.Tensor:
+    """The second half of `preprocess_image`: uint8 RGB [..., 3, S, S] -> CLIP-normalised float32 pixels."""
+    pixels = rgb.to(torch.float32).div(255)
     mean = torch.tensor(CLIP_MEAN, dtype=torch.float32).view(3, 1, 1)
     std = torch.tensor(CLIP_STD, dtype=torch.float32).view(3, 1, 1)
     return (pixels - mean) / std
+
+
+def preprocess_image(image: ImageInput, image_size: int = DEFAULT_IMAGE_SIZE) -> torch.Tensor:
+    """One image as normalised float32 pixels, shape [3, image_size, image_size]."""
+    return normalise_rgb(resized_rgb(image, image_size))
 
 
 def preprocess_images(images: Sequence[ImageInput], image_size: int = DEFAULT_IMAGE_SIZE) -> torch.Tensor:
@@ -61,4 +72,5 @@ def preprocess_images(images: Sequence[ImageInput], image_size: int = DEFAULT_IM
     return torch.stack([preprocess_image(image, image_size) for image in images])
 
 
-__all__ = ["CLIP_MEAN", "CLIP_STD", "DEFAULT_IMAGE_SIZE", "load_image", "preprocess_image", "preprocess_images"]
+__all__ = ["CLIP_MEAN", "CLIP_STD", "DEFAULT_IMAGE_SIZE", "load_image", "normalise_rgb", "preprocess_image",
+           "preprocess_images", "resized_rgb"]

@@ -328,8 +328,10 @@ class QWenModel(QWenPreTrainedModel):
         """input_ids: [B, T]; attention_mask: [B, past+T] 0/1; position_ids: [B, T] (optional, see module doc);
         pixel_values: [n_images, 3, S, S] for the image spans of input_ids in order of appearance (optional:
         without it the images are loaded from the paths written in the spans, as the original).
-        image_features: {path: [n_queries, C]} from `encode_image_paths`; spans showing these paths use them
-        instead of loading and encoding the image again (a caller answering many prompts about one image).
+        image_features: {name: [n_queries, C]} for every name written in the image spans (from
+        `encode_image_paths`, or from pixels the caller loaded itself): the spans take these features, and a span
+        whose name is missing is an error. With pixel_values or image_features nothing is loaded from a path
+        written in input_ids; only a call with neither opens those paths (the original's behaviour).
         `cache` is `past_key_values` under transformers' newer name (CACHE_FIELD).
         Returns last_hidden_state [B, T, C], the cache, hidden_states, attentions, ntk_alpha [B]."""
         past_key_values = _one_cache(past_key_values, cache)
@@ -419,11 +421,13 @@ class QWenModel(QWenPreTrainedModel):
         paths = [span_image_path(input_ids[row, start + 1 : end].tolist(), visual_cfg["image_start_id"] + 2)
                  for row, start, end in spans]
         if pixel_values is None:
-            by_path = dict(image_features or {})
-            missing = [path for path in dict.fromkeys(paths) if path not in by_path]
+            distinct = list(dict.fromkeys(paths))
+            if image_features is None:  # the original: load the images named in the prompt
+                image_features = dict(zip(distinct, self.encode_image_paths(distinct)))
+            missing = [path for path in distinct if path not in image_features]
             if missing:
-                by_path.update(zip(missing, self.encode_image_paths(missing)))
-            span_features = [by_path[path] for path in paths]
+                raise ValueError(f"image_features has no features for the image span(s) {missing[:3]}")
+            span_features = [image_features[path] for path in paths]
         else:
             if image_features is not None:
                 raise ValueError("pass pixel_values or image_features, not both")

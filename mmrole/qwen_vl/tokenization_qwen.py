@@ -303,7 +303,14 @@ class QWenTokenizer(PreTrainedTokenizer):
         return _map_spans(ids, spans, self._expand_image_span)
 
     def _expand_image_span(self, span_ids: Sequence[int]) -> List[int]:
-        path = b"".join(self._token_bytes(i) for i in span_ids[1:-1])
+        return self._image_span(b"".join(self._token_bytes(i) for i in span_ids[1:-1]))
+
+    def image_span_ids(self, name: str) -> List[int]:
+        """The 258 ids of an image span naming `name` (UTF-8, at most IMAGE_SPAN_LENGTH bytes), exactly as
+        encoding `<img>name</img>` gives them; for callers that build prompt ids themselves."""
+        return self._image_span(name.encode("utf-8"))
+
+    def _image_span(self, path: bytes) -> List[int]:
         if len(path) > IMAGE_SPAN_LENGTH:
             raise ValueError(
                 f"image path {path.decode('utf-8', errors='replace')!r} is {len(path)} bytes long; "
@@ -311,6 +318,11 @@ class QWenTokenizer(PreTrainedTokenizer):
             )
         padding = [self.img_pad_id] * (IMAGE_SPAN_LENGTH - len(path))
         return [self.img_start_id, *path, *padding, self.img_end_id]
+
+    def encode_plain(self, text: str) -> List[int]:
+        """Text to ids with every special-token string (`<|im_end|>`, `<img>`, `<ref>`, ...) encoded as the plain
+        characters it is: the result never holds a special token, so it cannot name an image or end a turn."""
+        return self.encode_to_ids(text, allowed_special=set(), disallowed_special=())
 
     def _token_name(self, index: int) -> str:
         return repr(self.decoder[index])

@@ -34,7 +34,7 @@ from .jobs import (
     FileSummary,
     ResultJournal,
     already_finished,
-    missing_image_problems,
+    image_problems,
     open_result_journal,
     run_requests,
     seeded,
@@ -124,12 +124,12 @@ class _FileReview:
         for sample in samples:
             # The original tests `if evaluated_answer:`, so only "" counts as empty.
             if sample.answer == "" and self.config.empty_answer == "skip":
-                self.summary.skipped.append(
-                    Problem(str(self.input_path), sample.id, "empty answer: not reviewed (as the original)"))
+                self.summary.skipped.append(Problem(str(self.input_path), sample.id,
+                                                    "empty answer: not reviewed (as the original)", deliberate=True))
             else:
                 kept.append(sample)
-        kept, missing = missing_image_problems(kept, self.config.image_dir, self.input_path)
-        self.summary.skipped += missing
+        kept, unusable_images = image_problems(kept, self.config.image_dir, self.input_path)
+        self.summary.skipped += unusable_images
         return kept
 
     def _pending(self, retried_errors: set) -> Dict[int, List[ChatRequest]]:
@@ -201,10 +201,10 @@ class _FileReview:
         return reviews
 
     def _finish(self) -> None:
-        by_id = {sample.id: sample for sample in self.samples}
+        at = {sample.index: sample for sample in self.samples}  # by position: duplicate ids get nothing
         output = []
-        for record in load_json_list(self.input_path):
-            sample = by_id.get(record.get("id")) if isinstance(record, dict) else None
+        for index, record in enumerate(load_json_list(self.input_path)):
+            sample = at.get(index)
             if sample is not None:
                 record = dict(record)
                 for order, field_name in ((NORMAL, REVIEW_KEY), (SWAPPED, SWAPPED_REVIEW_KEY)):

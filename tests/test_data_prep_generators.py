@@ -225,8 +225,13 @@ class ShortReplies:
         text = request.user_text
         name = re.search(r"\[Profile of (.+?) Start\]", text).group(1)
         chinese = "in Chinese" in text
-        if "A curious human shows" in text:
-            return "这幅画让俺想起了花果山。" if chinese else f"Well, this picture reminds {name} of home."
+        if "A curious human shows" in text:  # as long as the released commentaries (the generator's shape rule)
+            if chinese:
+                return ("这幅画让俺想起了花果山，山上的猴儿们整天在树上跳来跳去，好不快活。俺老孙当年在那里称王称霸，"
+                        "天不怕地不怕。如今看到这画，心里又想起了那些兄弟们，真想回去看看他们。")
+            return (f"Well, this picture reminds {name} of home, of the long afternoons and the friends who made them "
+                    "bright. Look at the light on the left, the way it falls across everything as if nothing could go "
+                    "wrong today. I could stand here a good while and just remember how it felt.")
         first = "human" if "between a curious human and" in text else re.search(r"between (.+?) from", text).group(1)
         count = self.turns or int(re.search(r"\((\d+) turns in all\)", text).group(1))
         line = "第{}句：你看那边的山。" if chinese else "Turn {}: look at that."
@@ -381,7 +386,7 @@ def test_generator_clis(profile_root, tmp_path, monkeypatch, capsys):
         assert "--model" in help_text and "--max_items" in help_text and "OPENAI_API_KEY" in help_text
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
-    assert profiles_main(["--data_root", str(profile_root), "--model", "gpt-4o", "--no_progress"]) == 1
+    assert profiles_main(["--data_root", str(profile_root), "--model", "gpt-4o", "--no_progress"]) == 2  # usage
     assert "OPENAI_API_KEY" in capsys.readouterr().err
 
 
@@ -680,19 +685,19 @@ def test_gen_profiles_command_line_end_to_end(mmrole_data, profile_root, tmp_pat
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     out = tmp_path / "out"
     with OpenAIStub(priced(GenuineProfiles(mmrole_data))) as stub:
-        # a 401 whose message quotes the key it was sent, as OpenAI's does
-        stub.fail_when(lambda r: r.user_text.startswith("Below is source material about 孙悟空"), Fault.UNAUTHORIZED)
+        # a 400 for this request only (a 401 stops the whole run: test_a_refused_key_stops_the_generator_at_once)
+        stub.fail_when(lambda r: r.user_text.startswith("Below is source material about 孙悟空"), Fault.BAD_REQUEST)
         code = main(["--data_root", str(profile_root), "--output_dir", str(out), "--model", MODEL,
                      "--base_url", stub.base_url, "--num_hypothetical", "1", "--concurrency", "2",
                      "--price_input", "2.5", "--price_output", "10", "--no_progress"])
         requests = stub.completion_requests
     printed = capsys.readouterr()
-    assert code == 1  # one character failed
+    assert code == 3  # finished, one character failed
     assert {r.authorization for r in requests} == {f"Bearer {CLI_KEY}"}  # the key came from the environment
     assert len(requests) == 1 + 4 + 3  # people; detailed x4 (孙悟空 refused); condensed x3
     assert "8 calls (7 ok, 1 failed)" in printed.out
     assert "tokens: 7000 in / 3500 out, cost $0.0525" in printed.out  # 7 x (1000 x 2.5 + 500 x 10) / 1e6
-    assert any("failed:" in line and "孙悟空" in line and "HTTP 401" in line for line in printed.out.splitlines())
+    assert any("failed:" in line and "孙悟空" in line and "HTTP 400" in line for line in printed.out.splitlines())
     base = out / "profiles" / "in-distribution"
     assert len(list((base / "detailed_profiles").glob("*.json"))) == 3
     assert len(json.loads((base / "profiles.json").read_text(encoding="utf-8"))) == 3
@@ -721,4 +726,29 @@ def test_gen_dialogues_command_line_end_to_end(tree, coco_dir, tmp_path, monkeyp
     assert sorted(str(p.relative_to(base)) for p in base.rglob("*.json")) == [
         "comment/Woody_COCO.json", "comment/Woody_script.json", "human-role/Woody_COCO.json",
         "human-role/Woody_script.json"]
+    assert_key_nowhere([printed.out, printed.err], out)
+
+
+@pytest.mark.parametrize("fault, status", [(Fault.UNAUTHORIZED, "HTTP 401"), (Fault.UNKNOWN_MODEL, "HTTP 404")])
+def test_a_refused_key_stops_the_generator_at_once(tree, coco_dir, tmp_path, monkeypatch, capsys, fault, status):
+    """A 401 (whose message quotes the key, as OpenAI's does) or an unknown model: one message, exit status 2,
+    at most the requests already in flight (--concurrency 2) reach the server, none is retried, the key is
+    nowhere."""
+    from data_prep.gen_dialogues import main
+
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    monkeypatch.setenv("MMROLE_TEST_KEY", CLI_KEY)
+    out = tmp_path / "out"
+    with OpenAIStub(ShortReplies()) as stub:
+        stub.fail_when(lambda r: True, fault, times=1000)
+        code = main(["--data_root", str(tree), "--output_dir", str(out), "--model", MODEL, "--base_url", stub.base_url,
+                     "--api_key_env", "MMROLE_TEST_KEY", "--coco_dir", str(coco_dir), "--concurrency", "2",
+                     "--no_progress"])
+        requests = stub.completion_requests
+    printed = capsys.readouterr()
+    assert code == 2
+    assert 1 <= len(requests) <= 2
+    errors = [line for line in printed.err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and status in errors[0] and "stopped at once" in errors[0]
+    assert "failed:" not in printed.out  # no line per dialogue
     assert_key_nowhere([printed.out, printed.err], out)

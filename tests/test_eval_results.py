@@ -40,17 +40,23 @@ def _small_reviews(mmrole_reference, tmp_path):
     return copy.deepcopy(samples[:3])
 
 
-def _run(tmp_path, capsys, samples, *extra):
+def _run(tmp_path, capsys, samples, *extra, status=0):
     (tmp_path / "rev").mkdir(exist_ok=True)
     (tmp_path / "rev" / "x_test.json").write_text(json.dumps(samples), encoding="utf-8")
     code = RM_result.main(["--input_dir", str(tmp_path / "rev"), "--output_dir", str(tmp_path / "res"), *extra])
-    assert code == 0
-    return capsys.readouterr().err
+    assert code == status
+    printed = capsys.readouterr()
+    return printed.out + printed.err
 
 
 def _row(tmp_path):
     header, row = (tmp_path / "res" / "x_test.csv").read_text().splitlines()
-    return int(row.split(",")[0]), dict(zip(METRIC_NAMES, map(float, row.split(",")[1:])))
+    return int(row.split(",")[0]), dict(zip(METRIC_NAMES, map(float, row.split(",")[1:9])))
+
+
+def _missing_column(tmp_path):
+    header, row = (tmp_path / "res" / "x_test.csv").read_text().splitlines()
+    return dict(zip(header.split(","), row.split(","))).get("missing_reviews")
 
 
 def test_failed_and_missing_reviews_are_listed_not_scored(mmrole_reference, tmp_path, capsys):
@@ -63,7 +69,9 @@ def test_failed_and_missing_reviews_are_listed_not_scored(mmrole_reference, tmp_
     samples[1]["rm_review"]["Fluency"]["score"] = [4.0, 8.0]
     samples[2]["conversations"][1]["answer"] = ""
     del samples[2]["rm_review"]
-    err = _run(tmp_path, capsys, samples)
+    err = _run(tmp_path, capsys, samples, status=3)  # incomplete: exit 3 without --partial
+    assert _missing_column(tmp_path) == "2"  # the failed and the missing review; the empty answer is deliberate
+    assert "x_test: count 2; INCOMPLETE: 2 review(s) missing or failed" in err
     count, scores = _row(tmp_path)
     assert count == 2
     assert scores["Fluency"] == 0.5  # only sample 1 (4/8): the failed review is not a score
@@ -74,7 +82,7 @@ def test_failed_and_missing_reviews_are_listed_not_scored(mmrole_reference, tmp_
                             (samples[2]["id"], ": empty answer: not reviewed")):
         assert f"x_test.json: sample {sample_id}{what}" in err
 
-    strict_err = _run(tmp_path, capsys, samples, "--strict")
+    strict_err = _run(tmp_path, capsys, samples, "--strict", "--partial")
     count, scores = _row(tmp_path)
     assert count == 3
     assert scores["Fluency"] == pytest.approx((0 + 0.5 + 0) / 3)

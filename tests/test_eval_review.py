@@ -52,6 +52,19 @@ def _replies(reviews, order=NORMAL):
     return {(s["id"], m, order): r["review"] for s in reviews for m, r in s.get("rm_review", {}).items()}
 
 
+def _tiny_png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (2, 2), (200, 100, 50)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+TINY_PNG = _tiny_png()
+
+
 def _setup(tmp_path, mmrole_reference, model, name, n=None, mutate=None):
     """Answers file (first n samples) + placeholder images; returns (answers dir, image dir)."""
     answers = json.loads((mmrole_reference / "in-test_answers" / model / name).read_text(encoding="utf-8"))[:n]
@@ -64,7 +77,7 @@ def _setup(tmp_path, mmrole_reference, model, name, n=None, mutate=None):
         if isinstance(sample, dict) and "image" in sample:
             path = image_dir / sample["image"]
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(b"placeholder")  # the replay judge never opens it
+            path.write_bytes(TINY_PNG)  # a real image: images are checked before any request
     return answers_dir, image_dir
 
 

@@ -282,7 +282,10 @@ def test_cli_help_and_bad_root(tmp_path, capsys):
     help_text = capsys.readouterr().out
     for flag in ("--data_root", "--output_dir", "--image_prefix", "--seed", "--test_ids", "--check_images"):
         assert flag in help_text
-    assert main(["--data_root", str(tmp_path / "nothing"), "--output_dir", str(tmp_path / "out")]) == 1
+    assert main(["--data_root", str(tmp_path / "nothing"), "--output_dir", str(tmp_path / "out")]) == 2  # no input
+    assert "nothing: no such folder" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["--data_root", str(tmp_path / "empty"), "--output_dir", str(tmp_path / "out")]) == 1  # no roles.json
     assert "roles.json" in capsys.readouterr().err
 
 

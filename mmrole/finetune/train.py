@@ -65,13 +65,17 @@ class FinetuneTrainer(Trainer):
 
 
 def parse_arguments(argv: Optional[Sequence[str]] = None):
-    parser = transformers.HfArgumentParser(ARGUMENT_CLASSES)
+    # allow_abbrev=False: with prefix matching a misspelt or shortened flag silently sets another one
+    parser = transformers.HfArgumentParser(ARGUMENT_CLASSES, allow_abbrev=False)
     parser.description = ("Fine-tune Qwen-VL-Chat into MMRole-Agent or the MMRole-Eval reward model "
                           "(run under torchrun; see finetune/finetune_ds.sh).")
     argv = list(sys.argv[1:] if argv is None else argv)
     if not torch.cuda.is_available() and _flag_is_true(argv, "--bf16"):
         parser.error("--bf16 needs a GPU: CPU runs train in float32, drop --bf16 (the finetune_*.sh scripts do)")
-    model_args, data_args, training_args, lora_args = parser.parse_args_into_dataclasses(args=argv)
+    *arguments, unknown = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+    if unknown:  # a usage error (exit status 2), not a traceback
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    model_args, data_args, training_args, lora_args = arguments
     if not data_args.data_path:
         parser.error("--data_path is required")
     return model_args, data_args, training_args, lora_args

@@ -297,10 +297,10 @@ def _read_holder(fd: int) -> Optional[dict]:
         return {}
 
 
-def remove_stale_temp_files(folder: PathLike, recursive: bool = False) -> List[Path]:
+def remove_stale_temp_files(folder: PathLike, recursive: bool = False) -> List[Tuple[Path, int]]:
     """Remove the temporary files that killed atomic writes left in `folder` (only files named as
-    _atomic_writer names them). Call it only while holding the folder's lock: another run's write in
-    progress would look the same."""
+    _atomic_writer names them); returns each with its size. Call it only while holding the folder's lock:
+    another run's write in progress would look the same."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
@@ -309,24 +309,25 @@ def remove_stale_temp_files(folder: PathLike, recursive: bool = False) -> List[P
     for path in candidates:
         if _TEMP_NAME.match(path.name) and path.is_file() and not path.is_symlink():
             with contextlib.suppress(FileNotFoundError):
+                size = path.stat().st_size
                 path.unlink()
-                removed.append(path)
+                removed.append((path, size))
     return removed
 
 
 class ClaimedFolder:
     """An output folder this run holds (see claim_output_folder); `notes` say what was found there."""
 
-    def __init__(self, lock: FolderLock, removed: List[Path]):
+    def __init__(self, lock: FolderLock, removed: List[Tuple[Path, int]]):
         self.lock = lock
         self.notes: List[str] = []
         if lock.took_over:
             self.notes.append(f"{lock.folder}: took over the lock of a run that ended without releasing it "
                               f"({lock.took_over})")
         if removed:
-            size = sum(_size(p) for p in removed)
+            size = sum(size for _, size in removed)
             self.notes.append(f"{lock.folder}: removed {len(removed)} temporary file(s) left by killed writes "
-                              f"({size} bytes): " + ", ".join(p.name for p in removed[:5]))
+                              f"({size} bytes): " + ", ".join(str(p.relative_to(lock.folder)) for p, _ in removed[:5]))
 
     def release(self) -> None:
         self.lock.release()
@@ -336,12 +337,6 @@ class ClaimedFolder:
 
     def __exit__(self, *exc: Any) -> None:
         self.release()
-
-
-def _size(path: Path) -> int:
-    with contextlib.suppress(OSError):
-        return path.stat().st_size
-    return 0
 
 
 def claim_output_folder(folder: PathLike, temp_folders: Iterable[Tuple[PathLike, bool]] = ()) -> ClaimedFolder:

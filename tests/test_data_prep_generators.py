@@ -752,3 +752,89 @@ def test_a_refused_key_stops_the_generator_at_once(tree, coco_dir, tmp_path, mon
     assert len(errors) == 1 and status in errors[0] and "stopped at once" in errors[0]
     assert "failed:" not in printed.out  # no line per dialogue
     assert_key_nowhere([printed.out, printed.err], out)
+
+
+# --- rejected replies, commentary shape, damaged images -------------------------------------------
+
+ONE_LINE = "Ah, what a sight! This reminds me of day 95 of my long journey."
+
+
+class OneLineCommentaries(ShortReplies):
+    """A one-line commentary (the issue's example) for every commentary request."""
+
+    def __call__(self, request):
+        if "A curious human shows" in request.user_text:
+            return ONE_LINE
+        return super().__call__(request)
+
+
+def test_commentaries_get_the_released_shape():
+    from mmrole.dialogue_generation import commentary_shape_problem
+
+    assert commentary_shape_problem(ONE_LINE, "English") == \
+        "commentary too short: 63 characters, at least 200 expected"
+    three = "This is a sentence about the picture and what it means to me today. " * 3
+    assert commentary_shape_problem(three.strip(), "English") is None
+    assert commentary_shape_problem("x" * 300, "English") == "commentary of 1 sentence(s), at least 3 expected"
+    assert commentary_shape_problem("这幅画让俺想起了花果山。" * 8, "Chinese") is None
+    assert commentary_shape_problem("这幅画让俺想起了花果山，" * 8, "Chinese").startswith("commentary of 1 sentence")
+
+
+def test_rejected_items_are_journaled_and_asked_again_only_when_asked(tree, coco_dir, tmp_path):
+    options = dict(output_dir=tmp_path / "out", coco_dir=coco_dir, characters=["Woody"], types=["comment"],
+                   coco_per_character=1, script_per_character=1, progress=False)
+    with OpenAIStub(OneLineCommentaries()) as stub:
+        first = generate_dialogues(make_client(stub), DialogueOptions(tree, **options), log=lambda line: None)
+        assert len(stub.completion_requests) == 2 * 3  # two commentaries, every attempt (3) rejected
+        assert len(first.summary.failed) == 2 and first.not_done == 2
+        assert all("commentary too short: 63 characters" in failure for failure in first.summary.failed)
+        stub.clear()
+        second = generate_dialogues(make_client(stub), DialogueOptions(tree, **options), log=lambda line: None)
+        assert stub.completion_requests == []  # not paid for again
+        assert len(second.summary.rejected_before) == 2 and second.not_done == 2
+        assert "2 rejected earlier (not asked again: --retry_rejected)" in second.lines()[0]
+        stub.responder = ShortReplies()
+        third = generate_dialogues(make_client(stub), DialogueOptions(tree, retry_rejected=True, **options),
+                                   log=lambda line: None)
+        assert len(stub.completion_requests) == 2 and third.summary.finished == 2 and third.not_done == 0
+    written = json.loads((tmp_path / "out" / "dialogues" / "in-distribution" / "comment" / "Woody_COCO.json")
+                         .read_text(encoding="utf-8"))
+    assert [len(r["conversations"][1]["value"]) >= 200 for r in written] == [True]
+
+
+def test_gen_dialogues_cli_exit_status_with_rejected_items(tree, coco_dir, tmp_path, monkeypatch, capsys):
+    from data_prep.gen_dialogues import main
+
+    monkeypatch.setenv("MMROLE_TEST_KEY", CLI_KEY)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    out = tmp_path / "out"
+    with OpenAIStub(OneLineCommentaries()) as stub:
+        args = ["--data_root", str(tree), "--output_dir", str(out), "--model", MODEL, "--base_url", stub.base_url,
+                "--api_key_env", "MMROLE_TEST_KEY", "--characters", "Woody", "--types", "comment", "--coco_dir",
+                str(coco_dir), "--coco_per_character", "1", "--script_per_character", "0", "--max_attempts", "2",
+                "--no_progress"]
+        assert main(args) == 3 and len(stub.completion_requests) == 2
+        assert main(args) == 3 and len(stub.completion_requests) == 2  # listed, not asked again
+        assert "rejected earlier: " in capsys.readouterr().out
+        stub.responder = ShortReplies()
+        assert main(args + ["--retry_rejected"]) == 0 and len(stub.completion_requests) == 3
+
+
+def test_damaged_images_are_found_before_any_request(tree, coco_dir, tmp_path):
+    script_images = sorted((tree / "images" / "Toy_Story").glob("*.jpg"))
+    cut = script_images[0]
+    cut.write_bytes(cut.read_bytes()[: len(cut.read_bytes()) // 2])
+    text = coco_dir / "000000000001.jpg"
+    text.write_text("a text file named .jpg", encoding="utf-8")
+    with OpenAIStub(ShortReplies()) as stub:
+        report = generate_dialogues(make_client(stub), DialogueOptions(
+            tree, output_dir=tmp_path / "out", coco_dir=coco_dir, characters=["Woody"], types=["comment"],
+            coco_per_character=3, progress=False), log=lambda line: None)
+        sent = [r for r in stub.completion_requests]
+    damaged = [s for s in report.skipped if "image" in s]
+    assert len(damaged) == 2 and report.not_done == 2
+    [bad_text] = [s for s in damaged if str(text) in s]
+    assert ": Woody_comment_COCO_" in bad_text and "not an image (no image format recognised in its bytes)" in bad_text
+    [bad_cut] = [s for s in damaged if str(cut) in s]
+    assert "Woody_comment_script_" in bad_cut and "damaged image" in bad_cut
+    assert len(sent) == len(report.planned) - 2 == report.summary.finished

@@ -20,6 +20,7 @@ from transformers.integrations import is_deepspeed_zero3_enabled
 from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.trainer_utils import get_last_checkpoint
 
+from ..cli import redact_keys
 from .arguments import ARGUMENT_CLASSES
 from .cpu_distributed import install_cpu_gloo_backend
 from .data import (
@@ -73,8 +74,8 @@ def parse_arguments(argv: Optional[Sequence[str]] = None):
     if not torch.cuda.is_available() and _flag_is_true(argv, "--bf16"):
         parser.error("--bf16 needs a GPU: CPU runs train in float32, drop --bf16 (the finetune_*.sh scripts do)")
     *arguments, unknown = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
-    if unknown:  # a usage error (exit status 2), not a traceback
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if unknown:  # a usage error (exit status 2), not a traceback; a key given by mistake is not repeated
+        parser.error(redact_keys(f"unrecognized arguments: {' '.join(unknown)}"))
     model_args, data_args, training_args, lora_args = arguments
     if not data_args.data_path:
         parser.error("--data_path is required")

@@ -338,3 +338,25 @@ def test_progress_bar_shows_count_rate_and_eta_on_stderr(mmrole_reference, tmp_p
     assert out == ""  # bars never mix with stdout
     # tqdm's line: "<file>: 100%|...| 16/16 [elapsed<remaining, rate]", the rate in req/s or s/req.
     assert re.search(r"comment_test\.json: 100%\|.*\| 16/16 \[\d\d:\d\d<\d\d:\d\d, +[\d.]+(req/s|s/req)\]", err), err
+
+
+def test_a_score_outside_0_to_10_is_not_a_score_and_is_asked_again(mmrole_reference, tmp_path):
+    """(85, 8) parses, but no judge prompt allows it: the review is a failure (score {} in the output, listed),
+    and --parse_retries asks again."""
+    name = "comment_test.json"
+    answers_dir, image_dir = _setup(tmp_path, mmrole_reference, "mmrole-agent", name, n=1)
+    reviews = _published(mmrole_reference, "mmrole-agent", name)[:1]
+    replies = _replies(reviews)
+    key = (reviews[0]["id"], "Fluency", NORMAL)
+    good = replies[key]
+    replies[key] = lambda attempt: "Fine. [Scores]: (85, 8)" if attempt == 1 else good
+    judge = ReplayJudge(replies)
+    [summary] = _review(answers_dir, tmp_path / "out", judge, image_dir)
+    [failure] = summary.failed
+    assert failure.metric == "Fluency" and failure.message == "score 85 outside 0..10 in the review after 1 ask(s)"
+    out = json.loads((tmp_path / "out" / name).read_text(encoding="utf-8"))
+    assert out[0]["rm_review"]["Fluency"] == {"review": "Fine. [Scores]: (85, 8)", "score": {}}
+    [summary] = _review(answers_dir, tmp_path / "out", judge, image_dir, parse_retries=1)
+    assert summary.failed == [] and summary.status == 0
+    out = json.loads((tmp_path / "out" / name).read_text(encoding="utf-8"))
+    assert out[0]["rm_review"]["Fluency"] == reviews[0]["rm_review"]["Fluency"]

@@ -54,8 +54,8 @@ def main(argv=None) -> int:
     from mmrole.store import FolderBusy, claim_output_folder
 
     args = parse_args(argv)
-    if not os.path.isdir(args.data_root):
-        print(f"error: --data_root {args.data_root}: no such folder", file=sys.stderr)
+    if not os.path.isdir(args.data_root) or not any(os.scandir(args.data_root)):
+        print(f"error: --data_root {args.data_root}: no such folder, or an empty one: nothing to do", file=sys.stderr)
         return EXIT_USAGE
     out = args.output_dir
     try:

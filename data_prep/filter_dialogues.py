@@ -50,8 +50,8 @@ def main(argv=None) -> int:
     from mmrole.store import FolderBusy, claim_output_folder
 
     args = parse_args(argv)
-    if not os.path.isdir(args.data_root):
-        print(f"error: --data_root {args.data_root}: no such folder", file=sys.stderr)
+    if not os.path.isdir(args.data_root) or not any(os.scandir(args.data_root)):
+        print(f"error: --data_root {args.data_root}: no such folder, or an empty one: nothing to do", file=sys.stderr)
         return EXIT_USAGE
     config = FilterConfig(
         min_cjk_share_zh=args.min_cjk_share_zh, max_cjk_share_en=args.max_cjk_share_en,

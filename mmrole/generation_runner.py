@@ -58,8 +58,13 @@ class RunSummary:
     stopped_early: bool = False
 
     @property
+    def not_started(self) -> int:
+        """Jobs left for a later run (--max_items stopped this one)."""
+        return max(0, self.planned - self.already_done - self.finished - len(self.failed) - len(self.rejected_before))
+
+    @property
     def not_done(self) -> int:
-        return len(self.failed) + len(self.rejected_before)
+        return len(self.failed) + len(self.rejected_before) + self.not_started
 
     def lines(self, what: str) -> List[str]:
         out = [f"{what}: {self.planned} planned, {self.already_done} already done, {self.finished} generated now, "

@@ -838,3 +838,35 @@ def test_damaged_images_are_found_before_any_request(tree, coco_dir, tmp_path):
     [bad_cut] = [s for s in damaged if str(cut) in s]
     assert "Woody_comment_script_" in bad_cut and "damaged image" in bad_cut
     assert len(sent) == len(report.planned) - 2 == report.summary.finished
+
+
+def test_generator_one_line_failures_a_damaged_journal_and_a_busy_folder(tree, coco_dir, tmp_path, monkeypatch, capsys):
+    """Exit status 1 with one line and no request: a journal line that is damaged and not the last (named with
+    its line), an output folder another run holds (its pid named)."""
+    import os
+
+    from data_prep.gen_dialogues import main
+    from mmrole.store import FolderLock
+
+    monkeypatch.setenv("MMROLE_TEST_KEY", CLI_KEY)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    out = tmp_path / "out"
+    with OpenAIStub(ShortReplies()) as stub:
+        args = ["--data_root", str(tree), "--output_dir", str(out), "--model", MODEL, "--base_url", stub.base_url,
+                "--api_key_env", "MMROLE_TEST_KEY", "--characters", "Woody", "--types", "comment", "--coco_dir",
+                str(coco_dir), "--coco_per_character", "3", "--script_per_character", "0", "--no_progress"]
+        assert main(args + ["--max_items", "2"]) == 3  # a trial run: two made, one not yet
+        journal = out / ".generation" / "gen_dialogues.in-distribution.journal.jsonl"
+        first, second = journal.read_text(encoding="utf-8").splitlines()
+        journal.write_text(f"{first}\n{{damaged\n{second}\n", encoding="utf-8")
+        stub.clear()
+        capsys.readouterr()
+        assert main(args) == 1
+        err = capsys.readouterr().err
+        assert f"error: {journal}:2: journal line damaged" in err and "Traceback" not in err
+        journal.write_text(f"{first}\n{second}\n", encoding="utf-8")
+        with FolderLock(out):
+            assert main(args) == 1
+        assert f"another run is using it (pid {os.getpid()}" in capsys.readouterr().err
+        assert stub.completion_requests == []
+        assert main(args) == 0

@@ -40,6 +40,8 @@ def worst_status(*codes: int) -> int:
 API_KEY_PATTERN = re.compile(r"(?<![A-Za-z0-9])((?:sk|pk|rk)-[A-Za-z0-9_\-]{4})[A-Za-z0-9_\-]{4,}"
                              r"|(?<![A-Za-z0-9])(hf_[A-Za-z0-9]{4})[A-Za-z0-9]{8,}|(Bearer )\S+")
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# A command-line word that is a key (not a path or a name that merely contains "sk-").
+KEY_WORD = re.compile(r"(?:(?:sk|pk|rk)-[A-Za-z0-9_\-]{8,}|hf_[A-Za-z0-9]{12,})")
 KEY_FLAG_WORDS = ("key", "token", "secret", "password")
 
 
@@ -94,7 +96,8 @@ class ArgumentParser(argparse.ArgumentParser):
                     return (f"{name} takes the NAME of an environment variable (e.g. OPENAI_API_KEY), and the value "
                             "given is not one (it looks like a key, so it is not shown): export the key and give "
                             "the variable's name")
-            if looks_like_api_key(token):
+            value = token.split("=", 1)[1] if token.startswith("-") and "=" in token else token
+            if KEY_WORD.fullmatch(value):
                 return (f"argument {position + 1} looks like an API key (not shown): keys are not taken on the command "
                         "line; put it in an environment variable and name it with --api_key_env")
         return None

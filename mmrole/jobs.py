@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Hashable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .backends.base import Backend, BackendError, ChatRequest, ChatResult, GenerationParams
-from .cli import EXIT_INCOMPLETE, EXIT_OK, EXIT_UNUSABLE
+from .cli import EXIT_INCOMPLETE, EXIT_OK, EXIT_UNUSABLE, worst_status
 from .schema import Problem, TestSample, image_file_problem
 from .store import CorruptJournal, Journal, atomic_write_text
 
@@ -250,7 +250,7 @@ def print_summaries(summaries: Sequence[FileSummary], stream=None) -> None:
     print(f"total: {sum(s.done for s in summaries)} samples done, {skipped} skipped, {failed} failed"
           + (f", {left_out} left out as the original" if left_out else "")
           + (f"; {unusable} file(s) not processed" if unusable else ""), file=stream)
-    if skipped or failed:
+    if worst_status(*(s.status for s in summaries)) == EXIT_INCOMPLETE:
         print("not everything was done (exit status 3): a rerun redoes the failed items; fix the skipped inputs "
               "first", file=stream)
 

@@ -76,12 +76,16 @@ def _parser() -> transformers.HfArgumentParser:
     return parser
 
 
-def _refuse(parser, argv: Sequence[str], unknown: Sequence[str], data_path: Optional[str]) -> None:
+def _refuse_bf16_without_gpu(parser, argv: Sequence[str]) -> None:
+    """Before the training arguments are built: TrainingArguments(bf16=True) itself raises on a CPU."""
+    if not torch.cuda.is_available() and _flag_is_true(argv, "--bf16"):
+        parser.error("--bf16 needs a GPU: CPU runs train in float32, drop --bf16 (the finetune_*.sh scripts do)")
+
+
+def _refuse(parser, unknown: Sequence[str], data_path: Optional[str]) -> None:
     """Usage errors (exit status 2, one line; a key given by mistake is not repeated)."""
     if unknown:
         parser.error(redact_keys(f"unrecognized arguments: {' '.join(unknown)}"))
-    if not torch.cuda.is_available() and _flag_is_true(argv, "--bf16"):
-        parser.error("--bf16 needs a GPU: CPU runs train in float32, drop --bf16 (the finetune_*.sh scripts do)")
     if not data_path:
         parser.error("--data_path is required")
 
@@ -91,16 +95,15 @@ def check_arguments(argv: Sequence[str]) -> None:
     the distributed run): torchrun reports any failed worker as exit status 1, so the finetune_*.sh scripts
     check the flags first and a usage error keeps its status 2."""
     parser = _parser()
+    _refuse_bf16_without_gpu(parser, argv)
     namespace, unknown = parser.parse_known_args(list(argv))
-    _refuse(parser, argv, unknown, getattr(namespace, "data_path", None))
+    _refuse(parser, unknown, getattr(namespace, "data_path", None))
 
 
 def parse_arguments(argv: Optional[Sequence[str]] = None):
-    parser = _parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    *arguments, unknown = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
-    model_args, data_args, training_args, lora_args = arguments
-    _refuse(parser, argv, unknown, data_args.data_path)
+    check_arguments(argv)  # usage errors first, before the training arguments set anything up
+    model_args, data_args, training_args, lora_args = _parser().parse_args_into_dataclasses(args=argv)
     return model_args, data_args, training_args, lora_args
 
 

@@ -260,6 +260,8 @@ class ChatClient:
             if base_url is None:
                 raise ValueError(f"no API key: set ${api_key_env} (or pass --base_url for a local endpoint)")
             api_key = "EMPTY"  # the SDK insists on a key; local endpoints ignore it
+            logger.warning("no API key in $%s: requests go to %s without one (fine for a local server that needs "
+                           "none; one that needs a key stops the run with a 401)", api_key_env, base_url)
         self.model = model
         self.base_url = base_url
         self.concurrency = concurrency

@@ -249,3 +249,11 @@ def test_messages_built_when_sent(stub):
     assert isinstance(failed, RequestFailed) and failed.key == "a" and not failed.retryable
     assert "photos/a.jpg" in failed.message and failed.attempts == 0
     assert len(stub.completion_requests) == before  # nothing sent
+
+
+def test_a_missing_key_for_a_custom_endpoint_is_said_not_silent(stub, caplog, monkeypatch):
+    monkeypatch.delenv("NO_SUCH_KEY_VAR", raising=False)
+    with caplog.at_level(logging.WARNING, logger="mmrole.client"):
+        client = ChatClient("stub-gpt", base_url=stub.base_url, api_key_env="NO_SUCH_KEY_VAR")
+    assert "no API key in $NO_SUCH_KEY_VAR" in caplog.text and stub.base_url in caplog.text
+    assert client.chat([user_message("hi")]).text == "echo: hi"  # a server that needs none still answers

@@ -19,7 +19,7 @@ import argparse
 import errno
 import re
 import sys
-from typing import Callable, Iterable, Optional, Sequence, Set
+from typing import Callable, Optional, Sequence, Set
 
 from .backends.base import DEFAULT_SEED, GenerationParams
 

@@ -148,7 +148,8 @@ def batched_review(model, tokenizer, workdir, batch_size, max_new_tokens, stop, 
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("--model_path", default=str(SHARED / "qwen_vl_reference" / "tiny-qwen-vl-chat"))
     parser.add_argument("--model", default="mmrole-agent", help="whose published answers to review")
     parser.add_argument("--samples", type=int, default=12, help="spread over the three dialogue types")

@@ -183,7 +183,8 @@ def run_workload(name, records, args, workdir: Path, model_dir: Path, tokenizer)
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("--data_root", type=Path, default=SHARED / "mmrole_data", help="raw MMRole-Data")
     parser.add_argument("--reference", type=Path, default=SHARED / "mmrole_reference",
                         help="published answers/reviews (for the judge samples)")

@@ -15,15 +15,20 @@ Image files are not needed: missing ones are counted (e.g. MS-COCO, which the ra
 ship) and the samples kept; --check_images skips samples whose image is missing instead.
 Unusable records (empty, truncated, unknown speakers, missing profiles, malformed JSON) are
 skipped, counted and listed; the rest goes on.
+
+Exit status: 0 built (skipped records are listed in skipped.jsonl: skipping them is this script's
+job); 1 a file could not be used (a dialogue or annotations file that is not valid JSON, a damaged
+roles.json/profiles.json, --test_ids unreadable, the output folder): named; 2 usage error (bad flags,
+no such --data_root).
 """
 import os, sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import argparse
+from mmrole.cli import EXIT_OK, EXIT_UNUSABLE, EXIT_USAGE, ArgumentParser, int_at_least
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--data_root", required=True, help="raw MMRole-Data folder (profiles/, images/, dialogues/)")
     parser.add_argument("--output_dir", required=True, help="where train/ and test/ are written")
     parser.add_argument("--image_prefix", default="images/",
@@ -32,7 +37,7 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=42, help="seed of the sampled split (default 42)")
     parser.add_argument("--test_ids", default=None,
                         help="file of test sample ids, one a line: the test sets are exactly these samples")
-    parser.add_argument("--in_test_per_type", type=int, default=72,
+    parser.add_argument("--in_test_per_type", type=int_at_least(0), default=72,
                         help="sampled split: In-Test samples per dialogue type (default 72, as the paper)")
     parser.add_argument("--check_images", action="store_true",
                         help="skip (and list) samples whose image file is missing, instead of only counting them")
@@ -43,21 +48,42 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> int:
+    from mmrole.cli import WRITE_ERRNOS, folder_error_text, write_error_message
     from mmrole.data_build import BuildOptions, build, read_test_ids
     from mmrole.raw_data import RawDataError
+    from mmrole.store import FolderBusy, claim_output_folder
 
     args = parse_args(argv)
+    if not os.path.isdir(args.data_root) or not any(os.scandir(args.data_root)):
+        print(f"error: --data_root {args.data_root}: no such folder, or an empty one: nothing to do", file=sys.stderr)
+        return EXIT_USAGE
+    out = args.output_dir
+    try:
+        folder = claim_output_folder(out, [(os.path.join(out, "train"), False), (os.path.join(out, "test"), True)])
+    except (FolderBusy, OSError) as e:
+        print(f"error: output folder {out}: {folder_error_text(e)}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    for note in folder.notes:
+        print(note, file=sys.stderr)
     try:
         test_ids = read_test_ids(args.test_ids) if args.test_ids else None
-        build(BuildOptions(
+        result = build(BuildOptions(
             data_root=args.data_root, output_dir=args.output_dir, image_prefix=args.image_prefix, seed=args.seed,
             test_ids=test_ids, in_test_per_type=args.in_test_per_type, check_images=args.check_images,
             image_root=args.image_root, dialogues_root=args.dialogues_root,
         ))
-    except (RawDataError, OSError) as e:
+    except RawDataError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+        return EXIT_UNUSABLE
+    except OSError as e:
+        print(f"error: {write_error_message(e) if e.errno in WRITE_ERRNOS else e}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    finally:
+        folder.release()
+    unreadable = [skip for skip in result.skips if skip.reason == "malformed_file"]
+    for skip in unreadable:
+        print(f"error: file not used: {skip}", file=sys.stderr)
+    return EXIT_UNUSABLE if unreadable else EXIT_OK
 
 
 if __name__ == "__main__":

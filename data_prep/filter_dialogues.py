@@ -12,15 +12,19 @@ speaker order, unknown speakers, a character talking with itself, missing profil
 text (a turn cut mid-sentence, wrong language, AI-assistant phrases such as "as an AI" or
 "I'm sorry, but", speaker labels inside a turn, turn length bounds), dialogue (turn count bounds,
 duplicates of an earlier record, a turn repeated within a dialogue).
+
+Exit status: 0 filtered (rejected records are listed in rejects.jsonl: rejecting them is this script's
+job); 1 a file could not be used (a dialogue file that is not valid JSON, a damaged roles.json or
+profiles.json, the output folder): named; 2 usage error (bad flags, no such --data_root).
 """
 import os, sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import argparse
+from mmrole.cli import EXIT_OK, EXIT_UNUSABLE, EXIT_USAGE, ArgumentParser
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--data_root", required=True, help="raw MMRole-Data folder (profiles/, dialogues/)")
     parser.add_argument("--output_dir", required=True, help="where filtered dialogues, rejects and the report go")
     parser.add_argument("--types", nargs="+", default=["comment", "human-role", "inter-role"],
@@ -39,19 +43,37 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> int:
-    from mmrole.data_filter import FilterConfig, run_filter
+    from mmrole.data_filter import WHOLE_FILE, FilterConfig, run_filter
     from mmrole.raw_data import RawDataError
 
+    from mmrole.cli import WRITE_ERRNOS, folder_error_text, write_error_message
+    from mmrole.store import FolderBusy, claim_output_folder
+
     args = parse_args(argv)
+    if not os.path.isdir(args.data_root) or not any(os.scandir(args.data_root)):
+        print(f"error: --data_root {args.data_root}: no such folder, or an empty one: nothing to do", file=sys.stderr)
+        return EXIT_USAGE
     config = FilterConfig(
         min_cjk_share_zh=args.min_cjk_share_zh, max_cjk_share_en=args.max_cjk_share_en,
         turn_chars_en=tuple(args.turn_chars_en), turn_chars_zh=tuple(args.turn_chars_zh),
     ).with_multi_turn_bounds(*args.dialogue_turns)
     try:
+        folder = claim_output_folder(args.output_dir, [(os.path.join(args.output_dir, "dialogues"), True)])
+    except (FolderBusy, OSError) as e:
+        print(f"error: output folder {args.output_dir}: {folder_error_text(e)}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    for note in folder.notes:
+        print(note, file=sys.stderr)
+    try:
         report, verdicts = run_filter(args.data_root, args.output_dir, config, args.types)
-    except (RawDataError, OSError) as e:
+    except RawDataError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return EXIT_UNUSABLE
+    except OSError as e:
+        print(f"error: {write_error_message(e) if e.errno in WRITE_ERRNOS else e}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    finally:
+        folder.release()
     shown = {}
     for verdict in verdicts:  # two examples per rule, so the console says what was found
         for rule, detail in verdict.reasons:
@@ -61,7 +83,10 @@ def main(argv=None) -> int:
     for line in report.lines():
         print(line)
     print(f"rejects: {os.path.join(args.output_dir, 'rejects.jsonl')}")
-    return 0
+    unreadable = [v for v in verdicts if v.id == WHOLE_FILE]
+    for verdict in unreadable:
+        print(f"error: file not used: {verdict.path}: {'; '.join(d for _, d in verdict.reasons)}", file=sys.stderr)
+    return EXIT_UNUSABLE if unreadable else EXIT_OK
 
 
 if __name__ == "__main__":

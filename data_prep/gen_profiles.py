@@ -12,24 +12,29 @@ roles.json under "Hypothetical Characters"), then expanded the same way.
 Output: the raw layout under OUTPUT_DIR/profiles/<split>/ (OUTPUT_DIR defaults to DATA_ROOT).
 Existing profiles are kept; a rerun skips what is done and retries what failed (journal in
 OUTPUT_DIR/.generation/). Replies that are not the requested format are retried, and reported
-after the last attempt, never written. The API key comes from the environment ($OPENAI_API_KEY).
+after the last attempt, never written; such rejected items are not paid for again by a rerun unless
+--retry_rejected. The API key comes from the environment ($OPENAI_API_KEY).
+
+Exit status: 0 every profile made; 1 a file the run depends on (roles.json, profiles.json...) or the
+output folder could not be used (named); 2 usage error (bad flags, no API key, the endpoint refused
+the key or the model); 3 profiles not made (failed, rejected or skipped: each listed).
 """
 import os, sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import argparse
+from mmrole.cli import ArgumentParser, int_at_least
 
 
 def parse_args(argv=None):
     from mmrole.generation_runner import add_client_arguments
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--data_root", required=True, help="raw MMRole-Data folder (profiles/<split>/...)")
     parser.add_argument("--split", default="in-distribution", choices=["in-distribution", "out-of-distribution"])
     parser.add_argument("--output_dir", default=None, help="where the raw layout is written (default DATA_ROOT)")
     parser.add_argument("--characters", nargs="+", default=None, help="only these characters (default all)")
-    parser.add_argument("--num_hypothetical", type=int, default=0, help="invent this many new people first")
-    parser.add_argument("--hypothetical_batch", type=int, default=10, help="people per request (default 10)")
+    parser.add_argument("--num_hypothetical", type=int_at_least(0), default=0, help="invent this many new people first")
+    parser.add_argument("--hypothetical_batch", type=int_at_least(1), default=10, help="people per request (default 10)")
     parser.add_argument("--overwrite", action="store_true", help="regenerate profiles that already exist")
     add_client_arguments(parser, default_max_tokens=2048)
     return parser.parse_args(argv)
@@ -43,7 +48,8 @@ def main(argv=None) -> int:
     options = ProfileOptions(
         data_root=args.data_root, split=args.split, output_dir=args.output_dir, characters=args.characters,
         num_hypothetical=args.num_hypothetical, hypothetical_batch=args.hypothetical_batch,
-        overwrite=args.overwrite, max_items=args.max_items, progress=not args.no_progress)
+        overwrite=args.overwrite, max_items=args.max_items, progress=not args.no_progress,
+        retry_rejected=args.retry_rejected)
     return run_generator_cli(args, lambda client: generate_profiles(client, options))
 
 

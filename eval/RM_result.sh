@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Result CSVs of one model's reviews, for In-Test and Out-Test (run from the repository root).
-# Usage: bash eval/RM_result.sh [MODEL] [--] [extra RM_result.py flags, e.g. --strict]   (default: mmrole-agent)
+# Usage: bash eval/RM_result.sh [MODEL] [--] [extra RM_result.py flags, e.g. --strict or --partial]
+#   (default: mmrole-agent). Exit status: the worst of the two splits.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/wrapper_args.sh"
 split_args 1 "$@"

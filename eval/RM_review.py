@@ -6,6 +6,11 @@ rm_review[metric] = {review, score} (score {} when the review cannot be parsed),
 Backends: hf (the local reward model, e.g. MMRole-Eval_RM; requests batched across metrics and
 samples) or openai (any OpenAI-compatible endpoint). A rerun resumes from the journal
 (<output>.journal.jsonl) beside each output; bad samples are reported and skipped.
+
+Exit status: 0 every review done (empty answers are left out and listed, as the original); 1 a file or
+the output folder could not be used (named); 2 usage error or nothing to do (bad or inapplicable
+flags, no input, no API key, the endpoint refused the key or the model); 3 some reviews not done
+(API errors, no score pair after the retries, bad samples or images: listed; a rerun redoes them).
 """
 import os, sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -7,12 +7,15 @@ stored score disagrees with the text), samples without a review and missing imag
 stderr and left out. A file that cannot be read (e.g. malformed JSON) is reported, the other
 files still make the output, and the exit status is 1. Output: one JSON list for
 finetune/finetune.py (--data_path).
+
+Exit status: 0 done (left-out reviews are listed: leaving them out is this script's job); 1 a reviews
+file could not be read, or the output could not be written (named); 2 usage error or nothing to do (no
+such folder, no *.json in it).
 """
 import os, sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import argparse
-
+from mmrole.cli import EXIT_OK, EXIT_UNUSABLE, EXIT_USAGE, ArgumentParser, write_error_message
 from mmrole.results import input_files
 from mmrole.rm_data import build_rm_data
 from mmrole.schema import SchemaError, print_problems
@@ -20,7 +23,7 @@ from mmrole.store import atomic_write_json
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--input_dir", nargs="+", required=True,
                         help="reviews folder(s), e.g. judge_reviews/<model> (one per reviewed model)")
     parser.add_argument("--input_file", default=None, help="only this file of each --input_dir")
@@ -36,14 +39,18 @@ def main(argv=None) -> int:
                                           check_images=not args.no_image_check)
     except SchemaError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
-    atomic_write_json(args.output_file, samples)
+        return EXIT_USAGE
+    try:
+        atomic_write_json(args.output_file, samples)
+    except OSError as e:
+        print(f"error: {write_error_message(e)}", file=sys.stderr)
+        return EXIT_UNUSABLE
     unusable = [p for p in problems if p.whole_file]
     print(f"{len(samples)} training samples from {len(inputs) - len(unusable)} of {len(inputs)} file(s) "
           f"-> {args.output_file}")
     print_problems([p for p in problems if not p.whole_file], "left out")
     print_problems(unusable, "error: unusable files (left out)")
-    return 1 if unusable else 0
+    return EXIT_UNUSABLE if unusable else EXIT_OK
 
 
 if __name__ == "__main__":

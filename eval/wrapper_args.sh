@@ -21,9 +21,24 @@ split_args() {
     FLAGS=("$@")
 }
 
-# run_split COMMAND...: run one split's command; a failure (exit 1: some file could not be used) is
-# remembered in STATUS and the next split still runs. End the wrapper with `exit "$STATUS"`.
+# run_split COMMAND...: run one split's command; its exit status is kept in STATUS when it is worse than
+# what STATUS holds, and the next split still runs. End the wrapper with `exit "$STATUS"`: the worst status
+# of the splits. Worse means (README, "Exit status"): 2 usage error > 1 a file could not be used >
+# 3 items not done > 0 done; any other status (a crash, a signal) is worse than all of them.
 STATUS=0
+status_rank() {
+    case "$1" in
+        0) echo 0 ;;
+        3) echo 1 ;;
+        1) echo 2 ;;
+        2) echo 3 ;;
+        *) echo 4 ;;
+    esac
+}
 run_split() {
-    "$@" || STATUS=$?
+    local code=0
+    "$@" || code=$?
+    if [ "$(status_rank "$code")" -gt "$(status_rank "$STATUS")" ]; then
+        STATUS=$code
+    fi
 }

@@ -6,17 +6,20 @@ and save a full Qwen-VL-Chat-format checkpoint that AutoModelForCausalLM loads (
 The base model is the one named in adapter_config.json (found as written, relative to the adapter, or under
 model_weights/), unless --base_model is given. The merge runs in float32; weights are saved in --dtype (default:
 the dtype the base checkpoint is stored in). The tokenizer and generation config are copied along.
+
+Exit status: 0 merged; 1 a write failed; 2 usage error (bad flags, no such adapter or base model folder,
+--output_dir already holds a checkpoint).
 """
 import os, sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import argparse
+from mmrole.cli import EXIT_UNUSABLE, EXIT_USAGE, ArgumentParser
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--adapter_dir", required=True, help="LoRA adapter folder (holds adapter_config.json)")
     parser.add_argument("--output_dir", required=True, help="where the merged checkpoint is written (must not hold one)")
     parser.add_argument("--base_model", default=None, help="base model folder (default: the adapter config's)")
@@ -33,7 +36,9 @@ def main(argv=None) -> int:
         out = merge_lora(args.adapter_dir, args.output_dir, base_model=args.base_model, dtype=dtype,
                          max_shard_size=args.max_shard_size)
     except (FileNotFoundError, FileExistsError, ValueError) as err:
-        parser.exit(2, f"merge_lora.py: error: {err}\n")
+        parser.exit(EXIT_USAGE, f"merge_lora.py: error: {err}\n")
+    except OSError as err:  # a write failed
+        parser.exit(EXIT_UNUSABLE, f"merge_lora.py: error: {err}\n")
     print(f"merged {args.adapter_dir} into {out}")
     return 0
 

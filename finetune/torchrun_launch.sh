@@ -36,16 +36,19 @@ PAPER_ARGS=(
 
 # launch_finetune ARGS...: torchrun finetune.py on $MODEL, $DATA, $OUTPUT_DIR (set by the calling script) with the
 # paper's common settings, then ARGS (later arguments override earlier ones).
+# Exit status (README, "Exit status"): torchrun reports any failed worker as 1, so the flags are checked first in
+# one process (finetune.py --check_arguments): a usage error exits 2 before torchrun starts.
 launch_finetune() {
+    local arguments=(--model_name_or_path "$MODEL" --data_path "$DATA" --output_dir "$OUTPUT_DIR"
+        "${PRECISION_ARGS[@]}" "${PAPER_ARGS[@]}" "$@")
     local command=("$PYTHON" -m torch.distributed.run
         --nproc_per_node "$GPUS_PER_NODE" --nnodes "$NNODES" --node_rank "$NODE_RANK"
         --master_addr "$MASTER_ADDR" --master_port "$MASTER_PORT"
-        "$FINETUNE_DIR/finetune.py"
-        --model_name_or_path "$MODEL" --data_path "$DATA" --output_dir "$OUTPUT_DIR"
-        "${PRECISION_ARGS[@]}" "${PAPER_ARGS[@]}" "$@")
+        "$FINETUNE_DIR/finetune.py" "${arguments[@]}")
     if [[ "${DRY_RUN:-0}" == 1 ]]; then
         printf '%q ' "${command[@]}"; echo
     else
+        "$PYTHON" "$FINETUNE_DIR/finetune.py" --check_arguments "${arguments[@]}"
         "${command[@]}"
     fi
 }

@@ -21,8 +21,11 @@ What it does for every call:
   message, and on any `MalformedResponse` raised by the call's `validate`. The SDK's own retries are
   switched off so there is one policy: at most `max_attempts` attempts, delays
   `min(backoff_max, backoff_initial * 2**(n-1))` scaled by a random factor in [0.5, 1], and a
-  server's `Retry-After` honoured up to `backoff_max`. Other errors (400, 401, 403, 404, 422) fail
-  at once: retrying cannot fix them.
+  server's `Retry-After` honoured up to `backoff_max`. Other errors (400, 422) fail the call at
+  once: retrying cannot fix them.
+- 401, 403 and 404 (a rejected key, no access, a model the endpoint does not serve) fail every
+  call alike: the first one stops the client. `chat`/`chat_many` raise EndpointRejected with one
+  message; calls not yet sent are never sent (at most the calls already in flight reach the server).
 - A call that still fails comes back as `RequestFailed` (from `chat_many`) or is raised (from
   `chat`); it carries the caller's key, the attempts made and a message. Nothing failed is ever
   returned as data.
@@ -41,7 +44,6 @@ import logging
 import mimetypes
 import os
 import random
-import re
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -51,8 +53,11 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 
 import openai
 
+from .cli import redact_keys
+from .schema import image_type
+
 __all__ = [
-    "ChatClient", "ChatCall", "Completion", "RequestFailed", "MalformedResponse", "Prices", "Usage",
+    "ChatClient", "ChatCall", "Completion", "RequestFailed", "EndpointRejected", "MalformedResponse", "Prices", "Usage",
     "DEFAULT_PRICES", "image_data_url", "user_message", "system_message", "redact",
 ]
 
@@ -62,6 +67,9 @@ PathLike = Union[str, os.PathLike]
 Message = Dict[str, Any]
 
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429}) | frozenset(range(500, 600))
+# Answers that no other request will escape: the key is refused, or the model is unknown.
+REJECTED_STATUS = {401: "the API key was refused", 403: "the API key has no access",
+                   404: "the endpoint does not know this model or path"}
 
 
 @dataclass(frozen=True)
@@ -94,15 +102,20 @@ class RequestFailed(RuntimeError):
     """A call that failed for good. `key` is the caller's; `retryable` says whether the last error
     was a transient one (the attempts ran out) or a permanent one (e.g. 401, 400)."""
 
-    def __init__(self, key: Any, message: str, *, attempts: int, retryable: bool):
+    def __init__(self, key: Any, message: str, *, attempts: int, retryable: bool, rejected: bool = False):
         super().__init__(message)
         self.key = key
         self.message = message
         self.attempts = attempts
         self.retryable = retryable
+        self.rejected = rejected  # the last attempt's reply was turned down by the call's validate
 
     def __str__(self) -> str:
         return f"{self.message} (after {self.attempts} attempt{'s' if self.attempts != 1 else ''})"
+
+
+class EndpointRejected(RuntimeError):
+    """The endpoint refused the key or does not serve the model (HTTP 401/403/404): no call can succeed."""
 
 
 @dataclass(frozen=True)
@@ -113,12 +126,14 @@ class ChatCall:
 
     messages may be a function returning them: it is called once, when the call is sent, so a
     large batch holds base64 images only for the calls in flight (and none for calls never made).
-    If it raises (e.g. an unreadable image), the call fails without an attempt."""
+    If it raises (e.g. an unreadable image), the call fails without an attempt.
+    label names the call in log messages (e.g. "sample X [Fluency]"; default: the key)."""
 
     messages: Union[Sequence[Message], Callable[[], Sequence[Message]]]
     key: Any = None
     params: Dict[str, Any] = field(default_factory=dict)
     validate: Optional[Callable[["Completion"], Any]] = None
+    label: Optional[str] = None
 
 
 @dataclass
@@ -159,23 +174,10 @@ def image_data_url(path: PathLike) -> str:
     """The image file as a `data:<mime>;base64,...` URL (what vision endpoints accept inline)."""
     path = Path(path)
     data = path.read_bytes()
-    mime = _sniff_image_mime(data) or mimetypes.guess_type(path.name)[0]
+    mime = image_type(data) or mimetypes.guess_type(path.name)[0]
     if not mime or not mime.startswith("image/"):
         raise ValueError(f"{path}: not a recognised image file")
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
-
-
-def _sniff_image_mime(data: bytes) -> Optional[str]:
-    """The type from the file's magic bytes: extensions lie (a .jpg that is a PNG is common)."""
-    if data.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if data[:6] in (b"GIF87a", b"GIF89a"):
-        return "image/gif"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    return None
 
 
 def system_message(text: str) -> Message:
@@ -198,15 +200,12 @@ def user_message(text: str, *, images: Sequence[PathLike] = (), detail: Optional
 
 # --- secrets -------------------------------------------------------------------------------------
 
-_KEY_PATTERN = re.compile(r"\b(sk-[A-Za-z0-9_\-]{4})[A-Za-z0-9_\-]{4,}")
-
-
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """`text` without the given secrets and without anything shaped like an OpenAI key."""
+    """`text` without the given secrets and without anything shaped like an API key."""
     for secret in secrets:
         if secret and len(secret) >= 4:
             text = text.replace(secret, "***")
-    return _KEY_PATTERN.sub(r"\1***", text)
+    return redact_keys(text)
 
 
 # --- the client ----------------------------------------------------------------------------------
@@ -214,9 +213,10 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
 class _Retryable(Exception):
     """Internal: an attempt failed in a way another attempt may fix."""
 
-    def __init__(self, message: str, retry_after: Optional[float] = None):
+    def __init__(self, message: str, retry_after: Optional[float] = None, rejected: bool = False):
         super().__init__(message)
         self.retry_after = retry_after
+        self.rejected = rejected  # the reply arrived but validate turned it down
 
 
 class ChatClient:
@@ -260,6 +260,8 @@ class ChatClient:
             if base_url is None:
                 raise ValueError(f"no API key: set ${api_key_env} (or pass --base_url for a local endpoint)")
             api_key = "EMPTY"  # the SDK insists on a key; local endpoints ignore it
+            logger.warning("no API key in $%s: requests go to %s without one (fine for a local server that needs "
+                           "none; one that needs a key stops the run with a 401)", api_key_env, base_url)
         self.model = model
         self.base_url = base_url
         self.concurrency = concurrency
@@ -269,6 +271,8 @@ class ChatClient:
         self.prices = prices if prices is not None else DEFAULT_PRICES.get(model, Prices())
         self.default_params = dict(default_params or {})
         self._secrets = (api_key,)
+        self.api_key_env = api_key_env
+        self._rejected: Optional[EndpointRejected] = None  # set by the first 401/403/404: stops every call
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._rng_lock = threading.Lock()
@@ -287,7 +291,7 @@ class ChatClient:
         """One call, retried as needed; raises RequestFailed when it fails for good."""
         outcome = self._run(ChatCall(messages=list(messages), key=key, params=params, validate=validate))
         if isinstance(outcome, RequestFailed):
-            raise outcome
+            raise self._rejected or outcome
         return outcome
 
     def chat_many(self, calls: Iterable[ChatCall]) -> Iterator[Union[Completion, RequestFailed]]:
@@ -295,7 +299,8 @@ class ChatClient:
 
         Calls are taken from the iterable lazily (at most 2 x concurrency waiting), so a generator
         of many calls is fine. Stopping the iteration early cancels the calls not yet started and
-        waits for those in flight (their results are dropped).
+        waits for those in flight (their results are dropped). EndpointRejected is raised, once, as
+        soon as the endpoint refuses the key or the model (see the module doc).
         """
         calls = iter(calls)
         pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="chat")
@@ -312,8 +317,17 @@ class ChatClient:
                 if not pending:
                     return
                 finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                if self._rejected is not None:  # the calls in flight still finish; nothing else is sent
+                    for future in pending:
+                        future.cancel()
+                    finished |= wait(pending)[0]
+                    pending = set()
                 for future in finished:
-                    yield future.result()
+                    outcome = None if future.cancelled() else future.result()
+                    if outcome is not None and not (self._rejected and isinstance(outcome, RequestFailed)):
+                        yield outcome
+                if self._rejected is not None:
+                    raise self._rejected
         finally:
             for future in pending:
                 future.cancel()
@@ -329,7 +343,7 @@ class ChatClient:
         with self._usage_lock:
             self.usage.calls += 1
         message = "no attempt made"
-        retryable = True
+        retryable = rejected = True
         attempt = 0
         try:
             messages = list(call.messages() if callable(call.messages) else call.messages)
@@ -337,6 +351,8 @@ class ChatClient:
             message, retryable = self._redact(f"cannot build the request: {type(e).__name__}: {e}"), False
             return self._failed(call, message, attempt, retryable)
         for attempt in range(1, self.max_attempts + 1):
+            if self._rejected is not None:  # another call found the key or the model refused: send nothing more
+                return self._failed(call, str(self._rejected), attempt - 1, False, log=False)
             with self._usage_lock:
                 self.usage.attempts += 1
                 self.usage.retries += attempt > 1
@@ -347,25 +363,45 @@ class ChatClient:
                     self.usage.succeeded += 1
                 return completion
             except _Retryable as e:
-                message = self._redact(str(e))
+                message, rejected = self._redact(str(e)), e.rejected
                 if attempt < self.max_attempts:
                     delay = self._delay(attempt, e.retry_after)
-                    logger.warning("call %s: attempt %d/%d failed (%s); retrying in %.1fs",
-                                   self._redact(repr(call.key)), attempt, self.max_attempts, message, delay)
+                    logger.warning("%s: attempt %d/%d failed (%s); retrying in %.1fs",
+                                   self._label(call), attempt, self.max_attempts, message, delay)
                     self._sleep(delay)
             except openai.APIStatusError as e:  # not retryable (400, 401, 403, 404, 422, ...)
                 message, retryable = self._redact(f"HTTP {e.status_code}: {_error_text(e)}"), False
+                if e.status_code in REJECTED_STATUS:
+                    self._reject(e.status_code, message)
+                    return self._failed(call, message, attempt, False, log=False)
                 break
             except Exception as e:  # an unexpected error (e.g. a bug in validate): report, never crash the pool
                 message, retryable = self._redact(f"{type(e).__name__}: {e}"), False
                 break
-        return self._failed(call, message, attempt, retryable)
+        return self._failed(call, message, attempt, retryable, rejected=retryable and rejected)
 
-    def _failed(self, call: ChatCall, message: str, attempts: int, retryable: bool) -> RequestFailed:
+    def _failed(self, call: ChatCall, message: str, attempts: int, retryable: bool, *, rejected: bool = False,
+                log: bool = True) -> RequestFailed:
         with self._usage_lock:
             self.usage.failed += 1
-        logger.error("call %s failed: %s", self._redact(repr(call.key)), message)
-        return RequestFailed(call.key, message, attempts=attempts, retryable=retryable)
+        if log:
+            logger.error("%s failed: %s", self._label(call), message)
+        return RequestFailed(call.key, message, attempts=attempts, retryable=retryable, rejected=rejected)
+
+    def _label(self, call: ChatCall) -> str:
+        return self._redact(call.label if call.label is not None else f"call {call.key!r}")
+
+    def _reject(self, status: int, message: str) -> None:
+        """Remember the first refusal; every call still to send fails without being sent."""
+        with self._usage_lock:
+            if self._rejected is not None:
+                return
+            where = self.base_url or "the OpenAI API"
+            hint = (f"check the key in ${self.api_key_env}" if status in (401, 403)
+                    else f"check --model {self.model!r} (and --base_url)")
+            self._rejected = EndpointRejected(
+                f"{where} answered {message}: {REJECTED_STATUS[status]}, so no request can succeed; stopped at once "
+                f"({hint})")
 
     def _attempt(self, call: ChatCall, messages: List[Message]) -> Completion:
         params = {**self.default_params, **call.params}
@@ -388,7 +424,7 @@ class ChatClient:
         try:
             completion.value = call.validate(completion)
         except MalformedResponse as e:
-            raise _Retryable(f"unusable reply: {e}") from None
+            raise _Retryable(f"unusable reply: {e}", rejected=True) from None
         return completion
 
     def _completion(self, call: ChatCall, response: Any) -> Completion:

@@ -58,6 +58,7 @@ TEXT_RULES = {
     "duplicate": "the same turns as an earlier record",
     "repeated_turn": "the same text twice in one dialogue",
 }
+WHOLE_FILE = "(whole file)"  # the id of a verdict on a file that could not be read at all
 NOTES = {"trailing_human_turn": "a human-role dialogue ends with an unanswered human turn (kept)"}
 
 # (keyword, pattern): the pattern is only tried on turns whose lower-cased text contains the
@@ -193,7 +194,7 @@ def filter_split(root: PathLike, raw: RawSplit, config: FilterConfig, output_roo
             try:
                 records = list(iter_dialogue_records(path))
             except DialogueError as e:
-                verdicts.append(Verdict(str(path), "(whole file)", [(e.reason, e.detail)]))
+                verdicts.append(Verdict(str(path), WHOLE_FILE, [(e.reason, e.detail)]))
                 continue
             for index, record in records:
                 verdict = _judge(record, index, path, dialogue_type, raw, rules, seen_ids, seen_texts)

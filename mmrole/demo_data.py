@@ -25,7 +25,6 @@ and shape (the demo's templated judge reads it).
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import shutil
@@ -36,6 +35,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from PIL import Image, ImageDraw
 
+from .cli import EXIT_UNUSABLE, EXIT_USAGE, ArgumentParser
 from .prompts import HYPOTHETICAL_SCRIPT, language_of
 from .raw_data import IN_DISTRIBUTION, OUT_OF_DISTRIBUTION, name_stem
 
@@ -455,8 +455,7 @@ def character(name: str) -> Optional[DemoCharacter]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mmrole.demo_data", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="python -m mmrole.demo_data", description=__doc__)
     parser.add_argument("--output_dir", required=True, help="the dataset root (profiles/, images/, dialogues/)")
     parser.add_argument("--seed", type=int, default=0, help="same seed, same files (default 0)")
     parser.add_argument("--dialogues", type=int, default=3,
@@ -465,9 +464,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         counts = write_dataset(args.output_dir, seed=args.seed, dialogues=args.dialogues, overwrite=args.overwrite)
-    except (FileExistsError, ValueError) as e:
+    except (ValueError, FileExistsError) as e:  # bad settings, or a dataset there (--overwrite): usage
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    except OSError as e:  # a write failed
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_UNUSABLE
     print(f"demo dataset: {counts['characters']} characters, {counts['images']} images, "
           f"{counts['dialogues']} dialogues -> {args.output_dir}")
     return 0

@@ -25,7 +25,6 @@ both are fine) and ends with the judge format `[Scores]: (A, B)`. The output fil
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import sys
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 from .demo_data import COLOURS, CHARACTERS, DemoImage, character, colour_word, read_manifest, remark, shape_word, join_sentences
+from .cli import EXIT_UNUSABLE, EXIT_USAGE, ArgumentParser
 from .metrics import METRIC_NAMES
 from .raw_data import IN_DISTRIBUTION, dialogue_samples, load_annotations, load_dialogues, load_split
 
@@ -182,8 +182,7 @@ def _dialogue_type(sample_id: str) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mmrole.demo_judge", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="python -m mmrole.demo_judge", description=__doc__)
     parser.add_argument("--data_root", required=True, help="the demo dataset (python -m mmrole.demo_data)")
     parser.add_argument("--train_file", required=True, help="train.json of data_prep/build_data.py on it")
     parser.add_argument("--output_dir", required=True, help="review files go here (the folder name = the reviewer)")
@@ -192,9 +191,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         counts = write_reviews(args.data_root, args.train_file, args.output_dir, samples=args.samples, seed=args.seed)
-    except (OSError, ValueError, KeyError) as e:
+    except OSError as e:  # the dataset or train file cannot be read, or a write failed
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_UNUSABLE
+    except (ValueError, KeyError) as e:  # not the demo's dataset, or bad settings
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
     total = sum(counts.values())
     print(f"templated judge: {total} samples x {len(METRIC_NAMES)} metrics reviewed -> {args.output_dir} "
           f"(candidates: {', '.join(f'{k} {v}' for k, v in sorted(counts.items()))})")

@@ -11,12 +11,12 @@ demo data does).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+from .cli import ArgumentParser
 from .demo_data import character
 from .results import SPLITS, input_files
 from .schema import REVIEW_KEY, load_json_list, score_pair_of
@@ -88,8 +88,7 @@ def report_text(summaries: Sequence[ModelSummary], report_dir) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mmrole.demo_summary", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="python -m mmrole.demo_summary", description=__doc__)
     parser.add_argument("--eval_dir", required=True, help="holds {in,out}-test_answers/ and {in,out}-test_reviews/")
     parser.add_argument("--report_dir", required=True, help="eval/report.py's --output_dir")
     parser.add_argument("--models", nargs="+", required=True)

@@ -10,7 +10,9 @@ character-related image the prompt also carries its annotation. Types (protocol 
   human-role  the human opens, `rounds` turns each;
   inter-role  a partner from the same script (seeded) opens, `rounds` turns each.
 A multi-turn reply must have 2 x rounds turns, give or take `rounds_tolerance` rounds (real
-dialogues vary in length too: the released ones have 4 to 26 turns, most 8 to 16).
+dialogues vary in length too: the released ones have 4 to 26 turns, most 8 to 16). A commentary
+must have the shape of the released ones too (COMMENTARY_SHAPE: at least 200 characters and 3
+sentences in English, 80 characters and 3 sentences in Chinese); a one-line reply is rejected.
 
 Output: the raw layout under OUT/dialogues/<split>/ with the data's ids
 (`<Name>_{comment|human-role-dialogue|role-role-dialogue}_{COCO|script}_<k>`; out-of-distribution:
@@ -22,8 +24,9 @@ files count as done; new ones are merged in, in id order. Every new record carri
 stamp (prompt version, model).
 
 Unusable inputs are reported with file and item and skipped; the rest goes on: a character without
-a profile, an annotated image without a file, an output file that exists but cannot be read (its
-items are not generated and the file is left as it is). Without annotations.json no character-related
+a profile, an annotated image without a file, an image that is not an image or is damaged (checked
+before any request: file, dialogue id and path are named), an output file that exists but cannot be
+read (its items are not generated and the file is left as it is). Without annotations.json no character-related
 image is known (they are found through their annotations), so only COCO dialogues are made.
 Requests are built as they are sent: the image is read and base64-encoded only for a dialogue not
 done yet, and only while its request is in flight.
@@ -43,17 +46,24 @@ from .data_filter import FilterConfig, TextRules
 from .gen_prompts import (
     COMMENT_QUESTIONS, DIALOGUE_SYSTEM, comment_prompt, human_role_prompt, inter_role_prompt, parse_json_reply,
 )
-from .generation_runner import (GenJob, RunSummary, generator_stamp, open_journal, run_jobs, skipped_lines,
-                                write_json_file)
+from .generation_runner import (GenJob, RunSummary, generator_stamp, open_journal, rejected_before, result_of,
+                                run_jobs, skipped_lines, write_json_file)
 from .prompts import HUMAN_SPEAKER
 from .raw_data import (
     DIALOGUE_TYPES, ID_MARKERS, OUT_OF_DISTRIBUTION, Annotations, Character, DialogueError, RawSplit, Skip,
     dialogue_files, iter_dialogue_records, load_annotations, load_split, name_stem, parse_dialogue,
 )
+from .schema import image_file_problem
 
 PathLike = Union[str, os.PathLike]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 _K = re.compile(r"_(\d+)$")
+# A commentary's least length (characters) and sentences, per language. The released commentaries have
+# 241-2654 characters and 2-47 sentences in English (the one with 2 is a model's refusal to look at the
+# image), 101-595 characters and 3-21 sentences in Chinese; the upper bounds are the filter's turn_length.
+COMMENTARY_SHAPE = {"English": (200, 3), "Chinese": (80, 3)}
+# A sentence ends with Chinese end punctuation, or with English punctuation before a space or the end.
+_SENTENCE_END = re.compile(r"[。！？]+[”’」』）]*|(?:[.!?]+|…)[\"'”’)]*(?=\s|$)")
 
 
 @dataclass
@@ -71,6 +81,7 @@ class DialogueOptions:
     seed: int = 42
     max_items: Optional[int] = None
     progress: bool = True
+    retry_rejected: bool = False  # ask again for dialogues whose replies were all rejected in an earlier run
 
 
 @dataclass
@@ -95,10 +106,20 @@ class DialogueReport:
     skipped: List[str] = field(default_factory=list)  # "file: item: why"
     summary: RunSummary = field(default_factory=RunSummary)
     written: Dict[str, int] = field(default_factory=dict)  # output file -> records
+    unreadable_outputs: List[str] = field(default_factory=list)  # output files that exist but cannot be read
 
     @property
     def failed(self) -> int:
         return len(self.summary.failed)
+
+    @property
+    def not_done(self) -> int:
+        """Dialogues not made: failed, rejected (now or before) or skipped for their input."""
+        return self.summary.not_done + len(self.skipped)
+
+    @property
+    def unusable(self) -> bool:
+        return bool(self.unreadable_outputs)
 
     def lines(self) -> List[str]:
         out = self.summary.lines("dialogues") + skipped_lines(self.skipped)
@@ -238,7 +259,11 @@ def _conversations(item: Planned, completion: Completion) -> List[dict]:
     if completion.finish_reason == "length":
         raise MalformedResponse("cut by the token limit")
     if item.type == "comment":
-        return [{"from": HUMAN_SPEAKER, "value": item.question}, {"role": item.owner.name, "value": completion.text.strip()}]
+        text = completion.text.strip()
+        problem = commentary_shape_problem(text, item.owner.language)
+        if problem:
+            raise MalformedResponse(problem)
+        return [{"from": HUMAN_SPEAKER, "value": item.question}, {"role": item.owner.name, "value": text}]
     turns = parse_json_reply(completion.text)
     if not isinstance(turns, list) or not all(isinstance(t, dict) for t in turns):
         raise MalformedResponse("expected a JSON list of {role, value} turns")
@@ -249,6 +274,18 @@ def _conversations(item: Planned, completion: Completion) -> List[dict]:
             speaker = HUMAN_SPEAKER
         conversations.append({"role": speaker, "value": str(turn.get("value", "")).strip()})
     return conversations
+
+
+def commentary_shape_problem(text: str, language: str) -> Optional[str]:
+    """Why a commentary reply is not shaped like the released ones (COMMENTARY_SHAPE), or None."""
+    least_chars, least_sentences = COMMENTARY_SHAPE[language]
+    ends = list(_SENTENCE_END.finditer(text))
+    sentences = len(ends) + (1 if text and (not ends or ends[-1].end() < len(text.rstrip())) else 0)
+    if len(text) < least_chars:
+        return f"commentary too short: {len(text)} characters, at least {least_chars} expected"
+    if sentences < least_sentences:
+        return f"commentary of {sentences} sentence(s), at least {least_sentences} expected"
+    return None
 
 
 def turn_bounds(rounds: int, tolerance: int) -> Tuple[int, int]:
@@ -314,6 +351,7 @@ def generate_dialogues(client: ChatClient, options: DialogueOptions, log: Callab
     report.skipped += _annotation_notes(annotations, annotation_skips)
     out_root = Path(options.output_dir or options.data_root)
     existing, unreadable = _existing([p for t in options.types for p in dialogue_files(out_root, options.split, t)])
+    report.unreadable_outputs = [f"{path}: {why}" for path, why in unreadable.items()]
     existing_ids = {r.get("id") for records in existing.values() for r in records if isinstance(r, dict)}
     report.planned = plan_dialogues(options, raw, annotations, existing_ids, report, unreadable)
     default = FilterConfig()
@@ -323,19 +361,35 @@ def generate_dialogues(client: ChatClient, options: DialogueOptions, log: Callab
             f"(filter_dialogues' default is {default_low} {default_high})")
     rules = TextRules(default.with_multi_turn_bounds(low, high), raw)
     journal = open_journal(out_root, f"gen_dialogues.{options.split}")
-    items = report.planned
+    items = _with_usable_images(report.planned, journal, report, options.retry_rejected)
     jobs = [_job(item, raw, rules, options.rounds) for item in items]  # cheap: calls are built when sent
     report.summary = run_jobs(client, jobs, journal, max_items=options.max_items, progress=options.progress,
-                              desc="dialogues", log=log)
+                              desc="dialogues", log=log, retry_rejected=options.retry_rejected)
     _write(items, journal, existing, raw, report)
     return report
+
+
+def _with_usable_images(items: Sequence[Planned], journal, report: DialogueReport, retry_rejected: bool) -> List[Planned]:
+    """The planned dialogues whose image can be sent: each image still to send is decoded first (before any
+    request), and one that is not an image or is damaged is reported with file, dialogue id and path."""
+    kept, verdicts = [], {}
+    for item in items:
+        will_send = result_of(journal, item.id) is None and (retry_rejected or rejected_before(journal, item.id) is None)
+        if will_send:
+            if item.file not in verdicts:
+                verdicts[item.file] = image_file_problem(item.file)
+            if verdicts[item.file]:
+                report.skipped.append(f"{item.output}: {item.id}: {verdicts[item.file]}: {item.file}")
+                continue
+        kept.append(item)
+    return kept
 
 
 def _write(items: Sequence[Planned], journal, existing: Dict[Path, List[dict]], raw: RawSplit,
            report: DialogueReport) -> None:
     new: Dict[Path, List[dict]] = {}
     for item in items:
-        record = journal.get((item.id,))
+        record = result_of(journal, item.id)
         if record is not None:
             new.setdefault(item.output, []).append({**record["value"], "generator": generator_stamp(record["model"])})
     rank = {c.stem: i for i, c in enumerate(raw.characters.values())}

@@ -2,10 +2,19 @@
 with a journal (resume), and the record of which prompts and model made an output.
 
 A job is one chat call whose validated value is kept; its call (prompt, base64 image) is built only
-when the job is sent. `run_jobs` skips jobs already in the journal, sends the rest `concurrency` at a time, appends each finished value to the journal the
-moment it arrives (a kill loses only the calls in flight), and reports failures per job without
-ever writing them as data: a rerun retries them. Outputs are then written from the journal, in a
-fixed order, so an interrupted-then-resumed run writes the same files as an uninterrupted one.
+when the job is sent. `run_jobs` skips jobs already in the journal, sends the rest `concurrency` at a
+time, appends each finished value to the journal the moment it arrives (a kill loses only the calls in
+flight), and reports failures per job without ever writing them as data. A failure of the endpoint
+(API errors after the retries) is retried by the next run. A job whose replies were all rejected (not
+the requested format, wrong language, a cut or too short text...) is recorded in the journal as
+rejected and not asked again (each ask is paid) unless the run is given retry_rejected
+(--retry_rejected); it is listed as not done either way. Outputs are then written from the journal,
+in a fixed order, so an interrupted-then-resumed run writes the same files as an uninterrupted one.
+
+Exit status of the generators (mmrole.cli): 0 every item made; 1 a file the run depends on or the
+output folder could not be used (or an existing output file could not be read); 2 usage error (no
+API key, the endpoint refused the key or the model, bad flags); 3 items not made (failed, rejected or
+skipped, each listed).
 """
 
 from __future__ import annotations
@@ -18,13 +27,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
-from .client import ChatCall, ChatClient, Prices, RequestFailed
+from .cli import (
+    EXIT_INCOMPLETE, EXIT_OK, EXIT_UNUSABLE, EXIT_USAGE, WRITE_ERRNOS, float_above, folder_error_text, int_at_least, redact_keys,
+    worst_status, write_error_message,
+)
+from .client import ChatCall, ChatClient, EndpointRejected, Prices, RequestFailed
 from .gen_prompts import PROMPT_VERSION
 from .jobs import progress_bar
-from .store import Journal, atomic_write_text
+from .store import CorruptJournal, FolderBusy, Journal, atomic_write_text, claim_output_folder
 
 PathLike = Union[str, os.PathLike]
 JOURNAL_DIR = ".generation"  # beside profiles/ and dialogues/ in the output folder
+REJECTED = "rejected"  # the status of a journal entry whose replies were all turned down
 
 
 @dataclass
@@ -39,13 +53,26 @@ class RunSummary:
     planned: int = 0
     already_done: int = 0
     finished: int = 0
-    failed: List[str] = field(default_factory=list)  # "where: message" per failed job
+    failed: List[str] = field(default_factory=list)  # "where: message" per failed (or rejected) job
+    rejected_before: List[str] = field(default_factory=list)  # rejected in an earlier run, not asked again
     stopped_early: bool = False
+
+    @property
+    def not_started(self) -> int:
+        """Jobs left for a later run (--max_items stopped this one)."""
+        return max(0, self.planned - self.already_done - self.finished - len(self.failed) - len(self.rejected_before))
+
+    @property
+    def not_done(self) -> int:
+        return len(self.failed) + len(self.rejected_before) + self.not_started
 
     def lines(self, what: str) -> List[str]:
         out = [f"{what}: {self.planned} planned, {self.already_done} already done, {self.finished} generated now, "
-               f"{len(self.failed)} failed" + (" (stopped at --max_items)" if self.stopped_early else "")]
+               f"{len(self.failed)} failed" + (f", {len(self.rejected_before)} rejected earlier (not asked again: "
+                                               "--retry_rejected)" if self.rejected_before else "")
+               + (" (stopped at --max_items)" if self.stopped_early else "")]
         out += [f"  failed: {f}" for f in self.failed]
+        out += [f"  rejected earlier: {f}" for f in self.rejected_before]
         return out
 
 
@@ -63,11 +90,36 @@ def open_journal(output_dir: PathLike, name: str) -> Journal:
     return Journal(Path(output_dir) / JOURNAL_DIR / f"{name}.journal.jsonl", key_fields=("key",))
 
 
+def result_of(journal: Journal, key: str) -> Optional[dict]:
+    """The journal entry of a job that produced a value (None: not done, or rejected)."""
+    record = journal.get((key,))
+    return record if record is not None and "value" in record else None
+
+
+def record_rejection(journal: Journal, key: str, failure: RequestFailed) -> None:
+    journal.append({"key": key, "status": REJECTED, "reason": failure.message, "attempts": failure.attempts})
+
+
+def rejected_before(journal: Journal, key: str) -> Optional[str]:
+    """Why a job's replies were rejected in an earlier run (None: it was not)."""
+    record = journal.get((key,))
+    return record.get("reason", "rejected") if record is not None and record.get("status") == REJECTED else None
+
+
 def run_jobs(client: ChatClient, jobs: Sequence[GenJob], journal: Journal, *, max_items: Optional[int] = None,
-             progress: bool = True, desc: str = "generating", log: Callable[[str], None] = print) -> RunSummary:
+             progress: bool = True, desc: str = "generating", log: Callable[[str], None] = print,
+             retry_rejected: bool = False) -> RunSummary:
     summary = RunSummary(planned=len(jobs))
-    pending = [job for job in jobs if not journal.done((job.key,))]
-    summary.already_done = len(jobs) - len(pending)
+    pending = []
+    for job in jobs:
+        if result_of(journal, job.key) is not None:
+            continue
+        reason = rejected_before(journal, job.key)
+        if reason is not None and not retry_rejected:
+            summary.rejected_before.append(f"{job.where}: {reason}")
+            continue
+        pending.append(job)
+    summary.already_done = len(jobs) - len(pending) - len(summary.rejected_before)
     if not pending or max_items == 0:
         summary.stopped_early = bool(pending)
         return summary
@@ -81,6 +133,8 @@ def run_jobs(client: ChatClient, jobs: Sequence[GenJob], journal: Journal, *, ma
                 if isinstance(outcome, RequestFailed):
                     summary.failed.append(f"{job.where}: {outcome}")
                     log(f"failed: {job.where}: {outcome}")
+                    if outcome.rejected:  # every reply was turned down: not asked again unless --retry_rejected
+                        record_rejection(journal, job.key, outcome)
                     continue
                 journal.append({"key": job.key, "value": outcome.value, **generator_stamp(outcome.model),
                                 "prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens})
@@ -106,17 +160,20 @@ def add_client_arguments(parser: argparse.ArgumentParser, *, default_max_tokens:
     group.add_argument("--base_url", default=None, help="endpoint (default: $OPENAI_BASE_URL, else OpenAI)")
     group.add_argument("--api_key_env", default="OPENAI_API_KEY",
                        help="environment variable holding the API key (default OPENAI_API_KEY; never pass the key)")
-    group.add_argument("--concurrency", type=int, default=4, help="requests in flight (default 4)")
-    group.add_argument("--max_attempts", type=int, default=5,
+    group.add_argument("--concurrency", type=int_at_least(1), default=4, help="requests in flight (default 4)")
+    group.add_argument("--max_attempts", type=int_at_least(1), default=5,
                        help="attempts per request, retrying 429/5xx/timeouts/malformed replies (default 5)")
-    group.add_argument("--timeout", type=float, default=120.0, help="seconds per attempt (default 120)")
+    group.add_argument("--timeout", type=float_above(0), default=120.0, help="seconds per attempt (default 120)")
     group.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (default 0.8)")
-    group.add_argument("--max_tokens", type=int, default=default_max_tokens,
+    group.add_argument("--max_tokens", type=int_at_least(1), default=default_max_tokens,
                        help=f"completion token limit per request (default {default_max_tokens})")
     group.add_argument("--price_input", type=float, default=None, help="USD per million prompt tokens (cost report)")
     group.add_argument("--price_output", type=float, default=None, help="USD per million completion tokens")
-    parser.add_argument("--max_items", type=int, default=None,
+    parser.add_argument("--max_items", type=int_at_least(0), default=None,
                         help="stop after this many newly generated items (a trial run; a rerun continues)")
+    parser.add_argument("--retry_rejected", action="store_true",
+                        help="ask again for items whose replies were all rejected in an earlier run (by default they "
+                             "are listed as not done and not paid for again)")
     parser.add_argument("--no_progress", action="store_true", help="no progress bars")
 
 
@@ -130,17 +187,51 @@ def client_from_args(args: argparse.Namespace) -> ChatClient:
 
 
 def run_generator_cli(args: argparse.Namespace, generate: Callable[[ChatClient], Any]) -> int:
-    """Make the client, run generate(client) -> report (with .lines() and .failed), print the
-    report and the token/cost summary. Exit code 1 when anything failed or could not start."""
-    from .raw_data import DialogueError, RawDataError
-
+    """Make the client, claim the output folder (writable, locked, cleared of temporary files of killed
+    writes), run generate(client) -> report (with .lines(), .failed, .not_done and .unusable), print
+    the report and the token/cost summary. Returns the exit status (see the module doc)."""
+    out_root = Path(args.output_dir or args.data_root)
     try:
         client = client_from_args(args)
-        report = generate(client)
-    except (ValueError, OSError, RawDataError, DialogueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    except ValueError as e:  # no API key, no model
+        return _error(e, EXIT_USAGE)
+    try:
+        folder = claim_output_folder(out_root, [(out_root / JOURNAL_DIR, False), (out_root / "profiles" / args.split, True),
+                                                (out_root / "dialogues" / args.split, True)])
+    except (FolderBusy, OSError) as e:
+        return _error(f"output folder {out_root}: {folder_error_text(e)}", EXIT_UNUSABLE)
+    for note in folder.notes:
+        print(note, file=sys.stderr)
+    try:
+        report = _generate(client, generate)
+    finally:
+        folder.release()
+        client.close()
+    if isinstance(report, int):
+        return report
     for line in report.lines():
         print(line)
     print(client.usage.summary())
-    return 1 if report.failed else 0
+    return worst_status(EXIT_UNUSABLE if report.unusable else EXIT_OK, EXIT_INCOMPLETE if report.not_done else EXIT_OK)
+
+
+def _generate(client: ChatClient, generate: Callable[[ChatClient], Any]):
+    """generate(client), or the exit status of the one-line error that stopped it."""
+    from .raw_data import DialogueError, RawDataError
+
+    try:
+        return generate(client)
+    except EndpointRejected as e:
+        print(f"API usage: {client.usage.summary()}", file=sys.stderr)
+        return _error(e, EXIT_USAGE)
+    except (CorruptJournal, RawDataError, DialogueError) as e:
+        return _error(e, EXIT_UNUSABLE)
+    except OSError as e:
+        return _error(write_error_message(e) if e.errno in WRITE_ERRNOS else e, EXIT_UNUSABLE)
+    except ValueError as e:  # settings that cannot work together (e.g. out-of-distribution counts)
+        return _error(e, EXIT_USAGE)
+
+
+def _error(message: Any, status: int) -> int:
+    print(f"error: {redact_keys(str(message))}", file=sys.stderr)
+    return status

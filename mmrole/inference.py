@@ -19,7 +19,7 @@ from .jobs import (
     ERROR_STATUS,
     FileSummary,
     already_finished,
-    missing_image_problems,
+    image_problems,
     open_result_journal,
     run_requests,
     write_samples_json,
@@ -66,8 +66,8 @@ def answer_file(
     except SchemaError as e:
         summary.skipped.append(Problem.unusable_file(e))
         return summary
-    samples, missing = missing_image_problems(samples, image_dir, input_path)
-    summary.samples, summary.skipped = len(records), problems + missing
+    samples, unusable_images = image_problems(samples, image_dir, input_path)
+    summary.samples, summary.skipped = len(records), problems + unusable_images
     requests = [answer_request(s, image_dir) for s in samples]
     journal = open_result_journal(output_path, ("id",), backend, params, requests, summary, redo_stale)
     if journal is None:
@@ -90,9 +90,9 @@ def answer_file(
             answers[sample.id] = entry
         else:
             summary.failed.append(Problem(str(input_path), sample.id, f"no answer: {entry.get('error', 'not run')}"))
-    answer_of = {sample_id: entry["answer"] for sample_id, entry in answers.items()}
-    write_samples_json(output_path, [_with_answer(r, answer_of.get(r.get("id")) if isinstance(r, dict) else None)
-                                     for r in records])
+    # By position, never by id: a second record with the same id must not get the first one's answer.
+    answer_at = {sample.index: answers[sample.id]["answer"] for sample in samples if sample.id in answers}
+    write_samples_json(output_path, [_with_answer(record, answer_at.get(index)) for index, record in enumerate(records)])
     summary.done = len(answers)
     _note_answers(summary, list(answers.values()))
     return summary

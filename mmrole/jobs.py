@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Hashable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .backends.base import Backend, BackendError, ChatRequest, ChatResult, GenerationParams
-from .schema import Problem, TestSample
-from .store import Journal, atomic_write_text
+from .cli import EXIT_INCOMPLETE, EXIT_OK, EXIT_UNUSABLE, worst_status
+from .schema import Problem, TestSample, image_file_problem
+from .store import CorruptJournal, Journal, atomic_write_text
 
 PathLike = Union[str, os.PathLike]
 JOURNAL_SUFFIX = ".journal.jsonl"  # not *.json: RM_result and review read every *.json in a folder
@@ -120,10 +121,14 @@ def open_result_journal(
     requests: Sequence[ChatRequest], summary: "FileSummary", redo_stale: bool,
 ) -> Optional[ResultJournal]:
     """The ResultJournal of an output file for these requests (keyed by request.key), or None when it holds
-    results of other settings and redo_stale is off: then the refusal is in summary.skipped; otherwise
-    the journal's notes are in summary.notes."""
-    journal = ResultJournal(journal_path(output_path), key_fields, run_settings(backend, params),
-                            {r.key: backend.request_digest(r) for r in requests})
+    results of other settings and redo_stale is off, or a damaged line: then the refusal is in
+    summary.skipped; otherwise the journal's notes are in summary.notes."""
+    try:
+        journal = ResultJournal(journal_path(output_path), key_fields, run_settings(backend, params),
+                                {r.key: backend.request_digest(r) for r in requests})
+    except CorruptJournal as e:
+        summary.skipped.append(Problem(e.path, "*", e.reason, whole_file=True))
+        return None
     refusal = journal.refusal()
     if refusal and not redo_stale:
         summary.skipped.append(refusal)
@@ -150,16 +155,22 @@ def already_finished(output_path: PathLike) -> bool:
     return Path(output_path).exists() and not journal_path(output_path).exists()
 
 
-def missing_image_problems(
+def image_problems(
     samples: Sequence[TestSample], image_dir: PathLike, path: PathLike
 ) -> Tuple[List[TestSample], List[Problem]]:
-    """Split samples into those whose image exists and a Problem for each missing image."""
+    """Split samples into those whose image can be shown to a model and a Problem (file, sample id, image
+    path) for each image that is missing, unreadable, not an image or damaged (schema.image_file_problem):
+    checked before any request is sent, each image file once."""
     kept, problems = [], []
+    verdicts: Dict[str, Optional[str]] = {}
     for sample in samples:
-        if os.path.isfile(sample.image_path(image_dir)):
+        image = sample.image_path(image_dir)
+        if image not in verdicts:
+            verdicts[image] = image_file_problem(image)
+        if verdicts[image] is None:
             kept.append(sample)
         else:
-            problems.append(Problem(str(path), sample.id, f"image not found: {sample.image_path(image_dir)}"))
+            problems.append(Problem(str(path), sample.id, f"{verdicts[image]}: {image}"))
     return kept, problems
 
 
@@ -196,7 +207,7 @@ class FileSummary:
     output_path: str
     samples: int = 0
     done: int = 0
-    skipped: List[Problem] = field(default_factory=list)  # bad input, reported and skipped
+    skipped: List[Problem] = field(default_factory=list)  # bad input, reported and skipped (and deliberate skips)
     failed: List[Problem] = field(default_factory=list)  # backend errors, parse failures
     notes: List[str] = field(default_factory=list)
 
@@ -205,6 +216,16 @@ class FileSummary:
         """The file could not be worked on at all (see Problem.whole_file)."""
         return any(problem.whole_file for problem in self.skipped)
 
+    @property
+    def status(self) -> int:
+        """Exit status for this file (mmrole.cli): 1 unusable, 3 items not done (bad input skipped or
+        failed; deliberate skips such as empty answers do not count), else 0."""
+        if self.unusable:
+            return EXIT_UNUSABLE
+        if self.failed or any(not problem.deliberate for problem in self.skipped):
+            return EXIT_INCOMPLETE
+        return EXIT_OK
+
     def print(self, stream=None) -> None:
         from .schema import print_problems
 
@@ -212,7 +233,8 @@ class FileSummary:
         print(f"{self.input_path} -> {self.output_path}: {self.done}/{self.samples} samples done", file=stream)
         for note in self.notes:
             print(f"  {note}", file=stream)
-        print_problems(self.skipped, "  skipped", stream)
+        print_problems([p for p in self.skipped if not p.deliberate], "  skipped", stream)
+        print_problems([p for p in self.skipped if p.deliberate], "  left out (as the original)", stream)
         print_problems(self.failed, "  failed", stream)
 
 
@@ -221,11 +243,16 @@ def print_summaries(summaries: Sequence[FileSummary], stream=None) -> None:
     print("=== summary ===", file=stream)
     for summary in summaries:
         summary.print(stream)
-    skipped = sum(len(s.skipped) for s in summaries)
+    skipped = sum(not p.deliberate for s in summaries for p in s.skipped)
+    left_out = sum(p.deliberate for s in summaries for p in s.skipped)
     failed = sum(len(s.failed) for s in summaries)
     unusable = sum(s.unusable for s in summaries)
     print(f"total: {sum(s.done for s in summaries)} samples done, {skipped} skipped, {failed} failed"
+          + (f", {left_out} left out as the original" if left_out else "")
           + (f"; {unusable} file(s) not processed" if unusable else ""), file=stream)
+    if worst_status(*(s.status for s in summaries)) == EXIT_INCOMPLETE:
+        print("not everything was done (exit status 3): a rerun redoes the failed items; fix the skipped inputs "
+              "first", file=stream)
 
 
 def seeded(params: GenerationParams, seed: Optional[int]) -> GenerationParams:

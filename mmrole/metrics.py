@@ -32,6 +32,10 @@ for _m in METRICS:
     DIMENSIONS[_m.dimension] += (_m.name,)
 
 SCORE_MARKER = "[Scores]:"
+# The judge prompt asks for scores from 1 to 10; the published reviews also hold 16 scores of 0 (given to
+# evaluated answers, and counted in the published results), so 0 is accepted and anything outside 0..10
+# (a negative score, 85 for 8.5) is not a score.
+SCORE_RANGE = (0.0, 10.0)
 
 
 class ScorePair(tuple):
@@ -78,6 +82,15 @@ def parse_score_pair(review: str) -> Optional[ScorePair]:
         except ValueError:
             return None
     return ScorePair(scores[0], scores[1])
+
+
+def score_pair_problem(pair: Sequence[float]) -> Optional[str]:
+    """Why a parsed (evaluated, ground truth) pair cannot be scored, or None: a score outside SCORE_RANGE."""
+    low, high = SCORE_RANGE
+    outside = [value for value in pair if not low <= value <= high]
+    if outside:
+        return f"score {outside[0]:g} outside {low:g}..{high:g}"
+    return None
 
 
 def score_ratio(pair: Sequence[float]) -> Optional[float]:

@@ -35,8 +35,8 @@ from .gen_prompts import (
     DETAILED_FIELDS, GENERATOR_SYSTEM, META_FIELDS, condensed_profile_prompt, detailed_profile_prompt,
     hypothetical_people_prompt, meta_source_text, parse_json_reply,
 )
-from .generation_runner import (GenJob, RunSummary, generator_stamp, open_journal, run_jobs, skipped_lines,
-                                write_json_file)
+from .generation_runner import (GenJob, RunSummary, generator_stamp, open_journal, record_rejection, rejected_before,
+                                result_of, run_jobs, skipped_lines, write_json_file)
 from .jobs import progress_bar
 from .prompts import HYPOTHETICAL_SCRIPT, language_of
 from .raw_data import DialogueError, name_stem, read_json, read_required_json, read_roles
@@ -56,6 +56,7 @@ class ProfileOptions:
     overwrite: bool = False
     max_items: Optional[int] = None
     progress: bool = True
+    retry_rejected: bool = False  # ask again for items whose replies were all rejected in an earlier run
 
 
 @dataclass
@@ -67,6 +68,13 @@ class ProfileReport:
     @property
     def failed(self) -> int:
         return sum(len(s.failed) for s in self.stages.values())
+
+    @property
+    def not_done(self) -> int:
+        """Items not made: failed, rejected (now or before) or skipped for their input."""
+        return sum(s.not_done for s in self.stages.values()) + len(self.skipped)
+
+    unusable = False  # a file the whole run depends on stops it instead (RawDataError)
 
     def lines(self) -> List[str]:
         out = [f"new hypothetical people: {len(self.new_people)}"] if self.new_people else []
@@ -98,7 +106,7 @@ def _job(key: str, prompt: str, validate, where: str) -> GenJob:
 def _finished(jobs: Sequence[GenJob], journal) -> Iterator[Tuple[str, dict]]:
     """(character name, journal record) of each job of a stage that has a result."""
     for job in jobs:
-        record = journal.get((job.key,))
+        record = result_of(journal, job.key)
         if record is not None:
             yield job.key.split("/", 1)[1], record
 
@@ -239,25 +247,32 @@ def _hypothetical_people(client, options, roles, journal, report, log) -> List[s
     with progress_bar(batches, "hypothetical people", options.progress, unit="call") as bar:
         for batch, key in enumerate(keys):
             bar.update(1)
-            if journal.done((key,)):
+            if result_of(journal, key) is not None:
                 summary.already_done += 1
                 continue
             count = min(options.hypothetical_batch, options.num_hypothetical - batch * options.hypothetical_batch)
+            where = f"{paths.target / 'meta_info_hypo'}: batch {batch} ({count} people)"
+            if rejected_before(journal, key) is not None and not options.retry_rejected:
+                summary.rejected_before.append(f"{where}: {rejected_before(journal, key)}")
+                continue
             known = [n for names in roles.values() for n in names]
-            known += [p["name"] for other in keys if journal.done((other,)) for p in journal.get((other,))["value"]]
+            known += [p["name"] for other in keys if result_of(journal, other) for p in journal.get((other,))["value"]]
             taken = list(dict.fromkeys(known))
             try:
                 done = client.chat([system_message(GENERATOR_SYSTEM), user_message(hypothetical_people_prompt(count, taken))],
                                    key=key, validate=_people_validator(count, taken))
             except RequestFailed as e:
-                summary.failed.append(f"{paths.target / 'meta_info_hypo'}: batch {batch} ({count} people): {e}")
-                log(f"failed: hypothetical people, batch {batch}: {e}; rerun to retry it")
+                summary.failed.append(f"{where}: {e}")
+                if e.rejected:
+                    record_rejection(journal, key, e)
+                log(f"failed: hypothetical people, batch {batch}: {e}"
+                    + ("; --retry_rejected asks again" if e.rejected else "; rerun to retry it"))
                 continue
             journal.append({"key": key, "value": done.value, **generator_stamp(done.model)})
             summary.finished += 1
     people = []
     for key in keys:
-        record = journal.get((key,))
+        record = result_of(journal, key)
         if record is None:
             continue
         for person in record["value"]:
@@ -296,7 +311,7 @@ def _detailed_stage(client, options, paths, names, script_of, journal, report, l
     jobs = []
     for name in names:
         key = f"detailed/{name}"
-        if paths.detailed(name).is_file() and not options.overwrite and not journal.done((key,)):
+        if paths.detailed(name).is_file() and not options.overwrite and result_of(journal, key) is None:
             continue
         source, text, problem = _read_source(paths, name, script_of[name])
         if problem or not text.strip():
@@ -306,7 +321,7 @@ def _detailed_stage(client, options, paths, names, script_of, journal, report, l
         prompt = detailed_profile_prompt(name, script_of[name], language, text)
         jobs.append(_job(key, prompt, detailed_validator(language), f"{paths.detailed(name)}: {name}"))
     summary = run_jobs(client, jobs, journal, max_items=options.max_items, progress=options.progress,
-                       desc="detailed profiles", log=log)
+                       desc="detailed profiles", log=log, retry_rejected=options.retry_rejected)
     report.stages["detailed profiles"] = summary
     for name, record in _finished(jobs, journal):
         write_json_file(paths.detailed(name), {**record["value"], "generator": generator_stamp(record["model"])})
@@ -330,7 +345,7 @@ def _condensed_stage(client, options, paths, names, script_of, profile_maps, jou
     jobs = []
     for name in names:
         key = f"condensed/{name}"
-        if name in profiles and not options.overwrite and not journal.done((key,)):
+        if name in profiles and not options.overwrite and result_of(journal, key) is None:
             continue
         if not paths.detailed(name).is_file():
             report.skipped.append(f"{paths.detailed(name)}: {name}: no detailed profile, no condensed profile")
@@ -344,7 +359,7 @@ def _condensed_stage(client, options, paths, names, script_of, profile_maps, jou
         jobs.append(_job(key, prompt, condensed_validator(language), f"{profiles_path}: {name}"))
     budget = None if options.max_items is None else max(0, options.max_items - report.stages["detailed profiles"].finished)
     summary = run_jobs(client, jobs, journal, max_items=budget, progress=options.progress,
-                       desc="condensed profiles", log=log)
+                       desc="condensed profiles", log=log, retry_rejected=options.retry_rejected)
     report.stages["condensed profiles"] = summary
     for name, record in _finished(jobs, journal):
         profiles[name] = record["value"]

@@ -4,6 +4,12 @@ Per reviews file, RM_result writes `count,<eight metric names>` and one row: the
 reviewed samples and, per metric, the mean ratio evaluated / ground truth (`metrics.mean_ratios`),
 byte-identical to the published CSVs (csv module defaults: CRLF, floats as repr).
 
+A result never passes for complete when it is not: a file with reviews that are missing or failed
+(no review, no score pair, a score outside 0..10, a duplicate sample id; not the original's deliberate
+skip of empty answers) gets one more column, `missing_reviews` (how many sample x metric reviews are
+not in the means), and Table 5 rows built from such files (or from scores that are nan) carry an
+`incomplete` column naming them. Complete files keep the published format exactly.
+
 Table 5 combines the per-file CSVs of a model. Measured on the published CSVs (see
 tests/test_eval_report.py), the paper's numbers are reproduced in every cell by
 `paper` aggregation: a split's score is the plain mean of its three dialogue-type files, and the
@@ -18,7 +24,7 @@ import csv
 import io
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -39,12 +45,26 @@ AGGREGATIONS = ("paper", "samples")
 # --- RM_result: one reviews file -> one CSV ------------------------------------------------------
 
 
+MISSING_COLUMN = "missing_reviews"  # present only in the CSV of an incomplete file
+
+
 @dataclass
 class FileResult:
     count: int
     scores: Scores
     problems: List[Problem] = field(default_factory=list)
     name: str = ""
+    missing_reviews: int = 0  # sample x metric reviews not in the means (deliberate skips aside)
+
+    @property
+    def complete(self) -> bool:
+        return self.missing_reviews == 0 and all(not math.isnan(value) for value in self.scores.values())
+
+    def incompleteness(self) -> str:
+        """What is missing, for messages ("" when complete)."""
+        if self.missing_reviews:
+            return f"{self.missing_reviews} review(s) missing or failed"
+        return "" if self.complete else "no score for some metric (nan)"
 
 
 def score_reviews_file(path: PathLike, *, strict: bool = False) -> FileResult:
@@ -64,15 +84,19 @@ def score_reviews_file(path: PathLike, *, strict: bool = False) -> FileResult:
         per_sample.append({m: (pair if pair is not None else ((0.0, 1.0) if strict else None))
                            for m, pair in sample.scores.items()})
     count, scores = mean_ratios(per_sample)
-    return FileResult(count, scores, problems, name=Path(path).stem)
+    # A whole record without its reviews misses all eight; a failed review one.
+    missing = sum(1 if p.metric else len(METRIC_NAMES) for p in problems if not p.deliberate)
+    return FileResult(count, scores, problems, name=Path(path).stem, missing_reviews=missing)
 
 
-def result_csv_text(count: int, scores: Mapping[str, float]) -> str:
-    """The published CSV format: csv module defaults (CRLF), floats as Python repr."""
+def result_csv_text(count: int, scores: Mapping[str, float], missing_reviews: int = 0) -> str:
+    """The published CSV format: csv module defaults (CRLF), floats as Python repr; an incomplete
+    file's CSV has the `missing_reviews` column too."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["count", *METRIC_NAMES])
-    writer.writerow([count, *(scores[name] for name in METRIC_NAMES)])
+    extra = [MISSING_COLUMN] if missing_reviews else []
+    writer.writerow(["count", *METRIC_NAMES, *extra])
+    writer.writerow([count, *(scores[name] for name in METRIC_NAMES), *([missing_reviews] if extra else [])])
     return buffer.getvalue()
 
 
@@ -83,14 +107,16 @@ def read_result_csv(path: PathLike) -> FileResult:
         rows = list(csv.reader(path.open(encoding="utf-8", newline="")))
     except OSError as e:
         raise SchemaError(path, f"cannot read: {e}") from None
-    if len(rows) != 2 or rows[0] != ["count", *METRIC_NAMES] or len(rows[1]) != len(METRIC_NAMES) + 1:
-        raise SchemaError(path, f"expected the header `count,{','.join(METRIC_NAMES)}` and one row")
+    header = ["count", *METRIC_NAMES]
+    if len(rows) != 2 or rows[0] not in (header, header + [MISSING_COLUMN]) or len(rows[1]) != len(rows[0]):
+        raise SchemaError(path, f"expected the header `count,{','.join(METRIC_NAMES)}[,{MISSING_COLUMN}]` and one row")
     try:
         count = int(rows[1][0])
         scores = {name: float(value) for name, value in zip(METRIC_NAMES, rows[1][1:])}
+        missing = int(rows[1][len(header)]) if len(rows[0]) > len(header) else 0
     except ValueError as e:
         raise SchemaError(path, f"not a number: {e}") from None
-    return FileResult(count, scores, name=path.stem)
+    return FileResult(count, scores, name=path.stem, missing_reviews=missing)
 
 
 def input_files(input_dir: PathLike, input_file: Optional[str], suffix: str = ".json") -> List[Path]:
@@ -104,7 +130,10 @@ def input_files(input_dir: PathLike, input_file: Optional[str], suffix: str = ".
         return [path]
     if not input_dir.is_dir():
         raise SchemaError(input_dir, "no such directory")
-    return sorted(p for p in input_dir.iterdir() if p.name.endswith(suffix) and p.is_file())
+    found = sorted(p for p in input_dir.iterdir() if p.name.endswith(suffix) and p.is_file())
+    if not found:
+        raise SchemaError(input_dir, f"no *{suffix} files here: nothing to do")
+    return found
 
 
 def write_result_csvs(
@@ -119,7 +148,8 @@ def write_result_csvs(
         except SchemaError as e:
             unusable.append(Problem.unusable_file(e))
             continue
-        atomic_write_text(Path(output_dir) / (path.stem + ".csv"), result_csv_text(result.count, result.scores))
+        atomic_write_text(Path(output_dir) / (path.stem + ".csv"),
+                          result_csv_text(result.count, result.scores, result.missing_reviews))
         results.append(result)
     return results, unusable
 
@@ -127,10 +157,15 @@ def write_result_csvs(
 # --- Table 5 ------------------------------------------------------------------------------------
 
 
+class NoResults(SchemaError):
+    """A model named for Table 5 has no result CSVs at all (a usage error, not a damaged file)."""
+
+
 @dataclass(frozen=True)
 class TableRow:
     label: str
     scores: Scores
+    incomplete: Tuple[str, ...] = ()  # "<split>/<file>: what is missing" for each incomplete file behind the row
 
     @property
     def overall(self) -> float:
@@ -171,44 +206,69 @@ def combined_scores(by_split: Mapping[str, Sequence[FileResult]], aggregation: s
     }
 
 
+def _incomplete_files(by_split: Mapping[str, Sequence[FileResult]]) -> Tuple[str, ...]:
+    return tuple(f"{split}/{f.name}: {f.incompleteness()}" for split, files in by_split.items() for f in files
+                 if not f.complete)
+
+
 def table5_rows(eval_dir: PathLike, models: Iterable[str], aggregation: str = "paper") -> List[TableRow]:
     """Per model: the row over all test samples, then `(In-Test)` and `(Out-Test)` rows when the
-    model has results for both splits. SchemaError when a model has no results at all."""
+    model has results for both splits. NoResults when a model has no results at all; SchemaError
+    naming a CSV that cannot be read. Rows from incomplete files name them (TableRow.incomplete)."""
     rows = []
     for model in models:
         by_split = {split: read_split(eval_dir, split, model) for split in SPLITS}
         if not any(by_split.values()):
-            raise SchemaError(
-                eval_dir, f"no result CSVs for model {model!r} in {{in,out}}-test_results/{model}/"
-            )
-        rows.append(TableRow(model, combined_scores(by_split, aggregation)))
+            raise NoResults(eval_dir, f"no result CSVs for model {model!r} in {{in,out}}-test_results/{model}/")
+        rows.append(TableRow(model, combined_scores(by_split, aggregation), _incomplete_files(by_split)))
         if all(by_split.values()):
             for split in SPLITS:
-                rows.append(TableRow(f"{model} ({SPLIT_LABELS[split]})", split_scores(by_split[split], aggregation)))
+                rows.append(TableRow(f"{model} ({SPLIT_LABELS[split]})", split_scores(by_split[split], aggregation),
+                                     _incomplete_files({split: by_split[split]})))
     return rows
 
 
 TABLE_COLUMNS = ("model", *METRIC_ABBRS, "Overall")
+INCOMPLETE_COLUMN = "incomplete"  # only in tables holding a row built from incomplete results
 
 
-def _cells(row: TableRow, decimals: int) -> List[str]:
+def row_is_incomplete(row: TableRow) -> bool:
+    return bool(row.incomplete) or any(math.isnan(v) for v in row.scores.values())
+
+
+def _incomplete_cell(row: TableRow) -> str:
+    if row.incomplete:
+        return f"{len(row.incomplete)} incomplete file(s): " + "; ".join(row.incomplete)
+    return "no score for some metric (nan)" if row_is_incomplete(row) else ""
+
+
+def _columns(rows: Sequence[TableRow]) -> Tuple[str, ...]:
+    return TABLE_COLUMNS + ((INCOMPLETE_COLUMN,) if any(map(row_is_incomplete, rows)) else ())
+
+
+def _cells(row: TableRow, decimals: int, columns: Sequence[str] = TABLE_COLUMNS) -> List[str]:
     values = [row.scores[name] for name in METRIC_NAMES] + [row.overall]
-    return [row.label] + [f"{v:.{decimals}f}" if not math.isnan(v) else "nan" for v in values]
+    cells = [row.label] + [f"{v:.{decimals}f}" if not math.isnan(v) else "nan" for v in values]
+    return cells + ([_incomplete_cell(row)] if INCOMPLETE_COLUMN in columns else [])
 
 
 def table_csv_text(rows: Sequence[TableRow], decimals: int = 3) -> str:
-    """Table 5 as CSV in the layout of the published table5.csv."""
+    """Table 5 as CSV in the layout of the published table5.csv (plus the `incomplete` column when a row
+    is built from incomplete results)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(TABLE_COLUMNS)
+    columns = _columns(rows)
+    writer.writerow(columns)
     for row in rows:
-        writer.writerow(_cells(row, decimals))
+        writer.writerow(_cells(row, decimals, columns))
     return buffer.getvalue()
 
 
 def table_markdown_text(rows: Sequence[TableRow], decimals: int = 3) -> str:
-    lines = ["| " + " | ".join(TABLE_COLUMNS) + " |", "|" + "---|" + "---:|" * (len(TABLE_COLUMNS) - 1)]
-    lines += ["| " + " | ".join(_cells(row, decimals)) + " |" for row in rows]
+    columns = _columns(rows)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" + "---:|" * len(TABLE_COLUMNS[1:])
+             + ("---|" if len(columns) > len(TABLE_COLUMNS) else "")]
+    lines += ["| " + " | ".join(_cells(row, decimals, columns)) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
 
@@ -233,7 +293,9 @@ def write_report(
     output_dir = Path(output_dir)
     atomic_write_text(output_dir / "table5.csv", table_csv_text(rows, decimals))
     atomic_write_text(output_dir / "table5.md", table_markdown_text(rows, decimals))
-    overall_rows = [row for row in rows if row.label in models]
+    # The charts' legends say it too: "<model> (incomplete)".
+    overall_rows = [replace(row, label=f"{row.label} (incomplete)") if row_is_incomplete(row) else row
+                     for row in rows if row.label in models]
     radar_chart(overall_rows, output_dir / "radar.png")
     dimension_bar_chart(overall_rows, output_dir / "dimensions.png")
     return rows

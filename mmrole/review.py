@@ -8,9 +8,9 @@ review is parsed with `metrics.parse_score_pair`. Output: the answers file with
 parsed, as the original wrote it) — the published reviews schema.
 
 Beyond the original:
-- parse_retries: a review without a score pair is asked again with sampling (a fixed seed per
-  attempt) up to N times; after that it stays a failure, reported, never a score. 0 = the
-  original (one ask per metric).
+- parse_retries: a review without a score pair (or whose pair lies outside metrics.SCORE_RANGE,
+  e.g. (85, 8)) is asked again with sampling (a fixed seed per attempt) up to N times; after that
+  it stays a failure, reported, never a score. 0 = the original (one ask per metric).
 - empty_answer: "skip" (the original: an empty answer is not sent to the judge, the sample gets
   no rm_review and is listed) or "judge" (sent like any other answer, so it is scored).
 - swap: every metric is also asked with the two answers swapped (A = ground truth) into
@@ -34,13 +34,13 @@ from .jobs import (
     FileSummary,
     ResultJournal,
     already_finished,
-    missing_image_problems,
+    image_problems,
     open_result_journal,
     run_requests,
     seeded,
     write_samples_json,
 )
-from .metrics import METRIC_NAMES, parse_score_pair, score_ratio
+from .metrics import METRIC_NAMES, parse_score_pair, score_pair_problem, score_ratio
 from .prompts import EVALUATOR_SYSTEM, judge_prompt
 from .schema import (
     REVIEW_KEY,
@@ -124,12 +124,12 @@ class _FileReview:
         for sample in samples:
             # The original tests `if evaluated_answer:`, so only "" counts as empty.
             if sample.answer == "" and self.config.empty_answer == "skip":
-                self.summary.skipped.append(
-                    Problem(str(self.input_path), sample.id, "empty answer: not reviewed (as the original)"))
+                self.summary.skipped.append(Problem(str(self.input_path), sample.id,
+                                                    "empty answer: not reviewed (as the original)", deliberate=True))
             else:
                 kept.append(sample)
-        kept, missing = missing_image_problems(kept, self.config.image_dir, self.input_path)
-        self.summary.skipped += missing
+        kept, unusable_images = image_problems(kept, self.config.image_dir, self.input_path)
+        self.summary.skipped += unusable_images
         return kept
 
     def _pending(self, retried_errors: set) -> Dict[int, List[ChatRequest]]:
@@ -156,8 +156,12 @@ class _FileReview:
                           status=ERROR, error=str(result))
         else:
             pair = parse_score_pair(result.text)
-            record.update(review=result.text, score=list(pair) if pair else None, attempts=attempt + 1,
-                          status=OK if pair else UNPARSED, finish_reason=result.finish_reason)
+            invalid = score_pair_problem(pair) if pair else None  # e.g. (85, 8): not a score, asked again
+            record.update(review=result.text, score=list(pair) if pair and not invalid else None,
+                          attempts=attempt + 1, status=OK if pair and not invalid else UNPARSED,
+                          finish_reason=result.finish_reason)
+            if invalid:
+                record["invalid"] = invalid
         self.journal.append(record)
 
     def run(self) -> FileSummary:
@@ -201,10 +205,10 @@ class _FileReview:
         return reviews
 
     def _finish(self) -> None:
-        by_id = {sample.id: sample for sample in self.samples}
+        at = {sample.index: sample for sample in self.samples}  # by position: duplicate ids get nothing
         output = []
-        for record in load_json_list(self.input_path):
-            sample = by_id.get(record.get("id")) if isinstance(record, dict) else None
+        for index, record in enumerate(load_json_list(self.input_path)):
+            sample = at.get(index)
             if sample is not None:
                 record = dict(record)
                 for order, field_name in ((NORMAL, REVIEW_KEY), (SWAPPED, SWAPPED_REVIEW_KEY)):
@@ -232,7 +236,8 @@ class _FileReview:
                         continue
                     full = False
                     what = f"API error: {record['error']}" if record["status"] == ERROR else (
-                        f"no score pair in the review after {record['attempts']} ask(s)")
+                        f"{record['invalid']} in the review after {record['attempts']} ask(s)" if record.get("invalid")
+                        else f"no score pair in the review after {record['attempts']} ask(s)")
                     label = metric if order == NORMAL else f"{metric}, swapped"
                     self.summary.failed.append(Problem(str(self.input_path), sample.id, what, metric=label))
             complete += full

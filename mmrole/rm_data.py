@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import List, Sequence, Tuple, Union
 
-from .jobs import missing_image_problems
+from .jobs import image_problems
 from .metrics import ABBR_OF, METRIC_NAMES, parse_score_pair
 from .prompts import EVALUATOR_SYSTEM
 from .list_format import from_list_format
@@ -45,7 +45,7 @@ def rm_training_samples(
     """
     samples, problems = load_test_samples(reviews_path, need_answer=True)
     if check_images:  # a training sample whose image is missing would stop the trainer
-        samples, missing = missing_image_problems(samples, image_dir, reviews_path)
+        samples, missing = image_problems(samples, image_dir, reviews_path)
         problems += missing
     prefix = Path(reviews_path).parent.name
     orders = ((NORMAL, REVIEW_KEY), (SWAPPED, SWAPPED_REVIEW_KEY)) if include_swapped else ((NORMAL, REVIEW_KEY),)

@@ -13,11 +13,11 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-from .metrics import METRIC_NAMES
+from .metrics import METRIC_NAMES, score_pair_problem
 
 PathLike = Union[str, os.PathLike]
 ScorePair = Tuple[float, float]
@@ -40,13 +40,16 @@ class SchemaError(ValueError):
 @dataclass(frozen=True)
 class Problem:
     """A record that was reported and skipped (or a review that could not be scored); with
-    whole_file, a file that could not be used at all (the other files go on; scripts exit non-zero)."""
+    whole_file, a file that could not be used at all (the other files go on; scripts exit non-zero).
+    deliberate: a skip the method itself makes (an empty answer is not reviewed, as the original):
+    listed, but the run and its results are still complete."""
 
     path: str
     sample_id: str
     message: str
     metric: Optional[str] = None
     whole_file: bool = False
+    deliberate: bool = False
 
     @classmethod
     def unusable_file(cls, error: SchemaError) -> "Problem":
@@ -73,10 +76,46 @@ class TestSample:
     script: str
     other_role: str
     answer: Optional[str]  # None when the record has no `conversations[1].answer`
+    index: int = -1  # position in its file: outputs are matched to records by it, never by id
 
     def image_path(self, image_dir: PathLike) -> str:
         """The path string the original scripts built; it is part of Qwen-VL's prompt tokens."""
         return os.path.join(str(image_dir), self.image)
+
+
+def image_type(data: bytes) -> Optional[str]:
+    """The image type from a file's first bytes (extensions lie: a .jpg that is a PNG is common)."""
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "image/gif"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return None
+
+
+def image_file_problem(path: PathLike) -> Optional[str]:
+    """Why the file at `path` cannot be shown to a model (missing, unreadable, not an image, damaged or
+    truncated), or None. The whole image is decoded (JPEGs at a reduced scale, which still reads every
+    byte), so a cut file is found before any request is sent or any generation starts."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            if image.format == "JPEG":
+                image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
+            image.load()
+    except FileNotFoundError:
+        return "image not found"
+    except IsADirectoryError:
+        return "image path is a folder"
+    except UnidentifiedImageError:
+        return "not an image (no image format recognised in its bytes)"
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        return f"damaged image ({str(e) or type(e).__name__})"
+    return None
 
 
 def load_json_list(path: PathLike) -> List[Any]:
@@ -155,7 +194,7 @@ def load_test_samples(
     """
     samples: List[TestSample] = []
     problems: List[Problem] = []
-    seen = set()
+    seen: Dict[str, int] = {}  # sample id -> index of its first record
     for index, record in enumerate(load_json_list(path)):
         label = _sample_label(record, index)
         try:
@@ -164,10 +203,11 @@ def load_test_samples(
             problems.append(Problem(str(path), label, str(e)))
             continue
         if sample.id in seen:
-            problems.append(Problem(str(path), label, "duplicate sample id (only the first is used)"))
+            problems.append(Problem(str(path), label, f"duplicate sample id (record #{index}; only the first "
+                                                       f"record #{seen[sample.id]} is used, this one gets nothing)"))
             continue
-        seen.add(sample.id)
-        samples.append(sample)
+        seen[sample.id] = index
+        samples.append(replace(sample, index=index))
     return samples, problems
 
 
@@ -201,16 +241,24 @@ def read_reviews(
 ) -> Tuple[List[ReviewedSample], List[Problem]]:
     """Every sample of a reviews file with its scores, and a Problem for each unusable review.
 
-    A sample without a review, and a metric without a valid score pair, are problems: they are
-    listed, never scored.
+    A sample without a review, a metric without a valid score pair (or with a score outside
+    metrics.SCORE_RANGE), and a second record with the same sample id are problems: they are listed,
+    never scored (a duplicate id is not counted at all). A sample whose answer is empty and that has
+    no review is the original's deliberate skip (Problem.deliberate).
     """
     reviewed: List[ReviewedSample] = []
     problems: List[Problem] = []
+    first_record: Dict[str, int] = {}
     for index, record in enumerate(load_json_list(path)):
         label = _sample_label(record, index)
         if not isinstance(record, dict):
             problems.append(Problem(str(path), label, f"expected an object, found {type(record).__name__}"))
             continue
+        if label in first_record:
+            problems.append(Problem(str(path), label, f"duplicate sample id (record #{index}): not counted, the first "
+                                                      f"record #{first_record[label]} is"))
+            continue
+        first_record[label] = index
         conversations = record.get("conversations")
         answer = None
         if isinstance(conversations, list) and len(conversations) > 1 and isinstance(conversations[1], dict):
@@ -219,7 +267,7 @@ def read_reviews(
         review = record.get(review_key)
         if not review:
             reason = "empty answer: not reviewed" if empty_answer else f"no `{review_key}`: not reviewed"
-            problems.append(Problem(str(path), label, reason))
+            problems.append(Problem(str(path), label, reason, deliberate=empty_answer))
             reviewed.append(ReviewedSample(label, False, empty_answer, {m: None for m in metrics}))
             continue
         if not isinstance(review, dict):
@@ -232,6 +280,9 @@ def read_reviews(
             if pair is None:
                 why = "no review" if metric not in review else "review without a valid score pair"
                 problems.append(Problem(str(path), label, why, metric=metric))
+            elif score_pair_problem(pair):
+                problems.append(Problem(str(path), label, f"{score_pair_problem(pair)}: not a score", metric=metric))
+                pair = None
             elif pair[1] == 0:
                 problems.append(Problem(str(path), label, "ground-truth score 0: no ratio", metric=metric))
                 pair = None

@@ -11,7 +11,6 @@ downloaded. The same seed and sizes give byte-identical weights.
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import shutil
@@ -21,6 +20,8 @@ from pathlib import Path
 from typing import Optional, Union
 
 import torch
+
+from .cli import EXIT_UNUSABLE, EXIT_USAGE, ArgumentParser
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 VOCAB_FILE = "qwen.tiktoken"
@@ -177,8 +178,8 @@ def write_tiny_checkpoint(
     return output_dir
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
         prog="python -m mmrole.tiny",
         description="Write a tiny random Qwen-VL-Chat-format checkpoint (real vocabulary, random weights) "
         "for tests and the demo. Same seed and sizes give identical weights.",
@@ -202,9 +203,12 @@ def main(argv: Optional[list] = None) -> int:
     sizes = TinySizes(**{f.name: getattr(args, f.name) for f in fields(TinySizes)})
     try:
         folder = write_tiny_checkpoint(args.output_dir, args.seed, sizes, args.vocab_file, args.overwrite)
-    except (OSError, ValueError) as err:
+    except (ValueError, FileExistsError) as err:  # sizes that cannot work, or --overwrite needed (usage: 2)
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    except OSError as err:  # no vocabulary file, a write that failed
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_UNUSABLE
     print(f"wrote a tiny Qwen-VL-Chat checkpoint (seed {args.seed}, {sizes}) to {folder}")
     return 0
 

@@ -20,7 +20,10 @@ body that is not JSON), TRUNCATED (200 whose JSON body is cut in half, Content-L
 cut), INCOMPLETE (200 announcing more bytes than it sends, then closing), TIMEOUT (answer only after
 `timeout_delay` seconds), DISCONNECT (close the connection without an answer), EMPTY_CHOICES (a
 valid response without choices), UNAUTHORIZED (401 whose message quotes the key it was sent, as
-OpenAI's does: a client must not pass it on). `Fault.TRANSIENT` lists all but the last. A call that gets a fault is still recorded (`RecordedRequest.fault`).
+OpenAI's does: a client must not pass it on), FORBIDDEN (403), UNKNOWN_MODEL (404, "the model does not
+exist", as OpenAI answers an unknown model), BAD_REQUEST (400: this request only). `Fault.TRANSIENT`
+lists those a client should retry, `Fault.PERMANENT` the others. A call that gets a fault is still
+recorded (`RecordedRequest.fault`).
 
 The responder sees the parsed request; the default responder echoes the last user text. It can
 return a plain string (the assistant content), a `StubReply` (content, finish_reason, usage), or
@@ -49,9 +52,13 @@ class Fault:
     DISCONNECT = "disconnect"
     EMPTY_CHOICES = "empty_choices"
     UNAUTHORIZED = "unauthorized"
-    ALL = (RATE_LIMIT, SERVER_ERROR, MALFORMED_JSON, TRUNCATED, INCOMPLETE, TIMEOUT, DISCONNECT, EMPTY_CHOICES,
-           UNAUTHORIZED)
-    TRANSIENT = ALL[:-1]  # those a client should retry
+    FORBIDDEN = "forbidden"
+    UNKNOWN_MODEL = "unknown_model"
+    BAD_REQUEST = "bad_request"
+    TRANSIENT = (RATE_LIMIT, SERVER_ERROR, MALFORMED_JSON, TRUNCATED, INCOMPLETE, TIMEOUT, DISCONNECT,
+                 EMPTY_CHOICES)  # those a client should retry
+    PERMANENT = (UNAUTHORIZED, FORBIDDEN, UNKNOWN_MODEL, BAD_REQUEST)
+    ALL = TRANSIENT + PERMANENT
 
 
 @dataclass
@@ -169,6 +176,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
             self._send_json(400, {"error": {"message": "body must be JSON with `messages`", "type": "invalid_request_error"}})
             return
+        self.server.stub._last_model = request.model
         request.fault = self.server.stub._take_fault(request)
         if request.fault:
             self._send_fault(request.fault)
@@ -228,6 +236,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             key = self.headers.get("Authorization", "").replace("Bearer ", "")
             self._send_json(401, {"error": {"message": f"Incorrect API key provided: {key}.", "type": "invalid_request_error",
                                             "code": "invalid_api_key"}})
+        elif fault == Fault.FORBIDDEN:
+            self._send_json(403, {"error": {"message": "You do not have access to this model.",
+                                            "type": "invalid_request_error", "code": "model_not_allowed"}})
+        elif fault == Fault.UNKNOWN_MODEL:
+            model = (self.server.stub._last_model or "")
+            self._send_json(404, {"error": {"message": f"The model `{model}` does not exist or you do not have "
+                                                       "access to it.", "type": "invalid_request_error",
+                                            "code": "model_not_found"}})
+        elif fault == Fault.BAD_REQUEST:
+            self._send_json(400, {"error": {"message": "Invalid image data.", "type": "invalid_request_error"}})
         elif fault == Fault.EMPTY_CHOICES:
             obj = json.loads(good)
             obj["choices"] = []
@@ -266,6 +284,7 @@ class OpenAIStub:
         self._queued_faults: List[str] = []
         self._conditional_faults: List[list] = []  # [predicate, fault, remaining times]
         self._stopping = threading.Event()
+        self._last_model: Optional[str] = None
         self._server: Optional[_Server] = None
         self._thread: Optional[threading.Thread] = None
 

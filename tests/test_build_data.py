@@ -282,7 +282,13 @@ def test_cli_help_and_bad_root(tmp_path, capsys):
     help_text = capsys.readouterr().out
     for flag in ("--data_root", "--output_dir", "--image_prefix", "--seed", "--test_ids", "--check_images"):
         assert flag in help_text
-    assert main(["--data_root", str(tmp_path / "nothing"), "--output_dir", str(tmp_path / "out")]) == 1
+    for root in (tmp_path / "nothing", tmp_path / "empty"):  # no input: a usage error
+        if root.name == "empty":
+            root.mkdir()
+        assert main(["--data_root", str(root), "--output_dir", str(tmp_path / "out")]) == 2
+        assert f"{root}: no such folder, or an empty one: nothing to do" in capsys.readouterr().err
+    (tmp_path / "empty" / "images").mkdir()  # a data folder without roles.json: that file cannot be used
+    assert main(["--data_root", str(tmp_path / "empty"), "--output_dir", str(tmp_path / "out")]) == 1
     assert "roles.json" in capsys.readouterr().err
 
 

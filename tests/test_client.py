@@ -9,7 +9,7 @@ import time
 import pytest
 
 from mmrole.client import (
-    ChatCall, ChatClient, MalformedResponse, Prices, RequestFailed, image_data_url, redact, system_message,
+    ChatCall, ChatClient, EndpointRejected, MalformedResponse, Prices, RequestFailed, image_data_url, redact, system_message,
     user_message,
 )
 from tests.openai_stub import Fault, OpenAIStub, StubReply
@@ -53,14 +53,39 @@ def test_attempts_are_bounded_and_failure_is_reported(stub):
 
 def test_permanent_error_is_not_retried_and_key_never_leaks(stub, caplog):
     client = make_client(stub)
-    stub.fail_next(Fault.UNAUTHORIZED)
+    stub.fail_next(Fault.BAD_REQUEST)  # this request only: the client goes on
     with caplog.at_level(logging.DEBUG, logger="mmrole.client"), pytest.raises(RequestFailed) as failure:
         client.chat([user_message("hello")])
     assert len(stub.completion_requests) == 1
-    assert stub.completion_requests[0].authorization == f"Bearer {KEY}"  # the key was sent ...
-    assert "401" in str(failure.value) and not failure.value.retryable
-    for text in (str(failure.value), failure.value.message, caplog.text, repr(client)):
+    assert "400" in str(failure.value) and not failure.value.retryable
+    assert client.chat([user_message("again")]).text == "echo: again"
+    stub.fail_next(Fault.UNAUTHORIZED)  # the key: nothing else can succeed
+    with caplog.at_level(logging.DEBUG, logger="mmrole.client"), pytest.raises(EndpointRejected) as rejected:
+        client.chat([user_message("hello")])
+    assert len(stub.completion_requests) == 3
+    assert stub.completion_requests[2].authorization == f"Bearer {KEY}"  # the key was sent ...
+    assert "401" in str(rejected.value) and "check the key in $OPENAI_API_KEY" in str(rejected.value)
+    for text in (str(failure.value), failure.value.message, str(rejected.value), caplog.text, repr(client)):
         assert KEY not in text and "0123456789abcdef" not in text  # ... and reported nowhere
+    with pytest.raises(EndpointRejected):  # and no later call is sent at all
+        client.chat([user_message("once more")])
+    assert len(stub.completion_requests) == 3
+
+
+@pytest.mark.parametrize("fault, status, hint", [(Fault.UNAUTHORIZED, "401", "check the key"),
+                                                 (Fault.FORBIDDEN, "403", "check the key"),
+                                                 (Fault.UNKNOWN_MODEL, "404", "check --model 'stub-gpt'")])
+def test_a_refused_key_or_unknown_model_stops_chat_many_at_once(stub, caplog, fault, status, hint):
+    """Each of 40 calls would meet the same refusal: the first stops the client; at most the calls already
+    in flight reach the server, none is retried, and the refusal is raised once, not per call."""
+    stub.fail_when(lambda r: True, fault, times=1000)
+    client = make_client(stub, concurrency=4)
+    calls = [ChatCall(messages=[user_message(f"q{i}")], key=i) for i in range(40)]
+    with caplog.at_level(logging.DEBUG, logger="mmrole.client"), pytest.raises(EndpointRejected) as rejected:
+        list(client.chat_many(calls))
+    assert 1 <= len(stub.completion_requests) <= 4
+    assert status in str(rejected.value) and hint in str(rejected.value)
+    assert "retrying" not in caplog.text and " failed: " not in caplog.text  # no message per call
 
 
 def test_validate_rejects_are_retried_then_reported(stub):
@@ -224,3 +249,11 @@ def test_messages_built_when_sent(stub):
     assert isinstance(failed, RequestFailed) and failed.key == "a" and not failed.retryable
     assert "photos/a.jpg" in failed.message and failed.attempts == 0
     assert len(stub.completion_requests) == before  # nothing sent
+
+
+def test_a_missing_key_for_a_custom_endpoint_is_said_not_silent(stub, caplog, monkeypatch):
+    monkeypatch.delenv("NO_SUCH_KEY_VAR", raising=False)
+    with caplog.at_level(logging.WARNING, logger="mmrole.client"):
+        client = ChatClient("stub-gpt", base_url=stub.base_url, api_key_env="NO_SUCH_KEY_VAR")
+    assert "no API key in $NO_SUCH_KEY_VAR" in caplog.text and stub.base_url in caplog.text
+    assert client.chat([user_message("hi")]).text == "echo: hi"  # a server that needs none still answers

@@ -156,8 +156,11 @@ def test_cli(damaged, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "--output_dir" in capsys.readouterr().out
-    assert main(["--data_root", str(damaged), "--output_dir", str(tmp_path / "f"), "--turn_chars_en", "1", "9000"]) == 0
-    printed = capsys.readouterr().out
+    # 1: the broken file could not be used (named); every other file was filtered
+    assert main(["--data_root", str(damaged), "--output_dir", str(tmp_path / "f"), "--turn_chars_en", "1", "9000"]) == 1
+    printed = capsys.readouterr()
+    assert "error: file not used:" in printed.err and "malformed JSON" in printed.err
+    printed = printed.out
     assert "rejected (speaker_prefix)" in printed and "Woody_human-role-dialogue_COCO_0" in printed
     assert "turn_length" not in printed
     assert f"{len(EXPECTED) - 1} rejected" in printed

@@ -225,8 +225,13 @@ class ShortReplies:
         text = request.user_text
         name = re.search(r"\[Profile of (.+?) Start\]", text).group(1)
         chinese = "in Chinese" in text
-        if "A curious human shows" in text:
-            return "这幅画让俺想起了花果山。" if chinese else f"Well, this picture reminds {name} of home."
+        if "A curious human shows" in text:  # as long as the released commentaries (the generator's shape rule)
+            if chinese:
+                return ("这幅画让俺想起了花果山，山上的猴儿们整天在树上跳来跳去，好不快活。俺老孙当年在那里称王称霸，"
+                        "天不怕地不怕。如今看到这画，心里又想起了那些兄弟们，真想回去看看他们。")
+            return (f"Well, this picture reminds {name} of home, of the long afternoons and the friends who made them "
+                    "bright. Look at the light on the left, the way it falls across everything as if nothing could go "
+                    "wrong today. I could stand here a good while and just remember how it felt.")
         first = "human" if "between a curious human and" in text else re.search(r"between (.+?) from", text).group(1)
         count = self.turns or int(re.search(r"\((\d+) turns in all\)", text).group(1))
         line = "第{}句：你看那边的山。" if chinese else "Turn {}: look at that."
@@ -381,7 +386,7 @@ def test_generator_clis(profile_root, tmp_path, monkeypatch, capsys):
         assert "--model" in help_text and "--max_items" in help_text and "OPENAI_API_KEY" in help_text
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
-    assert profiles_main(["--data_root", str(profile_root), "--model", "gpt-4o", "--no_progress"]) == 1
+    assert profiles_main(["--data_root", str(profile_root), "--model", "gpt-4o", "--no_progress"]) == 2  # usage
     assert "OPENAI_API_KEY" in capsys.readouterr().err
 
 
@@ -680,19 +685,19 @@ def test_gen_profiles_command_line_end_to_end(mmrole_data, profile_root, tmp_pat
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     out = tmp_path / "out"
     with OpenAIStub(priced(GenuineProfiles(mmrole_data))) as stub:
-        # a 401 whose message quotes the key it was sent, as OpenAI's does
-        stub.fail_when(lambda r: r.user_text.startswith("Below is source material about 孙悟空"), Fault.UNAUTHORIZED)
+        # a 400 for this request only (a 401 stops the whole run: test_a_refused_key_stops_the_generator_at_once)
+        stub.fail_when(lambda r: r.user_text.startswith("Below is source material about 孙悟空"), Fault.BAD_REQUEST)
         code = main(["--data_root", str(profile_root), "--output_dir", str(out), "--model", MODEL,
                      "--base_url", stub.base_url, "--num_hypothetical", "1", "--concurrency", "2",
                      "--price_input", "2.5", "--price_output", "10", "--no_progress"])
         requests = stub.completion_requests
     printed = capsys.readouterr()
-    assert code == 1  # one character failed
+    assert code == 3  # finished, one character failed
     assert {r.authorization for r in requests} == {f"Bearer {CLI_KEY}"}  # the key came from the environment
     assert len(requests) == 1 + 4 + 3  # people; detailed x4 (孙悟空 refused); condensed x3
     assert "8 calls (7 ok, 1 failed)" in printed.out
     assert "tokens: 7000 in / 3500 out, cost $0.0525" in printed.out  # 7 x (1000 x 2.5 + 500 x 10) / 1e6
-    assert any("failed:" in line and "孙悟空" in line and "HTTP 401" in line for line in printed.out.splitlines())
+    assert any("failed:" in line and "孙悟空" in line and "HTTP 400" in line for line in printed.out.splitlines())
     base = out / "profiles" / "in-distribution"
     assert len(list((base / "detailed_profiles").glob("*.json"))) == 3
     assert len(json.loads((base / "profiles.json").read_text(encoding="utf-8"))) == 3
@@ -722,3 +727,146 @@ def test_gen_dialogues_command_line_end_to_end(tree, coco_dir, tmp_path, monkeyp
         "comment/Woody_COCO.json", "comment/Woody_script.json", "human-role/Woody_COCO.json",
         "human-role/Woody_script.json"]
     assert_key_nowhere([printed.out, printed.err], out)
+
+
+@pytest.mark.parametrize("fault, status", [(Fault.UNAUTHORIZED, "HTTP 401"), (Fault.UNKNOWN_MODEL, "HTTP 404")])
+def test_a_refused_key_stops_the_generator_at_once(tree, coco_dir, tmp_path, monkeypatch, capsys, fault, status):
+    """A 401 (whose message quotes the key, as OpenAI's does) or an unknown model: one message, exit status 2,
+    at most the requests already in flight (--concurrency 2) reach the server, none is retried, the key is
+    nowhere."""
+    from data_prep.gen_dialogues import main
+
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    monkeypatch.setenv("MMROLE_TEST_KEY", CLI_KEY)
+    out = tmp_path / "out"
+    with OpenAIStub(ShortReplies()) as stub:
+        stub.fail_when(lambda r: True, fault, times=1000)
+        code = main(["--data_root", str(tree), "--output_dir", str(out), "--model", MODEL, "--base_url", stub.base_url,
+                     "--api_key_env", "MMROLE_TEST_KEY", "--coco_dir", str(coco_dir), "--concurrency", "2",
+                     "--no_progress"])
+        requests = stub.completion_requests
+    printed = capsys.readouterr()
+    assert code == 2
+    assert 1 <= len(requests) <= 2
+    errors = [line for line in printed.err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and status in errors[0] and "stopped at once" in errors[0]
+    assert "failed:" not in printed.out  # no line per dialogue
+    assert_key_nowhere([printed.out, printed.err], out)
+
+
+# --- rejected replies, commentary shape, damaged images -------------------------------------------
+
+ONE_LINE = "Ah, what a sight! This reminds me of day 95 of my long journey."
+
+
+class OneLineCommentaries(ShortReplies):
+    """A one-line commentary (the issue's example) for every commentary request."""
+
+    def __call__(self, request):
+        if "A curious human shows" in request.user_text:
+            return ONE_LINE
+        return super().__call__(request)
+
+
+def test_commentaries_get_the_released_shape():
+    from mmrole.dialogue_generation import commentary_shape_problem
+
+    assert commentary_shape_problem(ONE_LINE, "English") == \
+        "commentary too short: 63 characters, at least 200 expected"
+    three = "This is a sentence about the picture and what it means to me today. " * 3
+    assert commentary_shape_problem(three.strip(), "English") is None
+    assert commentary_shape_problem("x" * 300, "English") == "commentary of 1 sentence(s), at least 3 expected"
+    assert commentary_shape_problem("这幅画让俺想起了花果山。" * 8, "Chinese") is None
+    assert commentary_shape_problem("这幅画让俺想起了花果山，" * 8, "Chinese").startswith("commentary of 1 sentence")
+
+
+def test_rejected_items_are_journaled_and_asked_again_only_when_asked(tree, coco_dir, tmp_path):
+    options = dict(output_dir=tmp_path / "out", coco_dir=coco_dir, characters=["Woody"], types=["comment"],
+                   coco_per_character=1, script_per_character=1, progress=False)
+    with OpenAIStub(OneLineCommentaries()) as stub:
+        first = generate_dialogues(make_client(stub), DialogueOptions(tree, **options), log=lambda line: None)
+        assert len(stub.completion_requests) == 2 * 3  # two commentaries, every attempt (3) rejected
+        assert len(first.summary.failed) == 2 and first.not_done == 2
+        assert all("commentary too short: 63 characters" in failure for failure in first.summary.failed)
+        stub.clear()
+        second = generate_dialogues(make_client(stub), DialogueOptions(tree, **options), log=lambda line: None)
+        assert stub.completion_requests == []  # not paid for again
+        assert len(second.summary.rejected_before) == 2 and second.not_done == 2
+        assert "2 rejected earlier (not asked again: --retry_rejected)" in second.lines()[0]
+        stub.responder = ShortReplies()
+        third = generate_dialogues(make_client(stub), DialogueOptions(tree, retry_rejected=True, **options),
+                                   log=lambda line: None)
+        assert len(stub.completion_requests) == 2 and third.summary.finished == 2 and third.not_done == 0
+    written = json.loads((tmp_path / "out" / "dialogues" / "in-distribution" / "comment" / "Woody_COCO.json")
+                         .read_text(encoding="utf-8"))
+    assert [len(r["conversations"][1]["value"]) >= 200 for r in written] == [True]
+
+
+def test_gen_dialogues_cli_exit_status_with_rejected_items(tree, coco_dir, tmp_path, monkeypatch, capsys):
+    from data_prep.gen_dialogues import main
+
+    monkeypatch.setenv("MMROLE_TEST_KEY", CLI_KEY)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    out = tmp_path / "out"
+    with OpenAIStub(OneLineCommentaries()) as stub:
+        args = ["--data_root", str(tree), "--output_dir", str(out), "--model", MODEL, "--base_url", stub.base_url,
+                "--api_key_env", "MMROLE_TEST_KEY", "--characters", "Woody", "--types", "comment", "--coco_dir",
+                str(coco_dir), "--coco_per_character", "1", "--script_per_character", "0", "--max_attempts", "2",
+                "--no_progress"]
+        assert main(args) == 3 and len(stub.completion_requests) == 2
+        assert main(args) == 3 and len(stub.completion_requests) == 2  # listed, not asked again
+        assert "rejected earlier: " in capsys.readouterr().out
+        stub.responder = ShortReplies()
+        assert main(args + ["--retry_rejected"]) == 0 and len(stub.completion_requests) == 3
+
+
+def test_damaged_images_are_found_before_any_request(tree, coco_dir, tmp_path):
+    script_images = sorted((tree / "images" / "Toy_Story").glob("*.jpg"))
+    cut = script_images[0]
+    cut.write_bytes(cut.read_bytes()[: len(cut.read_bytes()) // 2])
+    text = coco_dir / "000000000001.jpg"
+    text.write_text("a text file named .jpg", encoding="utf-8")
+    with OpenAIStub(ShortReplies()) as stub:
+        report = generate_dialogues(make_client(stub), DialogueOptions(
+            tree, output_dir=tmp_path / "out", coco_dir=coco_dir, characters=["Woody"], types=["comment"],
+            coco_per_character=3, progress=False), log=lambda line: None)
+        sent = [r for r in stub.completion_requests]
+    damaged = [s for s in report.skipped if "image" in s]
+    assert len(damaged) == 2 and report.not_done == 2
+    [bad_text] = [s for s in damaged if str(text) in s]
+    assert ": Woody_comment_COCO_" in bad_text and "not an image (no image format recognised in its bytes)" in bad_text
+    [bad_cut] = [s for s in damaged if str(cut) in s]
+    assert "Woody_comment_script_" in bad_cut and "damaged image" in bad_cut
+    assert len(sent) == len(report.planned) - 2 == report.summary.finished
+
+
+def test_generator_one_line_failures_a_damaged_journal_and_a_busy_folder(tree, coco_dir, tmp_path, monkeypatch, capsys):
+    """Exit status 1 with one line and no request: a journal line that is damaged and not the last (named with
+    its line), an output folder another run holds (its pid named)."""
+    import os
+
+    from data_prep.gen_dialogues import main
+    from mmrole.store import FolderLock
+
+    monkeypatch.setenv("MMROLE_TEST_KEY", CLI_KEY)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    out = tmp_path / "out"
+    with OpenAIStub(ShortReplies()) as stub:
+        args = ["--data_root", str(tree), "--output_dir", str(out), "--model", MODEL, "--base_url", stub.base_url,
+                "--api_key_env", "MMROLE_TEST_KEY", "--characters", "Woody", "--types", "comment", "--coco_dir",
+                str(coco_dir), "--coco_per_character", "3", "--script_per_character", "0", "--no_progress"]
+        assert main(args + ["--max_items", "2"]) == 3  # a trial run: two made, one not yet
+        journal = out / ".generation" / "gen_dialogues.in-distribution.journal.jsonl"
+        first, second = journal.read_text(encoding="utf-8").splitlines()
+        journal.write_text(f"{first}\n{{damaged\n{second}\n", encoding="utf-8")
+        stub.clear()
+        capsys.readouterr()
+        assert main(args) == 1
+        err = capsys.readouterr().err
+        assert f"error: {journal}:2: journal line damaged" in err and "Traceback" not in err
+        journal.write_text(f"{first}\n{second}\n", encoding="utf-8")
+        with FolderLock(out):
+            assert main(args) == 1
+        assert f"another run is using it (pid {os.getpid()}" in capsys.readouterr().err
+        assert stub.completion_requests == []
+        assert main(args) == 0

@@ -10,6 +10,7 @@ from mmrole.prompts import EVALUATOR_SYSTEM, judge_prompt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "eval"))
 import build_RM_data  # noqa: E402
+from test_eval_review import TINY_PNG  # noqa: E402  (a real image: images are checked)
 
 
 def _copy(mmrole_reference, tmp_path, model, name, mutate=None):
@@ -59,7 +60,7 @@ def test_unparseable_inconsistent_and_imageless_reviews_are_left_out(mmrole_refe
     for sample in samples:
         if "missing" not in sample["image"]:
             (images / sample["image"]).parent.mkdir(parents=True, exist_ok=True)
-            (images / sample["image"]).write_bytes(b"x")
+            (images / sample["image"]).write_bytes(TINY_PNG)
     out = tmp_path / "rm.json"
     assert build_RM_data.main(["--input_dir", str(folder), "--image_dir", str(images), "--output_file", str(out)]) == 0
     data = json.loads(out.read_text(encoding="utf-8"))

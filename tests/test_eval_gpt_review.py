@@ -93,7 +93,7 @@ def test_api_failure_is_reported_skipped_and_retried_by_the_next_run(setup, caps
     target = _prompt(answers[2], "Knowledge Consistency")
     stub.fail_when(lambda r: r.user_text == target, Fault.SERVER_ERROR, times=2)
     stub.fail_when(lambda r: r.user_text == _prompt(answers[0], "Fluency"), Fault.TRUNCATED, times=1)
-    assert GPT_review.main(_args(stub, tmp_path, "--max_attempts", "2")) == 0
+    assert GPT_review.main(_args(stub, tmp_path, "--max_attempts", "2")) == 3  # finished, one review failed
     err = capsys.readouterr().err
     assert f"sample {answers[2]['id']} [Knowledge Consistency]: API error: HTTP 500" in err
     assert SECRET not in err
@@ -167,6 +167,7 @@ def test_missing_key_for_the_public_api_is_a_clear_error(tmp_path, capsys, monke
     monkeypatch.delenv("NO_SUCH_KEY", raising=False)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     (tmp_path / "answers").mkdir()
+    (tmp_path / "answers" / "comment_test.json").write_text("[]", encoding="utf-8")
     assert GPT_review.main(["--api_key_env", "NO_SUCH_KEY", "--input_dir", str(tmp_path / "answers"),
                             "--output_dir", str(tmp_path / "o")]) == 2
     assert "NO_SUCH_KEY" in capsys.readouterr().err

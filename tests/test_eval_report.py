@@ -164,3 +164,57 @@ def test_radar_radius_labels_name_their_own_positions(tmp_path, lowest, highest)
     for text, radius in labels:
         assert float(text) == pytest.approx(radius) and low < radius < high
     assert len({text for text, _ in labels}) == len(labels)
+
+
+def _results_with_one_incomplete_file(mmrole_reference, tmp_path):
+    """mmrole-agent's published CSVs as model `m`, its In-Test comment file marked as RM_result marks a file
+    with 30 missing reviews."""
+    eval_dir = tmp_path / "eval"
+    for split in ("in", "out"):
+        folder = eval_dir / f"{split}-test_results" / "m"
+        folder.mkdir(parents=True)
+        for p in (mmrole_reference / f"{split}-test_results" / "mmrole-agent").glob("*.csv"):
+            (folder / p.name).write_bytes(p.read_bytes())
+    marked = eval_dir / "in-test_results" / "m" / "comment_test.csv"
+    header, row = marked.read_text(encoding="utf-8").splitlines()
+    marked.write_text(f"{header},missing_reviews\r\n{row},30\r\n", encoding="utf-8")
+    return eval_dir
+
+
+def test_incomplete_results_are_marked_in_the_table_and_the_charts_and_exit_3(mmrole_reference, tmp_path, capsys):
+    eval_dir = _results_with_one_incomplete_file(mmrole_reference, tmp_path)
+    args = ["--eval_dir", str(eval_dir), "--models", "m", "--output_dir", str(tmp_path / "o")]
+    assert report.main(args) == 3
+    printed = capsys.readouterr()
+    assert "2 row(s) built from incomplete results (see the `incomplete` column): m, m (In-Test)" in printed.err
+    assert "pass --partial" in printed.err
+    with open(tmp_path / "o" / "table5.csv", encoding="utf-8", newline="") as f:
+        rows = {r["model"]: r for r in csv.DictReader(f)}
+    assert rows["m"]["incomplete"] == "1 incomplete file(s): in/comment_test: 30 review(s) missing or failed"
+    assert rows["m (In-Test)"]["incomplete"].startswith("1 incomplete file(s)")
+    assert rows["m (Out-Test)"]["incomplete"] == ""
+    assert "| incomplete |" in (tmp_path / "o" / "table5.md").read_text()
+    assert report.main(args + ["--partial"]) == 0  # asked for partial results: still marked
+    assert "incomplete" in (tmp_path / "o" / "table5.csv").read_text().splitlines()[0]
+
+
+def test_the_charts_legend_says_a_model_is_incomplete(mmrole_reference, tmp_path, monkeypatch):
+    import mmrole.charts as charts
+    from mmrole.results import write_report
+
+    eval_dir = _results_with_one_incomplete_file(mmrole_reference, tmp_path)
+    legends, draw = [], charts.radar_chart
+
+    def radar_chart(rows, path, **kwargs):
+        figure = draw(rows, path, **kwargs)
+        legends.append([text.get_text() for text in figure.axes[0].get_legend().get_texts()])
+        return figure
+
+    monkeypatch.setattr(charts, "radar_chart", radar_chart)
+    write_report(eval_dir, ["m"], tmp_path / "o")
+    assert legends == [["m (incomplete)", "ground truth (1.0)"]]
+
+
+def test_a_published_table_has_no_incomplete_column(mmrole_reference, tmp_path, capsys):
+    assert report.main(["--eval_dir", str(mmrole_reference), "--models", *MODELS, "--output_dir", str(tmp_path)]) == 0
+    assert (tmp_path / "table5.csv").read_text().splitlines()[0] == "model,IA,Flu,Coh,ITR,RA,PC,KC,TC,Overall"

@@ -52,6 +52,19 @@ def _replies(reviews, order=NORMAL):
     return {(s["id"], m, order): r["review"] for s in reviews for m, r in s.get("rm_review", {}).items()}
 
 
+def _tiny_png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (2, 2), (200, 100, 50)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+TINY_PNG = _tiny_png()
+
+
 def _setup(tmp_path, mmrole_reference, model, name, n=None, mutate=None):
     """Answers file (first n samples) + placeholder images; returns (answers dir, image dir)."""
     answers = json.loads((mmrole_reference / "in-test_answers" / model / name).read_text(encoding="utf-8"))[:n]
@@ -64,7 +77,7 @@ def _setup(tmp_path, mmrole_reference, model, name, n=None, mutate=None):
         if isinstance(sample, dict) and "image" in sample:
             path = image_dir / sample["image"]
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(b"placeholder")  # the replay judge never opens it
+            path.write_bytes(TINY_PNG)  # a real image: images are checked before any request
     return answers_dir, image_dir
 
 
@@ -325,3 +338,25 @@ def test_progress_bar_shows_count_rate_and_eta_on_stderr(mmrole_reference, tmp_p
     assert out == ""  # bars never mix with stdout
     # tqdm's line: "<file>: 100%|...| 16/16 [elapsed<remaining, rate]", the rate in req/s or s/req.
     assert re.search(r"comment_test\.json: 100%\|.*\| 16/16 \[\d\d:\d\d<\d\d:\d\d, +[\d.]+(req/s|s/req)\]", err), err
+
+
+def test_a_score_outside_0_to_10_is_not_a_score_and_is_asked_again(mmrole_reference, tmp_path):
+    """(85, 8) parses, but no judge prompt allows it: the review is a failure (score {} in the output, listed),
+    and --parse_retries asks again."""
+    name = "comment_test.json"
+    answers_dir, image_dir = _setup(tmp_path, mmrole_reference, "mmrole-agent", name, n=1)
+    reviews = _published(mmrole_reference, "mmrole-agent", name)[:1]
+    replies = _replies(reviews)
+    key = (reviews[0]["id"], "Fluency", NORMAL)
+    good = replies[key]
+    replies[key] = lambda attempt: "Fine. [Scores]: (85, 8)" if attempt == 1 else good
+    judge = ReplayJudge(replies)
+    [summary] = _review(answers_dir, tmp_path / "out", judge, image_dir)
+    [failure] = summary.failed
+    assert failure.metric == "Fluency" and failure.message == "score 85 outside 0..10 in the review after 1 ask(s)"
+    out = json.loads((tmp_path / "out" / name).read_text(encoding="utf-8"))
+    assert out[0]["rm_review"]["Fluency"] == {"review": "Fine. [Scores]: (85, 8)", "score": {}}
+    [summary] = _review(answers_dir, tmp_path / "out", judge, image_dir, parse_retries=1)
+    assert summary.failed == [] and summary.status == 0
+    out = json.loads((tmp_path / "out" / name).read_text(encoding="utf-8"))
+    assert out[0]["rm_review"]["Fluency"] == reviews[0]["rm_review"]["Fluency"]

@@ -66,7 +66,7 @@ def test_batched_no_random_reviews_equal_the_original_procedure(setup, capsys, b
     out = setup["root"] / f"reviews_{batch_size}"
     assert RM_review.main(["--model_path", str(setup["checkpoint"]), "--image_dir", str(setup["image_dir"]),
                            "--input_dir", str(setup["root"] / "answers"), "--output_dir", str(out),
-                           "--no_random", "--batch_size", str(batch_size), "--no_progress"]) == 0
+                           "--no_random", "--batch_size", str(batch_size), "--no_progress"]) == 3  # reviews unparsed
     reviews = json.loads((out / NAME).read_text(encoding="utf-8"))
     assert reviews == setup["expected"]
     assert all(r["review"] for s in reviews for r in s["rm_review"].values())

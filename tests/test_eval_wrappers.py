@@ -9,9 +9,11 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 FAKE_PYTHON = """#!/bin/sh
+call=$(grep -c '^----$' "$CALLS")
 for arg in "$@"; do printf '%s\\n' "$arg" >> "$CALLS"; done
 printf '%s\\n' '----' >> "$CALLS"
-exit "${FAKE_EXIT:-0}"
+code=$(echo "${FAKE_EXITS:-}" | cut -s -d' ' -f$((call + 1)))
+exit "${code:-${FAKE_EXIT:-0}}"
 """
 
 
@@ -27,10 +29,10 @@ def run_wrapper(tmp_path):
             (tmp_path / "eval" / f"{split}-test_reviews" / model).mkdir(parents=True)
     calls = tmp_path / "calls.txt"
 
-    def run(script, *args, exit_code=0):
+    def run(script, *args, exit_code=0, exit_codes=()):
         calls.write_text("")
         env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", CALLS=str(calls),
-                   FAKE_EXIT=str(exit_code))
+                   FAKE_EXIT=str(exit_code), FAKE_EXITS=" ".join(map(str, exit_codes)))
         proc = subprocess.run(["bash", str(REPO / script), *args], cwd=tmp_path, env=env, capture_output=True,
                               text=True, timeout=60)
         argvs = [block.strip("\n").split("\n") for block in calls.read_text().split("----\n") if block.strip()]
@@ -44,17 +46,21 @@ def _flag(argv, name):
 
 
 @pytest.mark.parametrize("args, model, model_path, extra", [
-    (("mmrole-agent", "--", "--no_random"), "mmrole-agent", "model_weights/MMRole-Agent", ["--no_random"]),
-    (("--", "--no_random"), "mmrole-agent", "model_weights/MMRole-Agent", ["--no_random"]),
-    (("--no_random", "--batch_size", "4"), "mmrole-agent", "model_weights/MMRole-Agent", ["--no_random", "--batch_size", "4"]),
+    (("mmrole-agent", "--", "--no_random"), "mmrole-agent", None, ["--no_random"]),
+    (("--", "--no_random"), "mmrole-agent", None, ["--no_random"]),
+    (("--no_random", "--batch_size", "4"), "mmrole-agent", None, ["--no_random", "--batch_size", "4"]),
     (("m7", "ckpt/M7", "--", "--use_lora"), "m7", "ckpt/M7", ["--use_lora"]),
-    (("gpt-4-turbo", "", "--", "--backend", "openai"), "gpt-4-turbo", "model_weights/MMRole-Agent", ["--backend", "openai"]),
-    ((), "mmrole-agent", "model_weights/MMRole-Agent", []),
+    # no --model_path for an API model: inference.py refuses it with --backend openai
+    (("gpt-4-turbo", "--", "--backend", "openai"), "gpt-4-turbo", None, ["--backend", "openai"]),
+    (("gpt-4-turbo", "", "--", "--backend", "openai"), "gpt-4-turbo", None, ["--backend", "openai"]),
+    ((), "mmrole-agent", None, []),
 ])
 def test_inference_sh_takes_names_only_up_to_the_flags(run_wrapper, args, model, model_path, extra):
+    """MODEL_PATH reaches --model_path only when given (inference.py's default is model_weights/MMRole-Agent)."""
     code, err, argvs = run_wrapper("inference.sh", *args)
     assert code == 0, err
-    assert argvs == [["inference.py", "--model_path", model_path, "--input_dir", f"data/test/{data}",
+    path_flag = ["--model_path", model_path] if model_path else []
+    assert argvs == [["inference.py", *path_flag, "--input_dir", f"data/test/{data}",
                       "--output_dir", f"eval/{split}-test_answers/{model}", *extra]
                      for data, split in (("in-distribution", "in"), ("out-of-distribution", "out"))]
 
@@ -102,3 +108,14 @@ def test_a_failing_split_does_not_stop_the_other(run_wrapper, script):
     assert code == 1
     assert [any("/in-test_" in a or "in-distribution" in a for a in argv) for argv in argvs] == [True, False]
     assert any("/out-test_" in a or "out-of-distribution" in a for a in argvs[1])
+
+
+@pytest.mark.parametrize("script", ["inference.sh", "eval/RM_review.sh", "eval/GPT_review.sh", "eval/RM_result.sh"])
+@pytest.mark.parametrize("codes, worst", [((3, 0), 3), ((0, 3), 3), ((1, 3), 1), ((3, 1), 1), ((2, 1), 2),
+                                          ((3, 2), 2), ((0, 0), 0), ((0, 137), 137)])
+def test_two_splits_report_the_worst_status(run_wrapper, script, codes, worst):
+    """The exit-status contract's order: 2 (usage) > 1 (a file unusable) > 3 (items not done) > 0; a crash
+    or a signal (e.g. 137) is worse than all of them. Both splits run whatever the first one returns."""
+    code, err, argvs = run_wrapper(script, "m7", exit_codes=codes)
+    assert len(argvs) == 2
+    assert code == worst

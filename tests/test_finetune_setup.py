@@ -338,3 +338,20 @@ def test_finetune_help_lists_the_original_and_new_flags():
                  "--lora_r", "--model_max_length", "--image_root", "--use_sample_system", "--pad_to_model_max_length",
                  "--warmup_ratio", "--resume_from_checkpoint"):
         assert flag in result.stdout, flag
+
+
+@pytest.mark.parametrize("script, flag, message", [
+    ("finetune_ds.sh", ["--learning_rat", "2e-5"], "unrecognized arguments: --learning_rat 2e-5"),
+    ("finetune_RM_ds.sh", ["--no_such_flag"], "unrecognized arguments: --no_such_flag"),
+    ("finetune_lora_ds.sh", ["--lora_ran", "8"], "unrecognized arguments: --lora_ran 8"),
+])
+def test_a_usage_error_through_the_scripts_is_exit_status_2_before_torchrun(tmp_path, script, flag, message):
+    """torchrun reports any failed worker as 1; the scripts check the flags first, so a misspelt or shortened
+    flag (no prefix matching) is a usage error (2), said once, and no worker is started."""
+    environment = {k: v for k, v in os.environ.items() if k not in ("GPUS_PER_NODE", "DRY_RUN")}
+    environment.update(PYTHON=sys.executable, OUTPUT_DIR=str(tmp_path / "out"), GPUS_PER_NODE="2")
+    result = subprocess.run(["bash", str(REPO / "finetune" / script), *flag], env=environment, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count(message) == 1 and "torch.distributed" not in result.stderr
+    assert not (tmp_path / "out").exists()

@@ -86,3 +86,76 @@ def test_atomic_writes_get_normal_permissions_not_mkstemps_0600(tmp_path, umask_
     existing.chmod(0o664)
     atomic_write_text(existing, "new")
     assert existing.read_text() == "new" and stat.S_IMODE(existing.stat().st_mode) == 0o664  # kept, not the umask's
+
+
+class _FileSizeLimit:
+    """Writes beyond `limit` bytes per file fail (RLIMIT_FSIZE; Python ignores SIGXFSZ, so write() gets
+    EFBIG, the same OSError path as ENOSPC on a full disk). Only for the few lines inside the block."""
+
+    def __init__(self, limit):
+        import resource
+
+        self.resource, self.limit = resource, limit
+
+    def __enter__(self):
+        self.saved = self.resource.getrlimit(self.resource.RLIMIT_FSIZE)
+        self.resource.setrlimit(self.resource.RLIMIT_FSIZE, (self.limit, self.saved[1]))
+
+    def __exit__(self, *exc):
+        self.resource.setrlimit(self.resource.RLIMIT_FSIZE, self.saved)
+
+
+def test_a_journal_append_that_fails_midway_leaves_no_partial_line(tmp_path):
+    import errno
+
+    path = tmp_path / "j.jsonl"
+    j = Journal(path, ("id",))
+    j.append({"id": "a", "text": "short"})
+    before = path.read_bytes()
+    with _FileSizeLimit(len(before) + 10), pytest.raises(OSError) as failure:
+        j.append({"id": "b", "text": "x" * 200})  # the first 10 bytes fit, the rest does not
+    assert failure.value.errno == errno.EFBIG and failure.value.filename == str(path)  # names the journal
+    assert path.read_bytes() == before and not j.done(("b",))
+    j.append({"id": "c"})
+    assert [json.loads(line)["id"] for line in path.read_text().splitlines()] == ["a", "c"]
+
+
+def test_an_atomic_write_that_fails_names_the_file_and_leaves_the_old_one(tmp_path):
+    import errno
+
+    from mmrole.store import atomic_write_text
+
+    target = tmp_path / "out.json"
+    target.write_text("old")
+    with _FileSizeLimit(100), pytest.raises(OSError) as failure:
+        atomic_write_text(target, "new" * 100)
+    assert failure.value.errno == errno.EFBIG and failure.value.filename == str(target)
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_folder_lock_refuses_a_second_holder_and_is_free_again_after_release(tmp_path):
+    import socket
+
+    from mmrole.store import FolderBusy, FolderLock
+
+    first = FolderLock(tmp_path).acquire()
+    with pytest.raises(FolderBusy, match=f"pid {os.getpid()} on host {socket.gethostname()}"):
+        FolderLock(tmp_path).acquire()
+    first.release()
+    assert not (tmp_path / ".mmrole.lock").exists()
+    with FolderLock(tmp_path) as again:
+        assert again.took_over is None
+
+
+def test_claiming_a_folder_removes_stale_temp_files_in_the_subfolders_asked_for(tmp_path):
+    from mmrole.store import claim_output_folder
+
+    nested = tmp_path / "dialogues" / "in-distribution" / "comment"
+    nested.mkdir(parents=True)
+    (nested / ".Woody_COCO.json.a1b2c3d4.tmp").write_text("partial")
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / ".x.jpg.a1b2c3d4.tmp").write_text("not a folder we write to")
+    with claim_output_folder(tmp_path, [(tmp_path / "dialogues", True)]) as folder:
+        assert not (nested / ".Woody_COCO.json.a1b2c3d4.tmp").exists()
+        assert (tmp_path / "images" / ".x.jpg.a1b2c3d4.tmp").exists()
+        assert "removed 1 temporary file(s) left by killed writes (7 bytes)" in folder.notes[0]

@@ -38,6 +38,16 @@ class ChatRequest:
         parts.append({"text": text})
         return cls(query=tuple(parts), system=system, key=key)
 
+    @property
+    def label(self) -> str:
+        """The request as messages name it: its key is the caller's, e.g. (sample id,) or (sample id, metric,
+        order), so the sample id comes first."""
+        key = self.key if isinstance(self.key, tuple) else (self.key,)
+        if not key or key == (None,):
+            return "request"
+        rest = ", ".join(str(part) for part in key[1:])
+        return f"sample {key[0]}" + (f" [{rest}]" if rest else "")
+
     def images(self) -> List[str]:
         """Every image path of the request, history first, in order of appearance."""
         found = [p["image"] for turn, _ in self.history for p in turn if "image" in p]
@@ -88,6 +98,11 @@ class BackendError(RuntimeError):
         self.key = key
 
 
+class FatalBackendError(RuntimeError):
+    """No request can succeed (the endpoint refused the API key, or does not serve the model): the run
+    stops at once with this one message instead of failing every item."""
+
+
 class Backend(abc.ABC):
     """Answers chat requests. Implementations batch or parallelise internally."""
 
@@ -100,7 +115,8 @@ class Backend(abc.ABC):
         """Yield (index into requests, result or error) as each request finishes, in any order.
 
         A failed request yields a BackendError instead of raising, so one bad item never stops
-        the others; callers record it and move on.
+        the others; callers record it and move on. Only FatalBackendError is raised: then no
+        request can succeed.
         """
 
     def generate(self, requests: Sequence[ChatRequest], params: GenerationParams) -> List[Union[ChatResult, BackendError]]:

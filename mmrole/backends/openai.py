@@ -12,8 +12,8 @@ import hashlib
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
-from ..client import ChatCall, ChatClient, Completion, RequestFailed, image_data_url, system_message
-from .base import Backend, BackendError, ChatRequest, ChatResult, GenerationParams, Part
+from ..client import ChatCall, ChatClient, Completion, EndpointRejected, RequestFailed, image_data_url, system_message
+from .base import Backend, BackendError, ChatRequest, ChatResult, FatalBackendError, GenerationParams, Part
 
 
 def _content(parts: Sequence[Part], encode: Callable[[str], str] = image_data_url) -> Union[str, List[Dict[str, Any]]]:
@@ -86,17 +86,21 @@ class OpenAIBackend(Backend):
         def calls() -> Iterator[ChatCall]:  # built lazily: only ~2 x concurrency images in memory
             for index, request in enumerate(requests):
                 try:
-                    yield ChatCall(messages=chat_messages(request, self._encode), key=index, params=fields)
+                    yield ChatCall(messages=chat_messages(request, self._encode), key=index, params=fields,
+                                   label=request.label)
                 except (OSError, ValueError) as e:  # e.g. a missing or corrupt image: this request only
                     unreadable.append((index, BackendError(f"cannot build the request: {e}", key=request.key)))
 
-        for outcome in self.client.chat_many(calls()):
-            while unreadable:
-                yield unreadable.pop()
-            if isinstance(outcome, RequestFailed):
-                yield outcome.key, BackendError(str(outcome), key=requests[outcome.key].key)
-            else:
-                yield outcome.key, _result(outcome)
+        try:
+            for outcome in self.client.chat_many(calls()):
+                while unreadable:
+                    yield unreadable.pop()
+                if isinstance(outcome, RequestFailed):
+                    yield outcome.key, BackendError(str(outcome), key=requests[outcome.key].key)
+                else:
+                    yield outcome.key, _result(outcome)
+        except EndpointRejected as e:  # the key or the model: no other request can succeed
+            raise FatalBackendError(str(e)) from None
         while unreadable:
             yield unreadable.pop()
 

@@ -20,6 +20,7 @@ from transformers.integrations import is_deepspeed_zero3_enabled
 from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.trainer_utils import get_last_checkpoint
 
+from ..cli import redact_keys
 from .arguments import ARGUMENT_CLASSES
 from .cpu_distributed import install_cpu_gloo_backend
 from .data import (
@@ -64,16 +65,45 @@ class FinetuneTrainer(Trainer):
                 config.use_cache = previous
 
 
-def parse_arguments(argv: Optional[Sequence[str]] = None):
-    parser = transformers.HfArgumentParser(ARGUMENT_CLASSES)
+CHECK_ARGUMENTS = "--check_arguments"  # finetune_*.sh: check the flags in one process before torchrun starts
+
+
+def _parser() -> transformers.HfArgumentParser:
+    # allow_abbrev=False: with prefix matching a misspelt or shortened flag silently sets another one
+    parser = transformers.HfArgumentParser(ARGUMENT_CLASSES, allow_abbrev=False)
     parser.description = ("Fine-tune Qwen-VL-Chat into MMRole-Agent or the MMRole-Eval reward model "
                           "(run under torchrun; see finetune/finetune_ds.sh).")
-    argv = list(sys.argv[1:] if argv is None else argv)
+    return parser
+
+
+def _refuse_bf16_without_gpu(parser, argv: Sequence[str]) -> None:
+    """Before the training arguments are built: TrainingArguments(bf16=True) itself raises on a CPU."""
     if not torch.cuda.is_available() and _flag_is_true(argv, "--bf16"):
         parser.error("--bf16 needs a GPU: CPU runs train in float32, drop --bf16 (the finetune_*.sh scripts do)")
-    model_args, data_args, training_args, lora_args = parser.parse_args_into_dataclasses(args=argv)
-    if not data_args.data_path:
+
+
+def _refuse(parser, unknown: Sequence[str], data_path: Optional[str]) -> None:
+    """Usage errors (exit status 2, one line; a key given by mistake is not repeated)."""
+    if unknown:
+        parser.error(redact_keys(f"unrecognized arguments: {' '.join(unknown)}"))
+    if not data_path:
         parser.error("--data_path is required")
+
+
+def check_arguments(argv: Sequence[str]) -> None:
+    """The usage errors of parse_arguments, found without building the training arguments (which would set up
+    the distributed run): torchrun reports any failed worker as exit status 1, so the finetune_*.sh scripts
+    check the flags first and a usage error keeps its status 2."""
+    parser = _parser()
+    _refuse_bf16_without_gpu(parser, argv)
+    namespace, unknown = parser.parse_known_args(list(argv))
+    _refuse(parser, unknown, getattr(namespace, "data_path", None))
+
+
+def parse_arguments(argv: Optional[Sequence[str]] = None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    check_arguments(argv)  # usage errors first, before the training arguments set anything up
+    model_args, data_args, training_args, lora_args = _parser().parse_args_into_dataclasses(args=argv)
     return model_args, data_args, training_args, lora_args
 
 
@@ -147,7 +177,11 @@ def report_data(report: DataReport, training_args, name: str) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Train; a data file that cannot be read, a missing model or checkpoint folder or an image gone since the
     start-up check ends the run with one line naming it (exit status 1) instead of a traceback from every process.
-    Any other error keeps its traceback."""
+    Any other error keeps its traceback. With --check_arguments only the flags are checked (exit status 0 or 2)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if CHECK_ARGUMENTS in argv:
+        check_arguments([arg for arg in argv if arg != CHECK_ARGUMENTS])
+        return 0
     install_cpu_gloo_backend()  # must run before TrainingArguments sets up accelerate's state
     # DeepSpeed calls torch.distributed functions torch has deprecated, once per step: not ours to fix, only noise.
     warnings.filterwarnings("ignore", message=r"`torch\.distributed\.\w+` is deprecated", category=FutureWarning)

@@ -412,8 +412,9 @@ def read_api_key(env_name: Optional[str], key_file: Optional[str]) -> Optional[s
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m mmrole.serve", description=__doc__, allow_abbrev=False,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    from .cli import ArgumentParser  # the project's parser: no abbreviations, no keys on the command line
+
+    parser = ArgumentParser(prog="python -m mmrole.serve", description=__doc__)
     model = parser.add_argument_group("model")
     model.add_argument("--model_path", required=True, help="Qwen-VL-Chat-format folder, or a LoRA adapter folder")
     model.add_argument("--use_lora", action="store_true", help="--model_path holds a LoRA adapter (also detected)")

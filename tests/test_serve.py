@@ -426,7 +426,8 @@ def test_inference_and_review_openai_backends_against_the_server(server, tiny, t
 
     rows_before = server.app.engine.stats["rows"]
     reviews = tmp_path / "reviews"
-    assert RM_review.main(common + ["--input_dir", str(answers), "--output_dir", str(reviews)]) == 0
+    # 3: a tiny random judge writes no score pair, so reviews are listed as failed (the exit-status contract)
+    assert RM_review.main(common + ["--input_dir", str(answers), "--output_dir", str(reviews)]) == 3
     reviewed = json.loads((reviews / "comment_test.json").read_text())
     assert server.app.engine.stats["rows"] - rows_before == 2 * 8, "eight judge requests per sample"
     samples, _ = load_test_samples(answers / "comment_test.json")

@@ -15,8 +15,7 @@ Exit status: 0 every sample answered; 1 a file or the output folder could not be
 2 usage error or nothing to do (bad flags, no input, no API key, the endpoint refused the key or the
 model); 3 some samples not answered (listed; a rerun asks the failed ones again).
 """
-import os, sys
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import sys
 
 from mmrole.cli import (
     ArgumentParser, add_backend_arguments, add_generation_arguments, add_io_arguments, generation_params,

@@ -33,3 +33,15 @@ PY
 then
   "$PYTHON" -m pip install -r requirements.txt -r requirements-dev.txt
 fi
+# The package itself, editable (pyproject.toml): scripts in data_prep/, eval/, finetune/ and bench/ import `mmrole`
+# without touching sys.path. Installed when missing (or when the checkout it pointed at is gone). If it points at
+# another checkout of this repository, that is left alone (several checkouts may share one Python; the tests always
+# run their own checkout's code, see tests/conftest.py) and said.
+installed="$("$PYTHON" -I -c 'import importlib.util as u; s = u.find_spec("mmrole"); print(s.origin if s and s.origin else "")' 2>/dev/null || true)"
+here="$(pwd -P)/mmrole/__init__.py"
+if [ -z "$installed" ] || [ ! -f "$installed" ]; then
+  "$PYTHON" -m pip install --no-deps -e .
+elif [ "$(cd "$(dirname "$installed")" && pwd -P)/__init__.py" != "$here" ]; then
+  echo "setup.sh: note: mmrole is installed from $(dirname "$(dirname "$installed")"); scripts run from this checkout's" \
+       "subfolders import that copy unless PYTHONPATH=$(pwd -P) ('$PYTHON -m pip install --no-deps -e .' here points it here)" >&2
+fi

@@ -13,8 +13,7 @@ max_tokens. A benchmark, not a test (timings depend on the machine and its load)
 
     python bench/serve_load.py [--clients 32] [--requests 64] [--max_batch_size 8] [--max_tokens 8 16 32 64]
 """
-import os, sys
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import sys
 
 import argparse
 import base64

@@ -28,8 +28,8 @@ the figures are in docs/training.md).
 
     python bench/train_throughput.py [--samples 12] [--batch_size 4] [--seed 0]
 """
-import os, sys
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import os
+import sys
 
 import argparse
 import json

@@ -21,8 +21,8 @@ job); 1 a file could not be used (a dialogue or annotations file that is not val
 roles.json/profiles.json, --test_ids unreadable, the output folder): named; 2 usage error (bad flags,
 no such --data_root).
 """
-import os, sys
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import os
+import sys
 
 from mmrole.cli import EXIT_OK, EXIT_UNUSABLE, EXIT_USAGE, ArgumentParser, int_at_least
 

@@ -17,8 +17,8 @@ Exit status: 0 filtered (rejected records are listed in rejects.jsonl: rejecting
 job); 1 a file could not be used (a dialogue file that is not valid JSON, a damaged roles.json or
 profiles.json, the output folder): named; 2 usage error (bad flags, no such --data_root).
 """
-import os, sys
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import os
+import sys
 
 from mmrole.cli import EXIT_OK, EXIT_UNUSABLE, EXIT_USAGE, ArgumentParser
 

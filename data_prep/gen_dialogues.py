@@ -24,8 +24,7 @@ Exit status: 0 every dialogue made; 1 a file the run depends on, an existing out
 folder could not be used (named); 2 usage error (bad flags, no API key, the endpoint refused the key or
 the model); 3 dialogues not made (failed, rejected or skipped: each listed).
 """
-import os, sys
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import sys
 
 from mmrole.cli import ArgumentParser, int_at_least
 

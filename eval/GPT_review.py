@@ -11,8 +11,7 @@ the output folder could not be used (named); 2 usage error or nothing to do (bad
 flags, no input, no API key, the endpoint refused the key or the model); 3 some reviews not done
 (API errors, no score pair after the retries, bad samples or images: listed; a rerun redoes them).
 """
-import os, sys
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import sys
 
 from mmrole.cli import review_main
 

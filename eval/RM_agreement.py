@@ -8,8 +8,8 @@ paired by name; samples are paired by id. Unscored or unpaired samples are liste
 Exit status: 0 done (unpaired and unscored samples are listed); 1 a reviews file cannot be read, or
 --output cannot be written (named); 2 usage error (e.g. no such file or folder).
 """
-import os, sys
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import os
+import sys
 
 from mmrole.cli import EXIT_OK, EXIT_UNUSABLE, EXIT_USAGE, ArgumentParser, write_error_message
 from mmrole.agreement import agreement_csv_text, agreement_table, format_agreement, paired_scores

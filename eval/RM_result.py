@@ -11,8 +11,7 @@ Exit status: 0 every file complete; 1 a file could not be read (named; it gets n
 scored); 2 usage error or nothing to do (no such folder or file, no *.json in it); 3 a file is
 incomplete (its CSV is written, and marked) unless --partial accepts partial results.
 """
-import os, sys
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import sys
 
 from mmrole.cli import EXIT_INCOMPLETE, EXIT_UNUSABLE, EXIT_USAGE, ArgumentParser, worst_status
 

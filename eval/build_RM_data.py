@@ -12,8 +12,7 @@ Exit status: 0 done (left-out reviews are listed: leaving them out is this scrip
 file could not be read, or the output could not be written (named); 2 usage error or nothing to do (no
 such folder, no *.json in it).
 """
-import os, sys
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import sys
 
 from mmrole.cli import EXIT_OK, EXIT_UNUSABLE, EXIT_USAGE, ArgumentParser, write_error_message
 from mmrole.results import input_files

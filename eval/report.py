@@ -15,8 +15,7 @@ charts' legend says "(incomplete)", and the exit status is 3 unless --partial ac
 Exit status: 0 done; 1 a result CSV cannot be read (named); 2 usage error (e.g. a model without any
 result CSV); 3 incomplete results (see above).
 """
-import os, sys
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import sys
 
 from mmrole.cli import EXIT_INCOMPLETE, EXIT_OK, EXIT_UNUSABLE, EXIT_USAGE, ArgumentParser, int_at_least
 

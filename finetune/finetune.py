@@ -13,8 +13,7 @@ longest sample (--pad_to_model_max_length True pads like the original). Each sam
 (--use_sample_system False trains every sample with "You are a helpful assistant." like the original).
 A rerun continues from the last checkpoint-N in --output_dir. Run with --help for every flag.
 """
-import os, sys
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import sys
 
 from mmrole.finetune.train import main
 

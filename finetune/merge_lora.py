@@ -10,8 +10,7 @@ the dtype the base checkpoint is stored in). The tokenizer and generation config
 Exit status: 0 merged; 1 a write failed; 2 usage error (bad flags, no such adapter or base model folder,
 --output_dir already holds a checkpoint).
 """
-import os, sys
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import sys
 
 from mmrole.cli import EXIT_UNUSABLE, EXIT_USAGE, ArgumentParser
 

@@ -9,6 +9,12 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("MMROLE_SHARED", REPO.parent / "shared")).resolve()
 
+# Scripts the tests start as subprocesses (data_prep/*.py, eval/*.py, finetune/*.sh, demo.sh, ...) must run this
+# checkout's code: `pip install -e .` points `mmrole` at one checkout of possibly several on the machine. The
+# repository root first on PYTHONPATH wins over the installed one in every child process (pytest.ini's `pythonpath`
+# does the same for the tests themselves).
+os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))])
+
 
 def _shared_path(*parts: str) -> Path:
     path = SHARED.joinpath(*parts)

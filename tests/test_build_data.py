@@ -11,6 +11,7 @@ from mmrole.prompts import ROLEPLAY_SYSTEM
 from mmrole.data_build import BuildOptions, build, choose_test_samples, load_data, BuildResult
 from mmrole.raw_data import DIALOGUE_TYPES
 from tests.data_prep_support import OUT_ROLES, dialogue_file, edit_json, make_raw_tree, raw_records, train_ids
+from tests.support.scripts import load_script
 
 # Published samples / with a dialogue in the raw snapshot / rebuilt identically / data errors.
 # 216: the shared snapshot (In-Test only, in-distribution data only). 294: the full release with
@@ -274,7 +275,7 @@ def test_test_ids_naming_a_non_target_turn_are_reported(tree, tmp_path):
 
 
 def test_cli_help_and_bad_root(tmp_path, capsys):
-    from data_prep.build_data import main
+    main = load_script("data_prep/build_data.py").main
 
     with pytest.raises(SystemExit) as done:
         main(["--help"])
@@ -294,7 +295,7 @@ def test_cli_help_and_bad_root(tmp_path, capsys):
 
 
 def test_cli_test_ids_file_is_the_split(tree, tmp_path, capsys):
-    from data_prep.build_data import main
+    main = load_script("data_prep/build_data.py").main
 
     chosen = ["Woody_comment_COCO_0_1", "孙悟空_human-role-dialogue_script_1_3", "Buzz_Lightyear_role-role-dialogue_COCO_2_0"]
     ids_file = tmp_path / "ids.txt"

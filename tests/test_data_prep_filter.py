@@ -8,6 +8,7 @@ import pytest
 from mmrole.data_build import BuildOptions, build
 from mmrole.data_filter import FilterConfig, run_filter
 from tests.data_prep_support import dialogue_file, edit_json, make_raw_tree, raw_records, train_ids
+from tests.support.scripts import load_script
 
 
 def set_turn(records, k, turn, text=None, speaker=None):
@@ -150,7 +151,7 @@ def test_real_data_damage_is_found(mmrole_data, tmp_path):
 
 
 def test_cli(damaged, tmp_path, capsys):
-    from data_prep.filter_dialogues import main
+    main = load_script("data_prep/filter_dialogues.py").main
 
     break_json(damaged)
     with pytest.raises(SystemExit):

@@ -20,6 +20,7 @@ from mmrole.raw_data import name_stem
 from mmrole.store import Journal
 from tests.data_prep_support import write_json
 from tests.openai_stub import Fault, OpenAIStub, StubReply
+from tests.support.scripts import load_script
 
 MODEL = "gpt-4-vision-stub"
 
@@ -376,8 +377,8 @@ def test_gen_dialogues_skips_an_annotated_image_that_is_absent(mmrole_data, coco
 
 
 def test_generator_clis(profile_root, tmp_path, monkeypatch, capsys):
-    from data_prep.gen_dialogues import main as dialogues_main
-    from data_prep.gen_profiles import main as profiles_main
+    dialogues_main = load_script("data_prep/gen_dialogues.py").main
+    profiles_main = load_script("data_prep/gen_profiles.py").main
 
     for main in (profiles_main, dialogues_main):
         with pytest.raises(SystemExit):
@@ -577,7 +578,7 @@ def test_rounds_set_the_turn_count_a_reply_must_have(tree, coco_dir, tmp_path, c
     assert len(record["conversations"]) == 50
     assert any("--dialogue_turns 46 54" in line for line in lines)  # how to filter such dialogues
 
-    from data_prep.gen_dialogues import parse_args
+    parse_args = load_script("data_prep/gen_dialogues.py").parse_args
     for bad in (["--rounds", "0"], ["--rounds_tolerance", "-1"], ["--rounds", "six"]):
         with pytest.raises(SystemExit):
             parse_args(["--data_root", str(tree), "--model", MODEL, *bad])
@@ -679,7 +680,7 @@ def assert_key_nowhere(texts, folder):
 
 
 def test_gen_profiles_command_line_end_to_end(mmrole_data, profile_root, tmp_path, monkeypatch, capsys):
-    from data_prep.gen_profiles import main
+    main = load_script("data_prep/gen_profiles.py").main
 
     monkeypatch.setenv("OPENAI_API_KEY", CLI_KEY)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
@@ -705,7 +706,7 @@ def test_gen_profiles_command_line_end_to_end(mmrole_data, profile_root, tmp_pat
 
 
 def test_gen_dialogues_command_line_end_to_end(tree, coco_dir, tmp_path, monkeypatch, capsys):
-    from data_prep.gen_dialogues import main
+    main = load_script("data_prep/gen_dialogues.py").main
 
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
@@ -734,7 +735,7 @@ def test_a_refused_key_stops_the_generator_at_once(tree, coco_dir, tmp_path, mon
     """A 401 (whose message quotes the key, as OpenAI's does) or an unknown model: one message, exit status 2,
     at most the requests already in flight (--concurrency 2) reach the server, none is retried, the key is
     nowhere."""
-    from data_prep.gen_dialogues import main
+    main = load_script("data_prep/gen_dialogues.py").main
 
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     monkeypatch.setenv("MMROLE_TEST_KEY", CLI_KEY)
@@ -803,7 +804,7 @@ def test_rejected_items_are_journaled_and_asked_again_only_when_asked(tree, coco
 
 
 def test_gen_dialogues_cli_exit_status_with_rejected_items(tree, coco_dir, tmp_path, monkeypatch, capsys):
-    from data_prep.gen_dialogues import main
+    main = load_script("data_prep/gen_dialogues.py").main
 
     monkeypatch.setenv("MMROLE_TEST_KEY", CLI_KEY)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
@@ -845,7 +846,7 @@ def test_generator_one_line_failures_a_damaged_journal_and_a_busy_folder(tree, c
     its line), an output folder another run holds (its pid named)."""
     import os
 
-    from data_prep.gen_dialogues import main
+    main = load_script("data_prep/gen_dialogues.py").main
     from mmrole.store import FolderLock
 
     monkeypatch.setenv("MMROLE_TEST_KEY", CLI_KEY)

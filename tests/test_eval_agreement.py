@@ -4,16 +4,15 @@ import copy
 import csv
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
 from mmrole.agreement import ALL_METRICS, agreement_table, paired_scores
 from mmrole.metrics import METRIC_NAMES
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "eval"))
-import RM_agreement  # noqa: E402
+from tests.support.scripts import load_script
+
+RM_agreement = load_script("eval/RM_agreement.py")
 
 
 def _by_metric(rows):

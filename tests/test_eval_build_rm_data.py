@@ -2,14 +2,13 @@
 
 import json
 import os
-import sys
-from pathlib import Path
 
 from mmrole.metrics import METRIC_NAMES, ABBR_OF
 from mmrole.prompts import EVALUATOR_SYSTEM, judge_prompt
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "eval"))
-import build_RM_data  # noqa: E402
+from tests.support.scripts import load_script
+
+build_RM_data = load_script("eval/build_RM_data.py")
 from test_eval_review import TINY_PNG  # noqa: E402  (a real image: images are checked)
 
 

@@ -18,9 +18,10 @@ from mmrole.metrics import METRIC_NAMES
 from mmrole.prompts import EVALUATOR_SYSTEM, judge_prompt
 from tests.openai_stub import Fault, OpenAIStub
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "eval"))
-import GPT_review  # noqa: E402
-import RM_result  # noqa: E402
+from tests.support.scripts import load_script
+
+GPT_review = load_script("eval/GPT_review.py")
+RM_result = load_script("eval/RM_result.py")
 
 MODEL, NAME = "qwen-vl-chat", "inter-role_test.json"
 SECRET = "sk-test-0123456789abcdef"

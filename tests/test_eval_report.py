@@ -7,8 +7,6 @@ mean over all reviewed samples misses several cells by more than the table's rou
 
 import csv
 import math
-import sys
-from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -16,8 +14,9 @@ from PIL import Image
 from mmrole.metrics import ABBR_OF, DIMENSIONS, METRIC_NAMES
 from mmrole.results import read_table_csv, table5_rows
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "eval"))
-import report  # noqa: E402
+from tests.support.scripts import load_script
+
+report = load_script("eval/report.py")
 
 MODELS = ["gpt-4-turbo", "claude-3-opus", "qwen-vl-chat", "llava-next-mistral-7b", "yi-vl-6b", "mmrole-agent"]
 COLUMNS = [*METRIC_NAMES, "Overall"]

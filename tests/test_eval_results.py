@@ -3,15 +3,15 @@
 import copy
 import json
 import subprocess
-from pathlib import Path
 import sys
 
 import pytest
 
 from mmrole.metrics import METRIC_NAMES
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "eval"))
-import RM_result  # noqa: E402  (the script itself, called in-process)
+from tests.support.scripts import load_script
+
+RM_result = load_script("eval/RM_result.py")
 
 
 def _models(mmrole_reference):

@@ -10,7 +10,6 @@ The checkpoint copy's generation_config.json says max_new_tokens 16 (see test_in
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,8 +19,9 @@ from mmrole.prompts import EVALUATOR_SYSTEM, judge_prompt
 
 from test_inference_hf import REFERENCE_IMAGES, tiny_checkpoint
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "eval"))
-import RM_review  # noqa: E402
+from tests.support.scripts import load_script
+
+RM_review = load_script("eval/RM_review.py")
 
 MODEL, NAME, PICKS = "yi-vl-6b", "human-role_test.json", (3, 40)
 

@@ -23,12 +23,11 @@ from mmrole.prompts import ROLEPLAY_SYSTEM
 from mmrole.store import FolderLock
 from tests.openai_stub import Fault, OpenAIStub
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "eval"))
-import GPT_review  # noqa: E402
-import RM_review  # noqa: E402
-import inference  # noqa: E402
+from tests.support.scripts import REPO, load_script
+
+GPT_review = load_script("eval/GPT_review.py")
+RM_review = load_script("eval/RM_review.py")
+inference = load_script("inference.py")
 
 KEY = "sk-exit-0123456789abcdefSECRET"
 NAME = "comment_test.json"
@@ -374,25 +373,18 @@ def test_temporary_files_of_killed_writes_are_removed_and_only_those(work, capsy
 
 # --- every parser ---------------------------------------------------------------------------------
 
-def _script_mains():
-    from data_prep import build_data, filter_dialogues, gen_dialogues, gen_profiles
+SCRIPTS = ("inference.py", "eval/GPT_review.py", "eval/RM_review.py", "eval/RM_result.py", "eval/report.py",
+           "eval/build_RM_data.py", "eval/RM_agreement.py", "data_prep/build_data.py", "data_prep/filter_dialogues.py",
+           "data_prep/gen_profiles.py", "data_prep/gen_dialogues.py", "finetune/merge_lora.py")
 
-    import RM_agreement
-    import RM_result
-    import build_RM_data
-    import report
+
+def _script_mains():
     from mmrole import demo_data, demo_judge, demo_summary, tiny
 
-    sys.path.insert(0, str(REPO / "finetune"))
-    import merge_lora
-
-    return {"inference.py": inference.main, "eval/GPT_review.py": GPT_review.main, "eval/RM_review.py": RM_review.main,
-            "eval/RM_result.py": RM_result.main, "eval/report.py": report.main, "eval/build_RM_data.py": build_RM_data.main,
-            "eval/RM_agreement.py": RM_agreement.main, "data_prep/build_data.py": build_data.main,
-            "data_prep/filter_dialogues.py": filter_dialogues.main, "data_prep/gen_profiles.py": gen_profiles.main,
-            "data_prep/gen_dialogues.py": gen_dialogues.main, "finetune/merge_lora.py": merge_lora.main,
-            "mmrole.tiny": tiny.main, "mmrole.demo_data": demo_data.main, "mmrole.demo_judge": demo_judge.main,
-            "mmrole.demo_summary": demo_summary.main}
+    mains = {path: load_script(path).main for path in SCRIPTS}
+    mains.update({"mmrole.tiny": tiny.main, "mmrole.demo_data": demo_data.main, "mmrole.demo_judge": demo_judge.main,
+                  "mmrole.demo_summary": demo_summary.main})
+    return mains
 
 
 @pytest.mark.parametrize("argv", [["--api_key", KEY], [f"--openai-api-key={KEY}"], ["--token", KEY], [KEY]])

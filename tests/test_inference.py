@@ -4,8 +4,6 @@ test_inference_hf.py."""
 
 import json
 import os
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -16,8 +14,9 @@ from mmrole.results import input_files
 
 from test_eval_review import ReplayJudge, _setup  # the replaying Backend (keyed by request key), file setup
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import inference  # noqa: E402  (the script)
+from tests.support.scripts import load_script
+
+inference = load_script("inference.py")
 
 
 def _test_file(tmp_path, mmrole_reference, model, name, n=None, mutate=None):

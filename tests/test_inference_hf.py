@@ -12,15 +12,14 @@ pick that default up by itself.
 import json
 import os
 import shutil
-import sys
-from pathlib import Path
 
 import pytest
 
 from mmrole.prompts import ROLEPLAY_SYSTEM
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import inference  # noqa: E402
+from tests.support.scripts import load_script
+
+inference = load_script("inference.py")
 
 CONFIG_MAX_NEW_TOKENS = 16
 REFERENCE_IMAGES = ("portrait_200x300.png", "scene_300x200.png", "shapes_64x48.png")

@@ -55,3 +55,12 @@ def test_folder_without_tokenizer_config_loads_through_config_tokenizer_class(tm
         repo_root,
     )
     assert out.splitlines()[-1] == "QWenTokenizer"
+
+
+def test_scripts_started_by_the_tests_run_this_checkout(tmp_path, repo_root):
+    """An editable install may point at another checkout of the repository: conftest puts this one first on the
+    PYTHONPATH of every child process, from whatever folder it starts."""
+    out = subprocess.run([sys.executable, "-c", "import mmrole; print(mmrole.__file__)"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(repo_root / "mmrole" / "__init__.py")

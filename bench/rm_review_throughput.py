@@ -98,7 +98,7 @@ def prepare(args, workdir: Path):
 
 def original_loop(model, tokenizer, samples, image_dir, max_new_tokens, stop):
     """The original's procedure: one chat() per sample and metric."""
-    from mmrole.metrics import METRIC_NAMES
+    from mmrole.common.metrics import METRIC_NAMES
     from mmrole.review import NORMAL, review_request
     from mmrole.schema import parse_sample
 

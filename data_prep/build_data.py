@@ -24,7 +24,7 @@ no such --data_root).
 import os
 import sys
 
-from mmrole.cli import EXIT_OK, EXIT_UNUSABLE, EXIT_USAGE, ArgumentParser, int_at_least
+from mmrole.common.cli import EXIT_OK, EXIT_UNUSABLE, EXIT_USAGE, ArgumentParser, int_at_least
 
 
 def parse_args(argv=None):
@@ -48,10 +48,10 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> int:
-    from mmrole.cli import WRITE_ERRNOS, folder_error_text, write_error_message
+    from mmrole.common.cli import WRITE_ERRNOS, folder_error_text, write_error_message
     from mmrole.data_build import BuildOptions, build, read_test_ids
     from mmrole.raw_data import RawDataError
-    from mmrole.store import FolderBusy, claim_output_folder
+    from mmrole.common.store import FolderBusy, claim_output_folder
 
     args = parse_args(argv)
     if not os.path.isdir(args.data_root) or not any(os.scandir(args.data_root)):

@@ -20,7 +20,7 @@ profiles.json, the output folder): named; 2 usage error (bad flags, no such --da
 import os
 import sys
 
-from mmrole.cli import EXIT_OK, EXIT_UNUSABLE, EXIT_USAGE, ArgumentParser
+from mmrole.common.cli import EXIT_OK, EXIT_UNUSABLE, EXIT_USAGE, ArgumentParser
 
 
 def parse_args(argv=None):
@@ -46,8 +46,8 @@ def main(argv=None) -> int:
     from mmrole.data_filter import WHOLE_FILE, FilterConfig, run_filter
     from mmrole.raw_data import RawDataError
 
-    from mmrole.cli import WRITE_ERRNOS, folder_error_text, write_error_message
-    from mmrole.store import FolderBusy, claim_output_folder
+    from mmrole.common.cli import WRITE_ERRNOS, folder_error_text, write_error_message
+    from mmrole.common.store import FolderBusy, claim_output_folder
 
     args = parse_args(argv)
     if not os.path.isdir(args.data_root) or not any(os.scandir(args.data_root)):

@@ -26,7 +26,7 @@ the model); 3 dialogues not made (failed, rejected or skipped: each listed).
 """
 import sys
 
-from mmrole.cli import ArgumentParser, int_at_least
+from mmrole.common.cli import ArgumentParser, int_at_least
 
 
 def parse_args(argv=None):

@@ -21,7 +21,7 @@ the key or the model); 3 profiles not made (failed, rejected or skipped: each li
 """
 import sys
 
-from mmrole.cli import ArgumentParser, int_at_least
+from mmrole.common.cli import ArgumentParser, int_at_least
 
 
 def parse_args(argv=None):

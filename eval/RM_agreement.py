@@ -11,10 +11,11 @@ Exit status: 0 done (unpaired and unscored samples are listed); 1 a reviews file
 import os
 import sys
 
-from mmrole.cli import EXIT_OK, EXIT_UNUSABLE, EXIT_USAGE, ArgumentParser, write_error_message
+from mmrole.common.cli import EXIT_OK, EXIT_UNUSABLE, EXIT_USAGE, ArgumentParser, write_error_message
 from mmrole.agreement import agreement_csv_text, agreement_table, format_agreement, paired_scores
-from mmrole.schema import REVIEW_KEY, SchemaError, print_problems
-from mmrole.store import atomic_write_text
+from mmrole.schema import REVIEW_KEY, SchemaError
+from mmrole.common.problems import print_problems
+from mmrole.common.store import atomic_write_text
 
 
 def main(argv=None) -> int:

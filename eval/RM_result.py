@@ -13,14 +13,15 @@ incomplete (its CSV is written, and marked) unless --partial accepts partial res
 """
 import sys
 
-from mmrole.cli import EXIT_INCOMPLETE, EXIT_UNUSABLE, EXIT_USAGE, ArgumentParser, worst_status
+from mmrole.common.cli import EXIT_INCOMPLETE, EXIT_UNUSABLE, EXIT_USAGE, ArgumentParser, worst_status
 
 
 def main(argv=None) -> int:
-    from mmrole.cli import folder_error_text, write_error_message
+    from mmrole.common.cli import folder_error_text, write_error_message
     from mmrole.results import input_files, write_result_csvs
-    from mmrole.schema import SchemaError, print_problems
-    from mmrole.store import FolderBusy, claim_output_folder
+    from mmrole.schema import SchemaError
+    from mmrole.common.problems import print_problems
+    from mmrole.common.store import FolderBusy, claim_output_folder
 
     parser = ArgumentParser(description=__doc__)
     parser.add_argument("--input_dir", default="eval/mini_reviews/mmrole-agent", help="folder of reviews files (*.json)")

@@ -17,14 +17,14 @@ result CSV); 3 incomplete results (see above).
 """
 import sys
 
-from mmrole.cli import EXIT_INCOMPLETE, EXIT_OK, EXIT_UNUSABLE, EXIT_USAGE, ArgumentParser, int_at_least
+from mmrole.common.cli import EXIT_INCOMPLETE, EXIT_OK, EXIT_UNUSABLE, EXIT_USAGE, ArgumentParser, int_at_least
 
 
 def main(argv=None) -> int:
-    from mmrole.cli import folder_error_text, write_error_message
+    from mmrole.common.cli import folder_error_text, write_error_message
     from mmrole.results import AGGREGATIONS, NoResults, row_is_incomplete, table_markdown_text, write_report
     from mmrole.schema import SchemaError
-    from mmrole.store import FolderBusy, claim_output_folder
+    from mmrole.common.store import FolderBusy, claim_output_folder
 
     parser = ArgumentParser(description=__doc__)
     parser.add_argument("--eval_dir", required=True, help="folder holding in-test_results/ and out-test_results/")

@@ -12,7 +12,7 @@ Exit status: 0 merged; 1 a write failed; 2 usage error (bad flags, no such adapt
 """
 import sys
 
-from mmrole.cli import EXIT_UNUSABLE, EXIT_USAGE, ArgumentParser
+from mmrole.common.cli import EXIT_UNUSABLE, EXIT_USAGE, ArgumentParser
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 

@@ -11,15 +11,15 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple, Union
+from typing import Dict, List, Sequence, Tuple
 
-from .metrics import METRIC_NAMES, score_ratio
-from .schema import Problem, ScorePair, SchemaError, read_reviews
+from .common.metrics import METRIC_NAMES, score_ratio
+from .common.problems import Problem
+from .schema import ScorePair, SchemaError, read_reviews
+from .common.store import PathLike
 
-PathLike = Union[str, os.PathLike]
 ALL_METRICS = "all metrics"  # the pooled row
 
 

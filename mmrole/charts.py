@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import io
 import math
-import os
-from typing import List, Sequence, Tuple, Union
+from typing import List, Sequence, Tuple
 
 import matplotlib
 
@@ -21,10 +20,9 @@ matplotlib.use("Agg")  # files only; never a display
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from .metrics import ABBR_OF, DIMENSIONS, METRIC_NAMES  # noqa: E402
-from .store import atomic_write_bytes  # noqa: E402
+from .common.metrics import ABBR_OF, DIMENSIONS, METRIC_NAMES  # noqa: E402
+from .common.store import PathLike, atomic_write_bytes
 
-PathLike = Union[str, os.PathLike]
 GROUND_TRUTH_LABEL = "ground truth (1.0)"
 OVERALL = "Overall"
 

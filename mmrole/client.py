@@ -53,8 +53,9 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 
 import openai
 
-from .cli import redact_keys
-from .schema import image_type
+from .common.cli import redact_keys
+from .common.images import image_type
+from .common.store import PathLike
 
 __all__ = [
     "ChatClient", "ChatCall", "Completion", "RequestFailed", "EndpointRejected", "MalformedResponse", "Prices", "Usage",
@@ -63,7 +64,6 @@ __all__ = [
 
 logger = logging.getLogger("mmrole.client")
 
-PathLike = Union[str, os.PathLike]
 Message = Dict[str, Any]
 
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429}) | frozenset(range(500, 600))

@@ -25,21 +25,18 @@ instead, each one named.
 from __future__ import annotations
 
 import json
-import os
 import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .raw_data import (
     DIALOGUE_TYPES, IN_DISTRIBUTION, OUT_OF_DISTRIBUTION, SOURCES, SPLITS, Annotations, Dialogue,
     InstructionSample, RawDataError, RawSplit, Skip, dialogue_sample, dialogue_samples, has_split, load_annotations,
     load_dialogues, load_split, split_sample_id,
 )
-from .store import atomic_text_writer, atomic_write_json, atomic_write_text
-
-PathLike = Union[str, os.PathLike]
+from .common.store import PathLike, atomic_text_writer, atomic_write_json, atomic_write_jsonl
 
 
 @dataclass
@@ -316,7 +313,7 @@ def _write_reports(result: BuildResult, output_dir: Path) -> None:
     skipped = [{"path": s.path, "item": s.item, "reason": s.reason, "detail": s.detail} for s in result.skips]
     skipped += [{"path": "--test_ids", "item": i, "reason": "test_id_not_built", "detail": why}
                 for i, why in result.missing_test_ids]
-    atomic_write_text(output_dir / "skipped.jsonl", "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in skipped))
+    atomic_write_jsonl(output_dir / "skipped.jsonl", skipped)
     atomic_write_json(output_dir / "build_stats.json", result.stats)
 
 

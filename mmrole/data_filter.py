@@ -31,22 +31,19 @@ counts they give on the released snapshot.
 
 from __future__ import annotations
 
-import json
-import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple
 
-from .prompts import HUMAN_SPEAKER
+from .common.prompts import HUMAN_SPEAKER
 from .raw_data import (
     DIALOGUE_TYPES, OUT_OF_DISTRIBUTION, SPLITS, Dialogue, DialogueError, RawSplit, dialogue_files, has_split,
     iter_dialogue_records, load_split, parse_dialogue, record_label,
 )
-from .store import atomic_write_json, atomic_write_text
+from .common.store import PathLike, atomic_write_json, atomic_write_jsonl
 
-PathLike = Union[str, os.PathLike]
 
 TEXT_RULES = {
     "truncated_turn": "a turn ends mid-sentence (last character a letter, digit, comma, colon or semicolon)",
@@ -203,7 +200,7 @@ def filter_split(root: PathLike, raw: RawSplit, config: FilterConfig, output_roo
                     kept.append(record)
             if output_root is not None:
                 target = Path(output_root) / Path(path).relative_to(root)
-                atomic_write_text(target, json.dumps(kept, ensure_ascii=False, indent=4))
+                atomic_write_json(target, kept, final_newline=False)
     return verdicts
 
 
@@ -263,8 +260,7 @@ def run_filter(data_root: PathLike, output_dir: Optional[PathLike], config: Filt
     if output_dir is not None:
         rejects = [{"path": v.path, "id": v.id, "reasons": [{"rule": r, "detail": d} for r, d in v.reasons]}
                    for v in verdicts if not v.kept]
-        atomic_write_text(Path(output_dir) / "rejects.jsonl",
-                          "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rejects))
+        atomic_write_jsonl(Path(output_dir) / "rejects.jsonl", rejects)
         atomic_write_json(Path(output_dir) / "filter_report.json", report.__dict__)
     return report, verdicts
 

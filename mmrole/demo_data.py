@@ -35,9 +35,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from PIL import Image, ImageDraw
 
-from .cli import EXIT_UNUSABLE, EXIT_USAGE, ArgumentParser
-from .prompts import HYPOTHETICAL_SCRIPT, language_of
+from .common.cli import EXIT_UNUSABLE, EXIT_USAGE, ArgumentParser
+from .common.prompts import HYPOTHETICAL_SCRIPT, language_of
 from .raw_data import IN_DISTRIBUTION, OUT_OF_DISTRIBUTION, name_stem
+from .common.store import atomic_write_json
 
 MANIFEST = "demo_manifest.json"
 IMAGE_SIZE = 224
@@ -367,8 +368,7 @@ def character_dialogues(c: DemoCharacter, images: Sequence[DemoImage], count: in
 # --- writing -------------------------------------------------------------------------------------
 
 def _write_json(path: Path, data) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
+    atomic_write_json(path, data, indent=2, final_newline=False)
 
 
 def _write_profiles(root: Path, split: str) -> None:

@@ -32,9 +32,10 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 from .demo_data import COLOURS, CHARACTERS, DemoImage, character, colour_word, read_manifest, remark, shape_word, join_sentences
-from .cli import EXIT_UNUSABLE, EXIT_USAGE, ArgumentParser
-from .metrics import METRIC_NAMES
+from .common.cli import EXIT_UNUSABLE, EXIT_USAGE, ArgumentParser
+from .common.metrics import METRIC_NAMES
 from .raw_data import IN_DISTRIBUTION, dialogue_samples, load_annotations, load_dialogues, load_split
+from .common.store import atomic_write_json
 
 JUDGE_SCORE_B = 9
 VARIANTS = ("faithful", "no_catchphrase", "wrong_colour", "word_salad", "other_character", "assistant", "off_topic",
@@ -169,7 +170,7 @@ def write_reviews(data_root, train_file, output_dir, *, samples: int = 40, seed:
     output_dir.mkdir(parents=True, exist_ok=True)
     for dialogue_type, reviewed in by_type.items():
         path = output_dir / f"{dialogue_type}_reviews.json"
-        path.write_text(json.dumps(reviewed, ensure_ascii=False, indent=4), encoding="utf-8")
+        atomic_write_json(path, reviewed, final_newline=False)
     return counts
 
 

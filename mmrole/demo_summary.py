@@ -4,7 +4,7 @@ agent speaks like its character, an example answer, and where the charts are.
     python -m mmrole.demo_summary --eval_dir demo_output/eval --report_dir demo_output/report --models demo-agent
 
 Parse rate = reviews whose text yielded a score pair (the pair RM_review stored, parsed by
-mmrole.metrics.parse_score_pair) / reviews asked, over every reviews file of the model. Catchphrase
+mmrole.common.metrics.parse_score_pair) / reviews asked, over every reviews file of the model. Catchphrase
 rate = answers that open with the answering character's catchphrase (every ground-truth reply of the
 demo data does).
 """
@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from .cli import ArgumentParser
+from .common.cli import ArgumentParser
 from .demo_data import character
 from .results import SPLITS, input_files
 from .schema import REVIEW_KEY, load_json_list, score_pair_of
-from .store import atomic_write_json
+from .common.store import atomic_write_json
 
 
 @dataclass

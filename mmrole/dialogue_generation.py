@@ -34,12 +34,11 @@ done yet, and only while its request is in flight.
 
 from __future__ import annotations
 
-import os
 import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from .client import ChatCall, ChatClient, Completion, MalformedResponse, system_message, user_message
 from .data_filter import FilterConfig, TextRules
@@ -47,15 +46,15 @@ from .gen_prompts import (
     COMMENT_QUESTIONS, DIALOGUE_SYSTEM, comment_prompt, human_role_prompt, inter_role_prompt, parse_json_reply,
 )
 from .generation_runner import (GenJob, RunSummary, generator_stamp, open_journal, rejected_before, result_of,
-                                run_jobs, skipped_lines, write_json_file)
-from .prompts import HUMAN_SPEAKER
+                                run_jobs, skipped_lines)
+from .common.prompts import HUMAN_SPEAKER
 from .raw_data import (
     DIALOGUE_TYPES, ID_MARKERS, OUT_OF_DISTRIBUTION, Annotations, Character, DialogueError, RawSplit, Skip,
     dialogue_files, iter_dialogue_records, load_annotations, load_split, name_stem, parse_dialogue,
 )
-from .schema import image_file_problem
+from .common.images import image_file_problem
+from .common.store import PathLike, atomic_write_json
 
-PathLike = Union[str, os.PathLike]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 _K = re.compile(r"_(\d+)$")
 # A commentary's least length (characters) and sentences, per language. The released commentaries have
@@ -396,7 +395,7 @@ def _write(items: Sequence[Planned], journal, existing: Dict[Path, List[dict]], 
     for path, records in new.items():
         merged = existing.get(path, []) + records
         merged.sort(key=lambda r: _order(r.get("id", ""), rank))
-        write_json_file(path, merged)
+        atomic_write_json(path, merged, final_newline=False)
         report.written[str(path)] = len(merged)
 
 

@@ -10,7 +10,7 @@ so data made with different prompts can be told apart; bump it whenever a prompt
 What is *not* ours: COMMENT_QUESTIONS, the fixed pool of commentary questions, taken verbatim from
 the released dialogues (every commentary question there is one of these 20; a test checks it), and
 the auxiliary-information block of character-related images, which is the protocol's own
-(`mmrole.prompts.image_info_block`), so generation and role-play prompts describe an image alike.
+(`mmrole.common.prompts.image_info_block`), so generation and role-play prompts describe an image alike.
 
 Each builder returns the user text; the system prompts are GENERATOR_SYSTEM (profiles) and
 DIALOGUE_SYSTEM (dialogues). `parse_json_reply` reads a JSON payload from a reply (tolerating a
@@ -24,7 +24,7 @@ import re
 from typing import Any, Dict, Mapping, Optional, Sequence
 
 from .client import MalformedResponse
-from .prompts import HYPOTHETICAL_SCRIPT, image_info_block
+from .common.prompts import HYPOTHETICAL_SCRIPT, image_info_block
 
 PROMPT_VERSION = "mmrole-gen-1"
 

@@ -11,7 +11,7 @@ rejected and not asked again (each ask is paid) unless the run is given retry_re
 (--retry_rejected); it is listed as not done either way. Outputs are then written from the journal,
 in a fixed order, so an interrupted-then-resumed run writes the same files as an uninterrupted one.
 
-Exit status of the generators (mmrole.cli): 0 every item made; 1 a file the run depends on or the
+Exit status of the generators (mmrole.common.cli): 0 every item made; 1 a file the run depends on or the
 output folder could not be used (or an existing output file could not be read); 2 usage error (no
 API key, the endpoint refused the key or the model, bad flags); 3 items not made (failed, rejected or
 skipped, each listed).
@@ -20,23 +20,18 @@ skipped, each listed).
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from .cli import (
-    EXIT_INCOMPLETE, EXIT_OK, EXIT_UNUSABLE, EXIT_USAGE, WRITE_ERRNOS, float_above, folder_error_text, int_at_least, redact_keys,
-    worst_status, write_error_message,
-)
+from .common.cli import (EXIT_INCOMPLETE, EXIT_OK, EXIT_UNUSABLE, EXIT_USAGE, WRITE_ERRNOS, float_above,
+    folder_error_text, int_at_least, redact_keys, worst_status, write_error_message)
 from .client import ChatCall, ChatClient, EndpointRejected, Prices, RequestFailed
 from .gen_prompts import PROMPT_VERSION
-from .jobs import progress_bar
-from .store import CorruptJournal, FolderBusy, Journal, atomic_write_text, claim_output_folder
+from .common.progress import progress_bar
+from .common.store import CorruptJournal, FolderBusy, Journal, PathLike, claim_output_folder
 
-PathLike = Union[str, os.PathLike]
 JOURNAL_DIR = ".generation"  # beside profiles/ and dialogues/ in the output folder
 REJECTED = "rejected"  # the status of a journal entry whose replies were all turned down
 
@@ -145,11 +140,6 @@ def run_jobs(client: ChatClient, jobs: Sequence[GenJob], journal: Journal, *, ma
         finally:
             outcomes.close()  # cancels what has not started; calls in flight are dropped
     return summary
-
-
-def write_json_file(path: PathLike, obj: Any) -> None:
-    """The raw layout's JSON style: UTF-8, indent 4, no trailing newline."""
-    atomic_write_text(path, json.dumps(obj, ensure_ascii=False, indent=4))
 
 
 # --- command line --------------------------------------------------------------------------------

@@ -10,7 +10,6 @@ the moment it is generated; the output file is written from the journal when the
 from __future__ import annotations
 
 import copy
-import os
 from pathlib import Path
 from typing import List, Sequence, Union
 
@@ -22,12 +21,11 @@ from .jobs import (
     image_problems,
     open_result_journal,
     run_requests,
-    write_samples_json,
 )
-from .prompts import ROLEPLAY_SYSTEM
-from .schema import Problem, SchemaError, TestSample, load_json_list, load_test_samples
-
-PathLike = Union[str, os.PathLike]
+from .common.prompts import ROLEPLAY_SYSTEM
+from .common.problems import Problem
+from .schema import SchemaError, TestSample, load_json_list, load_test_samples
+from .common.store import PathLike, atomic_write_json
 
 
 def answer_request(sample: TestSample, image_dir: PathLike) -> ChatRequest:
@@ -64,7 +62,7 @@ def answer_file(
         records = load_json_list(input_path)
         samples, problems = load_test_samples(input_path, need_ground_truth=False)
     except SchemaError as e:
-        summary.skipped.append(Problem.unusable_file(e))
+        summary.skipped.append(e.problem())
         return summary
     samples, unusable_images = image_problems(samples, image_dir, input_path)
     summary.samples, summary.skipped = len(records), problems + unusable_images
@@ -92,7 +90,8 @@ def answer_file(
             summary.failed.append(Problem(str(input_path), sample.id, f"no answer: {entry.get('error', 'not run')}"))
     # By position, never by id: a second record with the same id must not get the first one's answer.
     answer_at = {sample.index: answers[sample.id]["answer"] for sample in samples if sample.id in answers}
-    write_samples_json(output_path, [_with_answer(record, answer_at.get(index)) for index, record in enumerate(records)])
+    atomic_write_json(output_path, [_with_answer(record, answer_at.get(index)) for index, record in enumerate(records)],
+                      final_newline=False)
     summary.done = len(answers)
     _note_answers(summary, list(answers.values()))
     return summary

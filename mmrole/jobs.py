@@ -1,7 +1,7 @@
 """What inference and review share: files to process, journals beside the outputs, running
 requests through a backend with a progress bar, and writing outputs as the original did.
 
-Each output file `OUT/<name>.json` has a journal `OUT/<name>.journal.jsonl` (mmrole.store.Journal)
+Each output file `OUT/<name>.json` has a journal `OUT/<name>.journal.jsonl` (mmrole.common.store.Journal)
 that receives every finished item at once. The output itself is written atomically from the input
 and the journal when the file is done, so a rerun after a kill resumes from the journal and
 produces the same file as an uninterrupted run.
@@ -17,19 +17,19 @@ another model's finished results.
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, Hashable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .backends.base import Backend, BackendError, ChatRequest, ChatResult, GenerationParams
-from .cli import EXIT_INCOMPLETE, EXIT_OK, EXIT_UNUSABLE, worst_status
-from .schema import Problem, TestSample, image_file_problem
-from .store import CorruptJournal, Journal, atomic_write_text
+from .common.cli import EXIT_INCOMPLETE, EXIT_OK, EXIT_UNUSABLE, worst_status
+from .common.problems import Problem
+from .common.progress import progress_bar
+from .schema import TestSample
+from .common.images import image_file_problem
+from .common.store import CorruptJournal, Journal, PathLike
 
-PathLike = Union[str, os.PathLike]
 JOURNAL_SUFFIX = ".journal.jsonl"  # not *.json: RM_result and review read every *.json in a folder
 
 
@@ -145,11 +145,6 @@ def _settings_difference(old: Optional[Mapping[str, Any]], new: Mapping[str, Any
     return "; ".join(changed)
 
 
-def write_samples_json(path: PathLike, samples: Sequence[Any]) -> None:
-    """As the original scripts wrote answers and reviews: UTF-8, indent 4, no trailing newline."""
-    atomic_write_text(path, json.dumps(list(samples), ensure_ascii=False, indent=4))
-
-
 def already_finished(output_path: PathLike) -> bool:
     """An output without a journal was finished by an earlier run (or by hand): leave it alone."""
     return Path(output_path).exists() and not journal_path(output_path).exists()
@@ -159,7 +154,7 @@ def image_problems(
     samples: Sequence[TestSample], image_dir: PathLike, path: PathLike
 ) -> Tuple[List[TestSample], List[Problem]]:
     """Split samples into those whose image can be shown to a model and a Problem (file, sample id, image
-    path) for each image that is missing, unreadable, not an image or damaged (schema.image_file_problem):
+    path) for each image that is missing, unreadable, not an image or damaged (common.images.image_file_problem):
     checked before any request is sent, each image file once."""
     kept, problems = [], []
     verdicts: Dict[str, Optional[str]] = {}
@@ -172,13 +167,6 @@ def image_problems(
         else:
             problems.append(Problem(str(path), sample.id, f"{verdicts[image]}: {image}"))
     return kept, problems
-
-
-def progress_bar(total: int, desc: str, enabled: bool = True, unit: str = "req"):
-    """A tqdm bar on stderr (stdout keeps the report) with rate and ETA (tqdm's default format shows both)."""
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=not enabled, dynamic_ncols=True)
 
 
 def run_requests(
@@ -218,7 +206,7 @@ class FileSummary:
 
     @property
     def status(self) -> int:
-        """Exit status for this file (mmrole.cli): 1 unusable, 3 items not done (bad input skipped or
+        """Exit status for this file (mmrole.common.cli): 1 unusable, 3 items not done (bad input skipped or
         failed; deliberate skips such as empty answers do not count), else 0."""
         if self.unusable:
             return EXIT_UNUSABLE
@@ -227,7 +215,7 @@ class FileSummary:
         return EXIT_OK
 
     def print(self, stream=None) -> None:
-        from .schema import print_problems
+        from .common.problems import print_problems
 
         stream = stream or sys.stderr
         print(f"{self.input_path} -> {self.output_path}: {self.done}/{self.samples} samples done", file=stream)

@@ -23,11 +23,10 @@ or detailed profile) are reported with file and name; the rest goes on, a rerun 
 from __future__ import annotations
 
 import math
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from .client import ChatCall, ChatClient, Completion, MalformedResponse, RequestFailed, system_message, user_message
 from .data_filter import FilterConfig, language_problem
@@ -36,12 +35,12 @@ from .gen_prompts import (
     hypothetical_people_prompt, meta_source_text, parse_json_reply,
 )
 from .generation_runner import (GenJob, RunSummary, generator_stamp, open_journal, record_rejection, rejected_before,
-                                result_of, run_jobs, skipped_lines, write_json_file)
-from .jobs import progress_bar
-from .prompts import HYPOTHETICAL_SCRIPT, language_of
+                                result_of, run_jobs, skipped_lines)
+from .common.progress import progress_bar
+from .common.prompts import HYPOTHETICAL_SCRIPT, language_of
 from .raw_data import DialogueError, name_stem, read_json, read_required_json, read_roles
+from .common.store import PathLike, atomic_write_json
 
-PathLike = Union[str, os.PathLike]
 SOURCE_FOLDERS = {"English": "raw_info_en", "Chinese": "raw_info_zh"}
 
 
@@ -276,11 +275,11 @@ def _hypothetical_people(client, options, roles, journal, report, log) -> List[s
         if record is None:
             continue
         for person in record["value"]:
-            write_json_file(paths.meta(person["name"]), {**person, "generator": generator_stamp(record["model"])})
+            atomic_write_json(paths.meta(person["name"]), {**person, "generator": generator_stamp(record["model"])}, final_newline=False)
             people.append(person["name"])
     members = roles.setdefault(HYPOTHETICAL_SCRIPT, [])
     members += [name for name in people if name not in members]
-    write_json_file(paths.target / "roles.json", roles)
+    atomic_write_json(paths.target / "roles.json", roles, final_newline=False)
     return people
 
 
@@ -324,7 +323,7 @@ def _detailed_stage(client, options, paths, names, script_of, journal, report, l
                        desc="detailed profiles", log=log, retry_rejected=options.retry_rejected)
     report.stages["detailed profiles"] = summary
     for name, record in _finished(jobs, journal):
-        write_json_file(paths.detailed(name), {**record["value"], "generator": generator_stamp(record["model"])})
+        atomic_write_json(paths.detailed(name), {**record["value"], "generator": generator_stamp(record["model"])}, final_newline=False)
 
 
 def _read_detailed(path: Path) -> Tuple[Optional[Dict[str, str]], str]:
@@ -367,5 +366,5 @@ def _condensed_stage(client, options, paths, names, script_of, profile_maps, jou
     if jobs:
         rank = {n: i for i, n in enumerate(names)}  # roles.json order; other entries keep theirs, after
         ordered = {n: profiles[n] for n in sorted(profiles, key=lambda n: rank.get(n, len(rank)))}
-        write_json_file(profiles_path, ordered)
-        write_json_file(paths.target / "profiles.generator.json", stamps)
+        atomic_write_json(profiles_path, ordered, final_newline=False)
+        atomic_write_json(paths.target / "profiles.generator.json", stamps, final_newline=False)

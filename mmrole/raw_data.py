@@ -24,16 +24,15 @@ One dialogue gives one instruction sample per target turn (protocol §2), with t
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
-from .list_format import from_list_format  # the user turn of Qwen-VL's fine-tuning format
-from .prompts import CURIOUS_HUMAN, HUMAN_SPEAKER, ROLEPLAY_SYSTEM, language_of, roleplay_prompt
+from .common.list_format import from_list_format  # the user turn of Qwen-VL's fine-tuning format
+from .common.prompts import CURIOUS_HUMAN, HUMAN_SPEAKER, ROLEPLAY_SYSTEM, language_of, roleplay_prompt
+from .common.store import PathLike
 
-PathLike = Union[str, os.PathLike]
 
 SPLITS = ("in-distribution", "out-of-distribution")
 IN_DISTRIBUTION, OUT_OF_DISTRIBUTION = SPLITS

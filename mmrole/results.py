@@ -23,16 +23,15 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from .metrics import ABBR_OF, METRIC_ABBRS, METRIC_NAMES, mean_ratios, overall, weighted_mean
-from .schema import Problem, SchemaError, read_reviews
-from .store import atomic_write_text
+from .common.metrics import ABBR_OF, METRIC_ABBRS, METRIC_NAMES, mean_ratios, overall, weighted_mean
+from .common.problems import Problem
+from .schema import SchemaError, read_reviews
+from .common.store import PathLike, atomic_write_text
 
-PathLike = Union[str, os.PathLike]
 Scores = Dict[str, float]  # metric name -> mean ratio
 
 SPLITS = ("in", "out")
@@ -146,7 +145,7 @@ def write_result_csvs(
         try:
             result = score_reviews_file(path, strict=strict)
         except SchemaError as e:
-            unusable.append(Problem.unusable_file(e))
+            unusable.append(e.problem())
             continue
         atomic_write_text(Path(output_dir) / (path.stem + ".csv"),
                           result_csv_text(result.count, result.scores, result.missing_reviews))

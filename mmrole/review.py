@@ -22,7 +22,6 @@ Beyond the original:
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
@@ -38,22 +37,13 @@ from .jobs import (
     open_result_journal,
     run_requests,
     seeded,
-    write_samples_json,
 )
-from .metrics import METRIC_NAMES, parse_score_pair, score_pair_problem, score_ratio
-from .prompts import EVALUATOR_SYSTEM, judge_prompt
-from .schema import (
-    REVIEW_KEY,
-    SWAPPED_REVIEW_KEY,
-    Problem,
-    SchemaError,
-    TestSample,
-    load_json_list,
-    load_test_samples,
-)
-from .store import atomic_write_text
+from .common.metrics import METRIC_NAMES, parse_score_pair, score_pair_problem, score_ratio
+from .common.prompts import EVALUATOR_SYSTEM, judge_prompt
+from .schema import REVIEW_KEY, SWAPPED_REVIEW_KEY, SchemaError, TestSample, load_json_list, load_test_samples
+from .common.problems import Problem
+from .common.store import PathLike, atomic_write_json, atomic_write_text
 
-PathLike = Union[str, os.PathLike]
 NORMAL, SWAPPED = "AB", "BA"  # AB: A = evaluated answer, B = ground truth (the protocol's order)
 EMPTY_ANSWER_POLICIES = ("skip", "judge")
 OK, UNPARSED, ERROR = "ok", "unparsed", ERROR_STATUS
@@ -172,7 +162,7 @@ class _FileReview:
         try:
             self.samples = self._usable_samples()
         except SchemaError as e:  # unreadable or malformed file: reported, the other files go on
-            self.summary.skipped.append(Problem.unusable_file(e))
+            self.summary.skipped.append(e.problem())
             return self.summary
         self.requests = {(sample.id, metric, order): review_request(sample, metric, order, self.config.image_dir)
                          for sample in self.samples for metric in self.config.metrics for order in self.config.orders}
@@ -217,7 +207,7 @@ class _FileReview:
                         record[field_name] = reviews
             output.append(record)
         self._collect_failures()
-        write_samples_json(self.output_path, output)
+        atomic_write_json(self.output_path, output, final_newline=False)
         if self.config.swap:
             bias = position_bias(self.journal.records(), self.config.metrics)
             atomic_write_text(self.output_path.with_suffix(".position_bias.csv"), position_bias_csv(bias))

@@ -10,18 +10,17 @@ reported and left out: the model must never learn an answer format the parser re
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import List, Sequence, Tuple, Union
+from typing import List, Sequence, Tuple
 
 from .jobs import image_problems
-from .metrics import ABBR_OF, METRIC_NAMES, parse_score_pair
-from .prompts import EVALUATOR_SYSTEM
-from .list_format import from_list_format
+from .common.metrics import ABBR_OF, METRIC_NAMES, parse_score_pair
+from .common.prompts import EVALUATOR_SYSTEM
+from .common.list_format import from_list_format
 from .review import NORMAL, SWAPPED, review_request
-from .schema import REVIEW_KEY, SWAPPED_REVIEW_KEY, Problem, SchemaError, load_test_samples, score_pair_of
-
-PathLike = Union[str, os.PathLike]
+from .schema import REVIEW_KEY, SWAPPED_REVIEW_KEY, SchemaError, load_test_samples, score_pair_of
+from .common.problems import Problem
+from .common.store import PathLike
 
 
 def training_sample(sample_id: str, user_text: str, image: str, review: str) -> dict:
@@ -93,7 +92,7 @@ def build_rm_data(
             more, skipped = rm_training_samples(path, image_dir, include_swapped=include_swapped,
                                                 check_images=check_images)
         except SchemaError as e:
-            problems.append(Problem.unusable_file(e))
+            problems.append(e.problem())
             continue
         samples += more
         problems += skipped

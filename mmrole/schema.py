@@ -15,11 +15,12 @@ import math
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from .metrics import METRIC_NAMES, score_pair_problem
+from .common.problems import Problem
+from .common.metrics import METRIC_NAMES, score_pair_problem
+from .common.store import PathLike
 
-PathLike = Union[str, os.PathLike]
 ScorePair = Tuple[float, float]
 
 REVIEW_KEY = "rm_review"  # reviews in the presented order: A = evaluated answer, B = ground truth
@@ -36,31 +37,9 @@ class SchemaError(ValueError):
         self.sample_id = sample_id
         self.reason = message
 
-
-@dataclass(frozen=True)
-class Problem:
-    """A record that was reported and skipped (or a review that could not be scored); with
-    whole_file, a file that could not be used at all (the other files go on; scripts exit non-zero).
-    deliberate: a skip the method itself makes (an empty answer is not reviewed, as the original):
-    listed, but the run and its results are still complete."""
-
-    path: str
-    sample_id: str
-    message: str
-    metric: Optional[str] = None
-    whole_file: bool = False
-    deliberate: bool = False
-
-    @classmethod
-    def unusable_file(cls, error: SchemaError) -> "Problem":
-        return cls(error.path, error.sample_id or "*", error.reason, whole_file=True)
-
-    def __str__(self) -> str:
-        if self.whole_file:
-            sample = f" (sample {self.sample_id})" if self.sample_id != "*" else ""
-            return f"{self.path}: file skipped{sample}: {self.message}"
-        metric = f" [{self.metric}]" if self.metric else ""
-        return f"{self.path}: sample {self.sample_id}{metric}: {self.message}"
+    def problem(self) -> Problem:
+        """This error as the Problem of a file that could not be used at all (the other files go on)."""
+        return Problem(self.path, self.sample_id or "*", self.reason, whole_file=True)
 
 
 @dataclass(frozen=True)
@@ -81,41 +60,6 @@ class TestSample:
     def image_path(self, image_dir: PathLike) -> str:
         """The path string the original scripts built; it is part of Qwen-VL's prompt tokens."""
         return os.path.join(str(image_dir), self.image)
-
-
-def image_type(data: bytes) -> Optional[str]:
-    """The image type from a file's first bytes (extensions lie: a .jpg that is a PNG is common)."""
-    if data.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if data[:6] in (b"GIF87a", b"GIF89a"):
-        return "image/gif"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    return None
-
-
-def image_file_problem(path: PathLike) -> Optional[str]:
-    """Why the file at `path` cannot be shown to a model (missing, unreadable, not an image, damaged or
-    truncated), or None. The whole image is decoded (JPEGs at a reduced scale, which still reads every
-    byte), so a cut file is found before any request is sent or any generation starts."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            if image.format == "JPEG":
-                image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
-            image.load()
-    except FileNotFoundError:
-        return "image not found"
-    except IsADirectoryError:
-        return "image path is a folder"
-    except UnidentifiedImageError:
-        return "not an image (no image format recognised in its bytes)"
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        return f"damaged image ({str(e) or type(e).__name__})"
-    return None
 
 
 def load_json_list(path: PathLike) -> List[Any]:
@@ -291,15 +235,3 @@ def read_reviews(
     return reviewed, problems
 
 
-def print_problems(problems: Sequence[Problem], title: str, stream=None, limit: int = 50) -> None:
-    """List reported-and-skipped items (the summary every script ends with) on stderr."""
-    import sys
-
-    stream = stream or sys.stderr
-    if not problems:
-        return
-    print(f"{title}: {len(problems)}", file=stream)
-    for problem in problems[:limit]:
-        print(f"  - {problem}", file=stream)
-    if len(problems) > limit:
-        print(f"  ... and {len(problems) - limit} more", file=stream)

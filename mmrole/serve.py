@@ -412,7 +412,7 @@ def read_api_key(env_name: Optional[str], key_file: Optional[str]) -> Optional[s
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    from .cli import ArgumentParser  # the project's parser: no abbreviations, no keys on the command line
+    from .common.cli import ArgumentParser  # the project's parser: no abbreviations, no keys on the command line
 
     parser = ArgumentParser(prog="python -m mmrole.serve", description=__doc__)
     model = parser.add_argument_group("model")

@@ -46,7 +46,7 @@ import torch
 from PIL import Image
 
 from .backends.base import ChatRequest, GenerationParams, Part
-from .prompts import DEFAULT_SYSTEM
+from .common.prompts import DEFAULT_SYSTEM
 
 IMAGE_FORMATS = {"PNG": "png", "JPEG": "jpg", "GIF": "gif", "WEBP": "webp", "BMP": "bmp"}
 MAX_STOP_STRINGS = 4  # as OpenAI

@@ -21,7 +21,7 @@ from typing import Optional, Union
 
 import torch
 
-from .cli import EXIT_UNUSABLE, EXIT_USAGE, ArgumentParser
+from .common.cli import EXIT_UNUSABLE, EXIT_USAGE, ArgumentParser
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 VOCAB_FILE = "qwen.tiktoken"

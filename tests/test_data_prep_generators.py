@@ -17,7 +17,7 @@ from mmrole.dialogue_generation import DialogueOptions, generate_dialogues
 from mmrole.gen_prompts import COMMENT_QUESTIONS, DIALOGUE_SYSTEM, GENERATOR_SYSTEM, PROMPT_VERSION
 from mmrole.profile_generation import ProfileOptions, generate_profiles
 from mmrole.raw_data import name_stem
-from mmrole.store import Journal
+from mmrole.common.store import Journal
 from tests.data_prep_support import write_json
 from tests.openai_stub import Fault, OpenAIStub, StubReply
 from tests.support.scripts import load_script
@@ -470,7 +470,7 @@ def test_profile_replies_need_the_right_language_and_every_section(mmrole_data, 
 def test_condensed_validator_accepts_every_released_profile_and_nothing_incomplete(mmrole_data):
     from mmrole.client import Completion, MalformedResponse
     from mmrole.profile_generation import condensed_validator
-    from mmrole.prompts import language_of
+    from mmrole.common.prompts import language_of
 
     def reply(text):
         return Completion(key=None, text=text, finish_reason="stop", model=MODEL)
@@ -847,7 +847,7 @@ def test_generator_one_line_failures_a_damaged_journal_and_a_busy_folder(tree, c
     import os
 
     main = load_script("data_prep/gen_dialogues.py").main
-    from mmrole.store import FolderLock
+    from mmrole.common.store import FolderLock
 
     monkeypatch.setenv("MMROLE_TEST_KEY", CLI_KEY)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)

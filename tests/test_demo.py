@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mmrole.metrics import METRIC_NAMES, parse_score_pair
+from mmrole.common.metrics import METRIC_NAMES, parse_score_pair
 
 REPO = Path(__file__).resolve().parent.parent
 

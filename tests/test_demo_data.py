@@ -12,8 +12,8 @@ import pytest
 
 from mmrole.demo_data import CHARACTERS, MANIFEST, colour_word, shape_word, write_dataset
 from mmrole.demo_judge import PENALTIES, VARIANTS, write_reviews
-from mmrole.metrics import METRIC_NAMES, parse_score_pair
-from mmrole.prompts import language_of
+from mmrole.common.metrics import METRIC_NAMES, parse_score_pair
+from mmrole.common.prompts import language_of
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -3,8 +3,8 @@
 import json
 import os
 
-from mmrole.metrics import METRIC_NAMES, ABBR_OF
-from mmrole.prompts import EVALUATOR_SYSTEM, judge_prompt
+from mmrole.common.metrics import METRIC_NAMES, ABBR_OF
+from mmrole.common.prompts import EVALUATOR_SYSTEM, judge_prompt
 
 from tests.support.scripts import load_script
 

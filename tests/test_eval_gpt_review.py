@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from mmrole.metrics import METRIC_NAMES
-from mmrole.prompts import EVALUATOR_SYSTEM, judge_prompt
+from mmrole.common.metrics import METRIC_NAMES
+from mmrole.common.prompts import EVALUATOR_SYSTEM, judge_prompt
 from tests.openai_stub import Fault, OpenAIStub
 
 from tests.support.scripts import load_script

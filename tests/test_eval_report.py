@@ -11,7 +11,7 @@ import math
 import pytest
 from PIL import Image
 
-from mmrole.metrics import ABBR_OF, DIMENSIONS, METRIC_NAMES
+from mmrole.common.metrics import ABBR_OF, DIMENSIONS, METRIC_NAMES
 from mmrole.results import read_table_csv, table5_rows
 
 from tests.support.scripts import load_script

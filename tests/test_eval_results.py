@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from mmrole.metrics import METRIC_NAMES
+from mmrole.common.metrics import METRIC_NAMES
 
 from tests.support.scripts import load_script
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from mmrole.backends.base import Backend, BackendError, ChatResult, GenerationParams
-from mmrole.metrics import METRIC_NAMES
-from mmrole.prompts import EVALUATOR_SYSTEM, judge_prompt
+from mmrole.common.metrics import METRIC_NAMES
+from mmrole.common.prompts import EVALUATOR_SYSTEM, judge_prompt
 from mmrole.review import NORMAL, SWAPPED, ReviewConfig, review_files
 from mmrole.results import input_files
 
@@ -176,7 +176,7 @@ def test_parse_failures_are_retried_with_sampling_then_reported(mmrole_reference
 
 
 def _score(review):
-    from mmrole.metrics import parse_score_pair
+    from mmrole.common.metrics import parse_score_pair
 
     return parse_score_pair(review)
 

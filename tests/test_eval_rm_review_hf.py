@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from mmrole.metrics import METRIC_NAMES, parse_score_pair
-from mmrole.prompts import EVALUATOR_SYSTEM, judge_prompt
+from mmrole.common.metrics import METRIC_NAMES, parse_score_pair
+from mmrole.common.prompts import EVALUATOR_SYSTEM, judge_prompt
 
 from test_inference_hf import REFERENCE_IMAGES, tiny_checkpoint
 

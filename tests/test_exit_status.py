@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from mmrole.prompts import ROLEPLAY_SYSTEM
-from mmrole.store import FolderLock
+from mmrole.common.prompts import ROLEPLAY_SYSTEM
+from mmrole.common.store import FolderLock
 from tests.openai_stub import Fault, OpenAIStub
 
 from tests.support.scripts import REPO, load_script
@@ -347,7 +347,7 @@ def test_a_second_run_on_the_same_folder_refuses_and_names_the_holder(work, caps
 def test_the_lock_of_a_killed_run_is_taken_over(work, capsys):
     work.samples(1)
     work.out.mkdir()
-    code = f"import os, signal; from mmrole.store import FolderLock; FolderLock({str(work.out)!r}).acquire(); " \
+    code = f"import os, signal; from mmrole.common.store import FolderLock; FolderLock({str(work.out)!r}).acquire(); " \
            "os.kill(os.getpid(), signal.SIGKILL)"
     killed = subprocess.run([sys.executable, "-c", code], cwd=REPO, timeout=60)
     assert killed.returncode == -signal.SIGKILL
@@ -409,7 +409,7 @@ def test_finetune_refuses_unknown_and_shortened_flags_without_repeating_a_key(ca
 
 
 def test_every_argparse_parser_has_prefix_matching_off():
-    """Each ArgumentParser of the project is mmrole.cli's (allow_abbrev=False) or says allow_abbrev=False."""
+    """Each ArgumentParser of the project is mmrole.common.cli's (allow_abbrev=False) or says allow_abbrev=False."""
     import ast
 
     checked = 0
@@ -418,13 +418,13 @@ def test_every_argparse_parser_has_prefix_matching_off():
         if relative.startswith(("tests/", ".")):
             continue
         tree = ast.parse(path.read_text(encoding="utf-8"))
-        shared = any(isinstance(node, ast.ImportFrom) and node.module in ("mmrole.cli", "cli")
+        shared = any(isinstance(node, ast.ImportFrom) and node.module in ("mmrole.common.cli", "common.cli", "cli")
                      and any(alias.name == "ArgumentParser" for alias in node.names) for node in ast.walk(tree))
         for node in ast.walk(tree):
             if not isinstance(node, ast.Call):
                 continue
             name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
-            if not name.endswith("ArgumentParser") or relative == "mmrole/cli.py" and name == "ArgumentParser":
+            if not name.endswith("ArgumentParser") or relative == "mmrole/common/cli.py" and name == "ArgumentParser":
                 continue
             checked += 1
             off = any(k.arg == "allow_abbrev" and isinstance(k.value, ast.Constant) and k.value.value is False

@@ -13,7 +13,7 @@ from mmrole.finetune.data import (
 )
 from mmrole.finetune.loss import supervised_loss
 from mmrole.finetune.preprocess import IGNORE_INDEX, ChatMLEncoder, original_preprocess
-from mmrole.prompts import ROLEPLAY_SYSTEM
+from mmrole.common.prompts import ROLEPLAY_SYSTEM
 from mmrole.qwen_vl import QWenTokenizer, preprocess_images
 from mmrole.qwen_vl.tokenization_qwen import from_list_format
 from mmrole.raw_data import IN_DISTRIBUTION, load_dialogues, load_split

@@ -9,7 +9,7 @@ import pytest
 
 from mmrole.backends.base import GenerationParams
 from mmrole.inference import answer_files
-from mmrole.prompts import ROLEPLAY_SYSTEM
+from mmrole.common.prompts import ROLEPLAY_SYSTEM
 from mmrole.results import input_files
 
 from test_eval_review import ReplayJudge, _setup  # the replaying Backend (keyed by request key), file setup

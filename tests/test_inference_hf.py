@@ -15,7 +15,7 @@ import shutil
 
 import pytest
 
-from mmrole.prompts import ROLEPLAY_SYSTEM
+from mmrole.common.prompts import ROLEPLAY_SYSTEM
 
 from tests.support.scripts import load_script
 

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from mmrole.metrics import METRIC_ABBRS, METRIC_NAMES, mean_ratios, parse_score_pair
+from mmrole.common.metrics import METRIC_ABBRS, METRIC_NAMES, mean_ratios, parse_score_pair
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ def _run(code: str, repo_root) -> str:
 
 def test_model_free_modules_do_not_import_torch(repo_root):
     out = _run(
-        "import sys, mmrole, mmrole.prompts, mmrole.metrics, mmrole.store, mmrole.list_format\n"
+        "import sys, mmrole, mmrole.common.prompts, mmrole.common.metrics, mmrole.common.store, mmrole.common.list_format\n"
         "print('torch' in sys.modules, 'transformers' in sys.modules)",
         repo_root,
     )

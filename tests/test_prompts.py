@@ -3,8 +3,8 @@ prompt is checked against the published test samples in test_build_data.py)."""
 
 import pytest
 
-from mmrole import prompts
-from mmrole.metrics import METRIC_NAMES
+from mmrole.common import prompts
+from mmrole.common.metrics import METRIC_NAMES
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ import openai
 import pytest
 from PIL import Image
 
-from mmrole.list_format import from_list_format
+from mmrole.common.list_format import from_list_format
 from mmrole.serve import start_server
 from mmrole.serve_api import ApiError, RequestImages, ServeConfig, chat_request, generation_params
 
@@ -399,7 +399,7 @@ def _sample(k, image):
 
 def test_inference_and_review_openai_backends_against_the_server(server, tiny, tmp_path, monkeypatch, image_folder):
     inference, RM_review = load_script("inference.py"), load_script("eval/RM_review.py")
-    from mmrole.prompts import ROLEPLAY_SYSTEM
+    from mmrole.common.prompts import ROLEPLAY_SYSTEM
     from mmrole.review import review_request
     from mmrole.schema import load_test_samples
 

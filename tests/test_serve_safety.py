@@ -109,7 +109,7 @@ def test_client_text_never_becomes_markup_in_the_prompt(tiny):
 def test_plain_client_text_gives_the_original_prompt(tiny):
     """Without special-token strings the serving prompt is exactly `model.chat`'s (images under their names)."""
     from mmrole.qwen_vl.chat_format import make_context
-    from mmrole.list_format import from_list_format
+    from mmrole.common.list_format import from_list_format
 
     _, _, tokenizer = tiny
     carried = {}

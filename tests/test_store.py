@@ -4,7 +4,7 @@ import stat
 
 import pytest
 
-from mmrole.store import Journal, atomic_write_json
+from mmrole.common.store import Journal, atomic_write_json
 
 
 def test_journal_resumes_and_later_record_wins(tmp_path):
@@ -52,7 +52,7 @@ def test_atomic_write_json_leaves_no_temp_files(tmp_path):
 
 
 def test_atomic_text_writer_keeps_old_file_on_error(tmp_path):
-    from mmrole.store import atomic_text_writer
+    from mmrole.common.store import atomic_text_writer
 
     target = tmp_path / "train.json"
     target.write_text("old")
@@ -75,7 +75,7 @@ def umask_027():
 
 
 def test_atomic_writes_get_normal_permissions_not_mkstemps_0600(tmp_path, umask_027):
-    from mmrole.store import atomic_write_bytes, atomic_write_text
+    from mmrole.common.store import atomic_write_bytes, atomic_write_text
 
     atomic_write_text(tmp_path / "new.json", "[]")
     atomic_write_bytes(tmp_path / "new.png", b"\x89PNG")
@@ -123,7 +123,7 @@ def test_a_journal_append_that_fails_midway_leaves_no_partial_line(tmp_path):
 def test_an_atomic_write_that_fails_names_the_file_and_leaves_the_old_one(tmp_path):
     import errno
 
-    from mmrole.store import atomic_write_text
+    from mmrole.common.store import atomic_write_text
 
     target = tmp_path / "out.json"
     target.write_text("old")
@@ -136,7 +136,7 @@ def test_an_atomic_write_that_fails_names_the_file_and_leaves_the_old_one(tmp_pa
 def test_folder_lock_refuses_a_second_holder_and_is_free_again_after_release(tmp_path):
     import socket
 
-    from mmrole.store import FolderBusy, FolderLock
+    from mmrole.common.store import FolderBusy, FolderLock
 
     first = FolderLock(tmp_path).acquire()
     with pytest.raises(FolderBusy, match=f"pid {os.getpid()} on host {socket.gethostname()}"):
@@ -148,7 +148,7 @@ def test_folder_lock_refuses_a_second_holder_and_is_free_again_after_release(tmp
 
 
 def test_claiming_a_folder_removes_stale_temp_files_in_the_subfolders_asked_for(tmp_path):
-    from mmrole.store import claim_output_folder
+    from mmrole.common.store import claim_output_folder
 
     nested = tmp_path / "dialogues" / "in-distribution" / "comment"
     nested.mkdir(parents=True)

@@ -22,17 +22,16 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch.utils.data import Dataset
 
 from ..qwen_vl.image_processing_qwen import load_image, preprocess_image
 from ..qwen_vl.modeling_qwen import span_image_path
-from ..schema import Problem
+from ..common.problems import Problem
 from .preprocess import DEFAULT_SYSTEM, ROLES, USER, ChatMLEncoder, collate_padded
-
-PathLike = Union[str, os.PathLike]
+from ..common.store import PathLike, atomic_write_jsonl
 
 
 class DataFileError(ValueError):
@@ -365,7 +364,4 @@ def build_dataset(
 
 def write_report(report: DataReport, path: PathLike) -> None:
     """The skipped samples as JSON lines (file, id, reason), written atomically."""
-    from ..store import atomic_write_text
-
-    lines: Iterable[str] = (json.dumps(record, ensure_ascii=False) for record in report.problem_records())
-    atomic_write_text(path, "".join(line + "\n" for line in lines))
+    atomic_write_jsonl(path, report.problem_records())

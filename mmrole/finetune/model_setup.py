@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import List, Optional, Union
+from typing import List, Optional
 
 import torch
 
 from ..qwen_vl.loading import check_model_folder, check_tokenizer_folder
-
-PathLike = Union[str, os.PathLike]
+from ..common.store import PathLike
 
 
 def training_dtype(fp16: bool, bf16: bool) -> torch.dtype:

@@ -20,7 +20,7 @@ from transformers.integrations import is_deepspeed_zero3_enabled
 from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.trainer_utils import get_last_checkpoint
 
-from ..cli import redact_keys
+from ..common.cli import redact_keys
 from .arguments import ARGUMENT_CLASSES
 from .cpu_distributed import install_cpu_gloo_backend
 from .data import (

@@ -23,7 +23,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-from ..list_format import from_list_format, picture_label
+from ..common.list_format import from_list_format, picture_label
 
 IM_START = "<|im_start|>"
 IM_END = "<|im_end|>"

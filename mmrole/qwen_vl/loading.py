@@ -10,13 +10,13 @@ from typing import Optional, Union
 import torch
 
 from .configuration_qwen import CONFIG_FILE, check_qwen_config_file, local_folder
+from ..common.store import PathLike
 
 VOCAB_FILE = "qwen.tiktoken"
 ADAPTER_CONFIG_FILE = "adapter_config.json"
 # Where the scripts expect the released weights (see model_weights/README.md).
 MODEL_WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "model_weights"
 
-PathLike = Union[str, Path]
 
 
 def default_device() -> torch.device:

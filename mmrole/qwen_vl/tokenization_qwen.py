@@ -27,7 +27,7 @@ from typing import Any, Callable, Collection, Dict, Iterable, List, Optional, Se
 import tiktoken
 from transformers import AddedToken, PreTrainedTokenizer
 
-from ..list_format import DEFAULT_TAGS, from_list_format  # noqa: F401  (re-exported)
+from ..common.list_format import DEFAULT_TAGS, from_list_format  # noqa: F401  (re-exported)
 from .configuration_qwen import local_only
 
 VOCAB_FILE_NAME = "qwen.tiktoken"

@@ -110,9 +110,16 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> None:
         f.write(data)
 
 
-def atomic_write_json(path: PathLike, obj: Any, *, indent: Optional[int] = 4) -> None:
-    """JSON with non-ASCII kept readable (the published files use ensure_ascii=False, indent 4)."""
-    atomic_write_text(path, json.dumps(obj, ensure_ascii=False, indent=indent) + ("\n" if indent else ""))
+def atomic_write_json(path: PathLike, obj: Any, *, indent: Optional[int] = 4, final_newline: bool = True) -> None:
+    """THE JSON writer of the project: non-ASCII kept readable (the published files use ensure_ascii=False,
+    indent 4), written atomically. final_newline=False writes the files the original scripts wrote without one
+    (answers and reviews files, the raw MMRole-Data layout), byte for byte."""
+    atomic_write_text(path, json.dumps(obj, ensure_ascii=False, indent=indent) + ("\n" if final_newline else ""))
+
+
+def atomic_write_jsonl(path: PathLike, records: Iterable[Any]) -> None:
+    """JSON lines (one record a line, non-ASCII kept readable), written atomically: the skip and reject lists."""
+    atomic_write_text(path, "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records))
 
 
 class CorruptJournal(ValueError):

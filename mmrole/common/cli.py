@@ -21,7 +21,7 @@ import re
 import sys
 from typing import Callable, Optional, Sequence, Set
 
-from .backends.base import DEFAULT_SEED, GenerationParams
+from ..backends.base import DEFAULT_SEED, GenerationParams
 
 EXIT_OK, EXIT_UNUSABLE, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
 _SEVERITY = {EXIT_OK: 0, EXIT_INCOMPLETE: 1, EXIT_UNUSABLE: 2, EXIT_USAGE: 3}
@@ -234,7 +234,7 @@ def generation_params(args: argparse.Namespace) -> GenerationParams:
 
 def backend_from_args(args: argparse.Namespace):
     """The Backend the flags ask for (imports torch only for hf)."""
-    from .backends import make_backend
+    from ..backends import make_backend
 
     if args.backend == "hf":
         return make_backend("hf", model_path=args.model_path, use_lora=args.use_lora, device=args.device,
@@ -258,7 +258,7 @@ def add_io_arguments(parser: argparse.ArgumentParser, *, input_dir: str, output_
 
 def review_main(argv, *, description: str, backend: str, model_path: str, model: str = None) -> int:
     """RM_review.py and GPT_review.py: the same review, different default judges."""
-    from .review import EMPTY_ANSWER_POLICIES, ReviewConfig, review_files
+    from ..review import EMPTY_ANSWER_POLICIES, ReviewConfig, review_files
 
     parser = ArgumentParser(description=description)
     add_io_arguments(parser, input_dir="eval/mini_answers/mmrole-agent", output_dir="eval/mini_reviews/mmrole-agent")
@@ -284,10 +284,10 @@ def run_with_backend(args: argparse.Namespace, work) -> int:
     locked before the model is loaded or any request is sent) and the Backend of the flags, handed to
     work(inputs, backend) -> [FileSummary]; then the summary (and API usage) on stderr. Returns the exit
     status of the contract above."""
-    from .backends.base import FatalBackendError
-    from .jobs import print_summaries
-    from .results import input_files
-    from .schema import SchemaError
+    from ..backends.base import FatalBackendError
+    from ..jobs import print_summaries
+    from ..results import input_files
+    from ..schema import SchemaError
     from .store import FolderBusy, claim_output_folder
 
     try:

@@ -1,5 +1,5 @@
 """The engine behind mmrole.serve: concurrent chat requests decode together with continuous batching, in the
-same `DecodingBatch` (mmrole.qwen_vl.continuous) that inference and review use.
+same `DecodingBatch` (mmrole.qwen_vl.generation.continuous) that inference and review use.
 
 One scheduler thread owns the model. Each turn of its loop
 - admits waiting jobs, oldest first, into free rows of the decoding batch: each prompt is prefilled alone, as
@@ -331,7 +331,7 @@ class ChatEngine:
         self.stats["rows"] += 1
 
     def _prepare(self, job: Job, on_token):
-        from .qwen_vl.generation import prepare_chat
+        from .qwen_vl.generation.chat import prepare_chat
         from .qwen_vl.image_processing_qwen import normalise_rgb
 
         backend = self.backend
@@ -341,7 +341,7 @@ class ChatEngine:
                             seed=job.params.seed, on_token=on_token, **kwargs)
 
     def _batch_with_room(self):
-        from .qwen_vl.continuous import DecodingBatch
+        from .qwen_vl.generation.continuous import DecodingBatch
 
         if self._batch is None:
             slots = min(self.max_batch_size, 1 + self._queue.qsize())

@@ -74,7 +74,7 @@ def image_path(folder, data: bytes, extension: str = "png") -> str:
 
 def expected_chat(tiny, query, history=(), system="You are a helpful assistant.", images=(), max_tokens=MAX_TOKENS):
     """One-at-a-time greedy chat() of the model; `images` = [(path, bytes)] present while it runs."""
-    from mmrole.qwen_vl.generation import chat
+    from mmrole.qwen_vl.generation.chat import chat
 
     _, model, tokenizer = tiny
     for path, data in images:

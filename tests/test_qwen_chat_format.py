@@ -63,9 +63,11 @@ def test_chat_prompts_and_replies_match_reference(tok, expected):
 
 
 def test_chat_query_from_list_format(tok, expected):
-    for case in expected["chat"]:
-        if case["query_list_format"]:
-            assert tok.from_list_format(case["query_list_format"]) == case["query"]
+    """The reference chats built from the list format (2 of its 6): from_list_format gives their exact query."""
+    cases = [case for case in expected["chat"] if case["query_list_format"]]
+    assert len(expected["chat"]) == 6 and len(cases) == 2  # an emptied reference must not pass
+    for case in cases:
+        assert tok.from_list_format(case["query_list_format"]) == case["query"], case["name"]
 
 
 def test_history_is_added_newest_first_while_it_fits(tok):

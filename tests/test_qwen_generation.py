@@ -11,10 +11,10 @@ from transformers import (AutoModelForCausalLM, AutoTokenizer, GenerationConfig,
                           StoppingCriteriaList, TextIteratorStreamer)
 
 import mmrole  # noqa: F401  (registers the qwen model type)
-from mmrole.qwen_vl import continuous
+from mmrole.qwen_vl.generation import continuous
 from mmrole.qwen_vl.chat_format import get_stop_words_ids, make_context
-from mmrole.qwen_vl.continuous import DecodeTask, generate_greedy
-from mmrole.qwen_vl.generation import (FORCED_EOS_SCORE, StopWordsLogitsProcessor, continuous_batching_applies,
+from mmrole.qwen_vl.generation.continuous import DecodeTask, generate_greedy
+from mmrole.qwen_vl.generation.chat import (FORCED_EOS_SCORE, StopWordsLogitsProcessor, continuous_batching_applies,
                                        iter_batch_chat_detailed)
 from mmrole.tiny import TinySizes, write_tiny_checkpoint
 
@@ -93,6 +93,7 @@ def test_chat_matches_every_reference_case_with_its_scores_at_every_step(ref_mod
     (after the stop-word processor: a forced <|endoftext|> scores 2**15) of all reference chats."""
     calls = _record_generation(ref_model, monkeypatch)
     problems = []
+    assert len(expected["chat"]) == 6  # every reference chat is checked (an emptied reference must not pass)
     for case in expected["chat"]:
         response, history = ref_model.chat(tokenizer, case["query"], history=_history(case), system=case["system"],
                                            do_sample=False, max_new_tokens=REF_MAX_NEW_TOKENS)
@@ -114,10 +115,12 @@ def test_batch_chat_gives_each_query_its_one_at_a_time_answer(ref_model, tokeniz
     """Six chats in one left-padded batch: prompts of 30..334 tokens (both sides of seq_length 300, NTK
     alphas 1 and 3), two systems, histories, images; and in chunks of 2 (grouped by length)."""
     cases = expected["chat"]
+    assert len(cases) == 6
     args = dict(histories=[_history(c) for c in cases], systems=[c["system"] for c in cases],
                 do_sample=False, max_new_tokens=REF_MAX_NEW_TOKENS)
     queries = [c["query"] for c in cases]
     results = ref_model.batch_chat_detailed(tokenizer, queries, **args)
+    assert len(results) == len(cases)
     for case, result in zip(cases, results):
         assert result.generated_ids == case["generated_ids"], case["name"]
         assert result.response == case["response"], case["name"]
@@ -341,7 +344,7 @@ def test_tasks_carrying_pixels_use_them_and_never_load_the_named_path(short_cont
 
 
 def test_rows_sample_with_their_own_generator_and_end_when_on_token_says(short_context_model):
-    from mmrole.qwen_vl.generation import prepare_chat
+    from mmrole.qwen_vl.generation.chat import prepare_chat
 
     model, tokenizer = short_context_model
     contexts = [make_context(tokenizer, text, system="Be brief.")[1]

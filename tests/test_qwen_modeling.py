@@ -14,7 +14,8 @@ from transformers import AutoConfig, AutoModelForCausalLM
 import mmrole  # noqa: F401  (registers the qwen model type)
 from mmrole.qwen_vl import modeling_qwen
 from mmrole.qwen_vl.configuration_qwen import QWenConfig
-from mmrole.qwen_vl.modeling_qwen import QWenLMHeadModel, dynamic_ntk_alpha, find_image_spans
+from mmrole.qwen_vl.modeling_qwen import QWenLMHeadModel, dynamic_ntk_alpha
+from mmrole.qwen_vl.image_processing_qwen import find_image_spans
 
 LOGITS_ATOL = 1e-4
 IMG_START, IMG_END, IMG_PAD = 151857, 151858, 151859
@@ -111,6 +112,7 @@ def _check_per_position(name, logits, per_position):
 
 
 def test_every_forward_case_matches_the_original(ref_model, expected, tensors):
+    assert len(expected["forward"]) == 6  # all six reference forwards are checked (an emptied reference must not pass)
     problems = []
     for case in expected["forward"]:
         problems += _check_forward_case(ref_model, case, tensors)
@@ -185,19 +187,46 @@ def test_kv_cache_decoding_matches_the_full_forward(ref_model, expected):
     assert (torch.stack(steps) - expected_steps).abs().max().item() < LOGITS_ATOL
 
 
-def test_cached_decoding_keeps_the_prefill_alpha(ref_model):
-    """A 299-token prefill picks alpha 1; decoding past 300 keeps it (the original's behaviour), which differs
-    from a full forward of the longer sequence (alpha 3)."""
-    torch.manual_seed(0)
-    tokens = torch.randint(0, 150000, (1, 302))
+def _decode_past_seq_length(model, tokens, pass_alpha: bool):
+    """Prefill 299 tokens, then decode 3 more on the cache (crossing seq_length 300), passing each step's
+    `ntk_alpha` on to the next (as generate does) or not."""
     with torch.no_grad():
-        out = ref_model(tokens[:, :299], use_cache=True)
+        out = model(tokens[:, :299], use_cache=True)
         cache = getattr(out, modeling_qwen.CACHE_FIELD)
         for t in range(299, 302):
-            out = ref_model(tokens[:, t : t + 1], past_key_values=cache, use_cache=True)
+            out = model(tokens[:, t : t + 1], past_key_values=cache, use_cache=True,
+                        ntk_alpha=out.ntk_alpha if pass_alpha else None)
+    return out
+
+
+def test_cached_decoding_keeps_the_prefill_alpha_it_is_given(ref_model):
+    """A 299-token prefill picks alpha 1; decoding past 300 with the prefill's alpha passed on keeps it (the
+    original's behaviour), which differs from a full forward of the longer sequence (alpha 3). The alpha travels
+    as an argument, not on the cache: a cached step without it takes the whole sequence's alpha."""
+    torch.manual_seed(0)
+    tokens = torch.randint(0, 150000, (1, 302))
+    kept = _decode_past_seq_length(ref_model, tokens, pass_alpha=True)
+    with torch.no_grad():
         full = ref_model(tokens, use_cache=False)
-    assert out.ntk_alpha.tolist() == [1.0] and full.ntk_alpha.tolist() == [3.0]
-    assert (out.logits[:, -1] - full.logits[:, -1]).abs().max().item() > 1e-3
+    assert kept.ntk_alpha.tolist() == [1.0] and full.ntk_alpha.tolist() == [3.0]
+    assert (kept.logits[:, -1] - full.logits[:, -1]).abs().max().item() > 1e-3
+    assert _decode_past_seq_length(ref_model, tokens, pass_alpha=False).ntk_alpha.tolist() == [3.0]
+
+
+def test_generate_carries_the_prefill_alpha_past_seq_length(ref_model):
+    """`generate` passes each step's alphas on (_update_model_kwargs_for_generation): every decoding step of a
+    299-token prompt generating past 300 tokens uses the prefill's alpha 1."""
+    torch.manual_seed(0)
+    prompt = torch.randint(0, 150000, (1, 299))
+    alphas = []
+    hook = ref_model.transformer.register_forward_hook(lambda module, args, out: alphas.append(out.ntk_alpha.tolist()))
+    try:
+        with torch.no_grad():
+            ref_model.generate(prompt, max_new_tokens=4, min_new_tokens=4, do_sample=False, eos_token_id=None,
+                               pad_token_id=0)
+    finally:
+        hook.remove()
+    assert alphas == [[1.0]] * 4
 
 
 def _tiny_config(**overrides):

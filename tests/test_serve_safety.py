@@ -166,7 +166,7 @@ def _ask(server, messages):
 
 
 def test_no_spelling_of_a_file_name_reaches_the_model(server, probe, tiny):
-    from mmrole.qwen_vl.generation import chat
+    from mmrole.qwen_vl.generation.chat import chat
 
     _, model, tokenizer = tiny
     probe.write_bytes(png_bytes((255, 0, 0)))

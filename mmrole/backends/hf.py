@@ -110,7 +110,7 @@ class HFBackend(Backend):
     def generate_iter(
         self, requests: Sequence[ChatRequest], params: GenerationParams
     ) -> Iterator[Tuple[int, Union[ChatResult, BackendError]]]:
-        from ..qwen_vl.generation import continuous_batching_applies
+        from ..qwen_vl.generation.chat import continuous_batching_applies
 
         kwargs = self.generation_kwargs(params)
         if params.greedy and continuous_batching_applies(self.model, self.tokenizer, **kwargs):
@@ -132,7 +132,7 @@ class HFBackend(Backend):
     ) -> Iterator[Tuple[int, Union[ChatResult, BackendError]]]:
         """Greedy requests, yielded as each ends (runs of the same images, longest prompt first); a request
         that cannot be rendered or prefilled (e.g. an unreadable image) yields its error, the others go on."""
-        from ..qwen_vl.generation import iter_batch_chat_detailed
+        from ..qwen_vl.generation.chat import iter_batch_chat_detailed
 
         admitted, rendered = [], []
         for index in range(len(requests)):
@@ -149,7 +149,7 @@ class HFBackend(Backend):
             yield index, _error(requests[index], outcome) if isinstance(outcome, Exception) else _result(outcome)
 
     def _answer(self, chunk: Sequence[ChatRequest], kwargs: Dict[str, Any]) -> List[ChatResult]:
-        from ..qwen_vl.generation import batch_chat_detailed
+        from ..qwen_vl.generation.chat import batch_chat_detailed
 
         rendered = [self.render(r) for r in chunk]
         with torch.inference_mode():
@@ -172,7 +172,7 @@ def batches_of_whole_runs(
     same images kept in one batch unless the run alone exceeds batch_size (then it fills whole
     batches and its rest opens the next). Runs in the given order, or, with the prompt lengths,
     longest run first (a stable sort: equal lengths keep their order)."""
-    from ..qwen_vl.continuous import same_image_runs
+    from ..qwen_vl.generation.continuous import same_image_runs
 
     runs = same_image_runs([request.images() for request in requests], lengths)
     batches: List[List[int]] = []

@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..qwen_vl.image_processing_qwen import load_image, preprocess_image
-from ..qwen_vl.modeling_qwen import span_image_path
+from ..qwen_vl.image_processing_qwen import span_image_path
 from ..common.problems import Problem
 from .preprocess import DEFAULT_SYSTEM, ROLES, USER, ChatMLEncoder, collate_padded
 from ..common.store import PathLike, atomic_write_jsonl

@@ -34,8 +34,9 @@ def check_q_lora(use_lora: bool, q_lora: bool, zero3: bool = False) -> None:
 
 
 def load_training_tokenizer(model_path: PathLike):
-    import mmrole.qwen_vl  # noqa: F401  (registers the qwen model type)
     from transformers import AutoTokenizer
+
+    from ..qwen_vl import tokenization_qwen  # noqa: F401  (importing it registers QWenTokenizer)
 
     return AutoTokenizer.from_pretrained(check_tokenizer_folder(check_model_folder(model_path)), local_files_only=True)
 
@@ -43,8 +44,9 @@ def load_training_tokenizer(model_path: PathLike):
 def load_for_training(model_path: PathLike, dtype: torch.dtype, pad_token_id: int, q_lora: bool = False):
     """The model for training: use_cache off as the original; with q_lora the GPTQ Int4 checkpoint is loaded with
     GPTQConfig(bits=4) and placed on this process's GPU."""
-    import mmrole.qwen_vl  # noqa: F401  (registers the qwen model type)
     from transformers import AutoConfig, AutoModelForCausalLM
+
+    from ..qwen_vl import modeling_qwen  # noqa: F401  (importing it registers the qwen model type)
 
     folder = check_model_folder(model_path)
     config = AutoConfig.from_pretrained(folder, local_files_only=True)

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
-from transformers import PretrainedConfig
+from transformers import AutoConfig, PretrainedConfig
 
 CONFIG_FILE = "config.json"
 MODEL_TYPE = "qwen"
@@ -151,3 +151,8 @@ class QWenConfig(PretrainedConfig):
         if output.get("dtype") is not None:
             output["torch_dtype"] = output["dtype"]
         return output
+
+
+# Registered where it is defined: importing this module makes AutoConfig.from_pretrained read a Qwen-VL-Chat folder's
+# config.json (model_type "qwen") as a QWenConfig.
+AutoConfig.register(QWenConfig.model_type, QWenConfig, exist_ok=True)

@@ -1,4 +1,5 @@
-"""Image loading and preprocessing of Qwen-VL-Chat's vision tower, with Pillow only (no torchvision).
+"""Images of Qwen-VL-Chat: loading and preprocessing for its vision tower, with Pillow only (no torchvision), and
+finding the image spans (`<img>path</img>`) in a prompt's token ids.
 
 Same numbers as the original transform (torchvision Resize(BICUBIC) + ToTensor + Normalize on a
 PIL image): RGB conversion, Pillow bicubic resize to (image_size, image_size), uint8 / 255 in
@@ -8,7 +9,7 @@ float32, then (x - mean) / std with the CLIP mean and std.
 from __future__ import annotations
 
 import os
-from typing import Sequence, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -74,3 +75,48 @@ def preprocess_images(images: Sequence[ImageInput], image_size: int = DEFAULT_IM
 
 __all__ = ["CLIP_MEAN", "CLIP_STD", "DEFAULT_IMAGE_SIZE", "load_image", "normalise_rgb", "preprocess_image",
            "preprocess_images", "resized_rgb"]
+
+
+# --- where the images are in a prompt's ids ---------------------------------------------------------
+
+def find_image_spans(input_ids: torch.Tensor, image_start_id: int, n_positions: int) -> List[Tuple[int, int, int]]:
+    """(row, index of <img>, index of </img>) for every image span, in order of appearance (row-major).
+
+    Raises a ValueError naming the row and position for an unclosed or misplaced tag, or a span whose inside
+    is not exactly `n_positions` long.
+    """
+    image_end_id = image_start_id + 1
+    tags = ((input_ids == image_start_id) | (input_ids == image_end_id)).nonzero().tolist()
+    spans: List[Tuple[int, int, int]] = []
+    open_tag: Optional[Tuple[int, int]] = None
+    for row, index in tags:
+        is_start = int(input_ids[row, index]) == image_start_id
+        if open_tag is not None and (row != open_tag[0] or is_start):
+            raise ValueError(f"<img> at row {open_tag[0]}, position {open_tag[1]} is not closed by </img>")
+        if is_start:
+            open_tag = (row, index)
+            continue
+        if open_tag is None:
+            raise ValueError(f"</img> at row {row}, position {index} has no opening <img>")
+        inside = index - open_tag[1] - 1
+        if inside != n_positions:
+            raise ValueError(
+                f"the image span at row {row}, position {open_tag[1]} has {inside} positions inside <img>...</img>, "
+                f"expected {n_positions}"
+            )
+        spans.append((row, open_tag[1], index))
+        open_tag = None
+    if open_tag is not None:
+        raise ValueError(f"<img> at row {open_tag[0]}, position {open_tag[1]} is not closed by </img>")
+    return spans
+
+
+def span_image_path(span_ids: List[int], image_pad_id: int) -> str:
+    """The image path written inside a span: one id per UTF-8 byte, then <imgpad> ids."""
+    path_ids = span_ids[: span_ids.index(image_pad_id)] if image_pad_id in span_ids else span_ids
+    if any(not 0 <= token < 256 for token in path_ids):
+        raise ValueError(f"an <img> span holds ids that are not path bytes: {path_ids[:16]}...")
+    try:
+        return bytes(path_ids).decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"an <img> span does not hold a UTF-8 path: {bytes(path_ids)!r}") from err

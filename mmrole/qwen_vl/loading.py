@@ -83,7 +83,7 @@ def load_model_and_tokenizer(
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    import mmrole.qwen_vl  # noqa: F401  (registers the qwen model type with the Auto classes)
+    from . import modeling_qwen, tokenization_qwen  # noqa: F401  (importing them registers the Auto classes)
 
     folder = Path(model_path)
     if not folder.is_dir():

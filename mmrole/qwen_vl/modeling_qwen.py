@@ -5,7 +5,9 @@ Parameter names are the released checkpoints' (`transformer.wte`, `transformer.h
 
 Length-dependent behaviour, as the original (all of it only in eval mode; training uses neither):
 - dynamic NTK: at the prefill step the rotary base is scaled by alpha = max(2^ceil(log2(L/seq_length)+1) - 1, 1),
-  where L is the sequence length; cached decoding keeps the prefill's alpha;
+  where L is the sequence length; cached decoding keeps the prefill's alpha, which travels explicitly: every
+  forward returns the alphas it used (`ntk_alpha`) and a cached step takes them back as its `ntk_alpha` argument
+  (`generate` carries them between steps like the attention mask, see `_update_model_kwargs_for_generation`);
 - log-n: the query at 0-based position p is multiplied by log(p+1)/log(seq_length) when p+1 > seq_length.
 Without `position_ids` every row uses positions past..past+T-1 and L is the full (padded) length, exactly like
 the original. With `position_ids` (what `generate` passes for a left-padded batch) positions, L and log-n are
@@ -21,13 +23,15 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import GenerationMixin, PreTrainedModel
+from transformers import AutoModel, AutoModelForCausalLM, GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
 from .configuration_qwen import QWenConfig, local_only
+from .generation import chat as chat_api
+from .image_processing_qwen import find_image_spans, preprocess_images, span_image_path
 from .modeling_qwen_visual import Resampler, VisionTransformer, sincos_2d_table
 
 # transformers 5.24 renamed the key-value cache from `past_key_values` to `cache`, in forward keywords (generate
@@ -40,10 +44,6 @@ def _one_cache(past_key_values: Optional[Cache], cache: Optional[Cache]) -> Opti
     if past_key_values is not None and cache is not None:
         raise ValueError("pass the key-value cache as `cache` or as `past_key_values`, not both")
     return cache if cache is not None else past_key_values
-
-
-# Attribute set on a KV cache at prefill: the NTK alpha of every row, kept for cached decoding.
-CACHE_NTK_ALPHA_ATTR = "qwen_ntk_alpha"
 
 
 def dynamic_ntk_alpha(length: int, seq_length: int) -> int:
@@ -324,6 +324,7 @@ class QWenModel(QWenPreTrainedModel):
         return_dict: Optional[bool] = None,
         cache: Optional[Cache] = None,
         image_features: Optional[Dict[str, torch.Tensor]] = None,
+        ntk_alpha: Optional[Union[Sequence[float], torch.Tensor]] = None,
     ) -> Union[QWenModelOutput, tuple]:
         """input_ids: [B, T]; attention_mask: [B, past+T] 0/1; position_ids: [B, T] (optional, see module doc);
         pixel_values: [n_images, 3, S, S] for the image spans of input_ids in order of appearance (optional:
@@ -333,6 +334,9 @@ class QWenModel(QWenPreTrainedModel):
         whose name is missing is an error. With pixel_values or image_features nothing is loaded from a path
         written in input_ids; only a call with neither opens those paths (the original's behaviour).
         `cache` is `past_key_values` under transformers' newer name (CACHE_FIELD).
+        ntk_alpha: [B] the dynamic-NTK factors for decoding on a cache: pass on the prefill output's `ntk_alpha`
+        (as `generate`, `chat`, `batch_chat` and continuous batching do) to keep the prefill's factor, as the
+        original did; without it a cached step uses the factor of the whole sequence. Ignored at prefill.
         Returns last_hidden_state [B, T, C], the cache, hidden_states, attentions, ntk_alpha [B]."""
         past_key_values = _one_cache(past_key_values, cache)
         if (input_ids is None) == (inputs_embeds is None):
@@ -349,7 +353,7 @@ class QWenModel(QWenPreTrainedModel):
         batch, length = inputs_embeds.shape[:2]
         device = inputs_embeds.device
         positions = _positions(position_ids, batch, length, past_length, device)
-        alphas = self._ntk_alphas(positions, past_length, past_key_values)
+        alphas = self._ntk_alphas(positions, past_length, ntk_alpha)
         cos, sin = self.rotary_emb(positions, alphas)
         use_logn = self.config.use_logn_attn and not self.training
         mask, is_causal = _attention_mask(attention_mask, batch, length, past_length, device)
@@ -443,72 +447,24 @@ class QWenModel(QWenPreTrainedModel):
             hidden_states[row, start + 1 : end] = features.to(device=hidden_states.device, dtype=hidden_states.dtype)
         return hidden_states
 
-    def _ntk_alphas(self, positions: torch.Tensor, past_length: int, cache: Optional[Cache]) -> List[float]:
-        """One NTK alpha per row: from the row's own length at prefill, then the prefill's values."""
+    def _ntk_alphas(self, positions: torch.Tensor, past_length: int,
+                    given: Optional[Union[Sequence[float], torch.Tensor]]) -> List[float]:
+        """One NTK alpha per row: at prefill from the row's own length; when decoding on a cache, the alphas the
+        caller passes on from the prefill's output (`ntk_alpha`), else those of the whole sequence."""
         batch = positions.size(0)
         if self.training or not self.config.use_dynamic_ntk:
             return [1] * batch
-        if past_length == 0:
-            lengths = (positions.max(dim=1).values + 1).tolist()
-            alphas = [dynamic_ntk_alpha(n, self.config.seq_length) for n in lengths]
-            if cache is not None:
-                setattr(cache, CACHE_NTK_ALPHA_ATTR, alphas)
+        if past_length > 0 and given is not None:
+            alphas = given.tolist() if isinstance(given, torch.Tensor) else list(given)
+            if len(alphas) != batch:
+                raise ValueError(f"ntk_alpha holds {len(alphas)} values for a batch of {batch} rows")
             return alphas
-        stored = getattr(cache, CACHE_NTK_ALPHA_ATTR, None)
-        if stored is None or len(stored) != batch:
-            # A cache filled elsewhere: use what a prefill of the whole sequence would have chosen.
-            lengths = (positions.max(dim=1).values + 1).tolist()
-            return [dynamic_ntk_alpha(n, self.config.seq_length) for n in lengths]
-        return list(stored)
-
-
-def find_image_spans(input_ids: torch.Tensor, image_start_id: int, n_positions: int) -> List[Tuple[int, int, int]]:
-    """(row, index of <img>, index of </img>) for every image span, in order of appearance (row-major).
-
-    Raises a ValueError naming the row and position for an unclosed or misplaced tag, or a span whose inside
-    is not exactly `n_positions` long.
-    """
-    image_end_id = image_start_id + 1
-    tags = ((input_ids == image_start_id) | (input_ids == image_end_id)).nonzero().tolist()
-    spans: List[Tuple[int, int, int]] = []
-    open_tag: Optional[Tuple[int, int]] = None
-    for row, index in tags:
-        is_start = int(input_ids[row, index]) == image_start_id
-        if open_tag is not None and (row != open_tag[0] or is_start):
-            raise ValueError(f"<img> at row {open_tag[0]}, position {open_tag[1]} is not closed by </img>")
-        if is_start:
-            open_tag = (row, index)
-            continue
-        if open_tag is None:
-            raise ValueError(f"</img> at row {row}, position {index} has no opening <img>")
-        inside = index - open_tag[1] - 1
-        if inside != n_positions:
-            raise ValueError(
-                f"the image span at row {row}, position {open_tag[1]} has {inside} positions inside <img>...</img>, "
-                f"expected {n_positions}"
-            )
-        spans.append((row, open_tag[1], index))
-        open_tag = None
-    if open_tag is not None:
-        raise ValueError(f"<img> at row {open_tag[0]}, position {open_tag[1]} is not closed by </img>")
-    return spans
-
-
-def span_image_path(span_ids: List[int], image_pad_id: int) -> str:
-    """The image path written inside a span: one id per UTF-8 byte, then <imgpad> ids."""
-    path_ids = span_ids[: span_ids.index(image_pad_id)] if image_pad_id in span_ids else span_ids
-    if any(not 0 <= token < 256 for token in path_ids):
-        raise ValueError(f"an <img> span holds ids that are not path bytes: {path_ids[:16]}...")
-    try:
-        return bytes(path_ids).decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise ValueError(f"an <img> span does not hold a UTF-8 path: {bytes(path_ids)!r}") from err
+        lengths = (positions.max(dim=1).values + 1).tolist()
+        return [dynamic_ntk_alpha(n, self.config.seq_length) for n in lengths]
 
 
 def load_image_pixels(paths: Sequence[str], image_size: int) -> torch.Tensor:
     """[N, 3, S, S] CLIP-normalised pixels of the images at `paths` (the tokenizer area's preprocessing)."""
-    from .image_processing_qwen import preprocess_images
-
     return preprocess_images(paths, image_size)
 
 
@@ -601,6 +557,7 @@ class QWenLMHeadModel(QWenPreTrainedModel, GenerationMixin):
         logits_to_keep: Union[int, torch.Tensor] = 0,
         cache: Optional[Cache] = None,
         image_features: Optional[Dict[str, torch.Tensor]] = None,
+        ntk_alpha: Optional[Union[Sequence[float], torch.Tensor]] = None,
     ) -> Union[QWenCausalLMOutput, tuple]:
         """As QWenModel.forward, plus: labels [B, T] (-100 = ignored) gives the mean shifted cross-entropy;
         logits_to_keep (int k > 0: the last k positions) avoids full-vocabulary logits everywhere.
@@ -618,6 +575,7 @@ class QWenLMHeadModel(QWenPreTrainedModel, GenerationMixin):
             output_hidden_states=output_hidden_states,
             return_dict=True,
             image_features=image_features,
+            ntk_alpha=ntk_alpha,
         )
         hidden_states = outputs.last_hidden_state
         if labels is None and isinstance(logits_to_keep, int) and logits_to_keep > 0:
@@ -640,39 +598,37 @@ class QWenLMHeadModel(QWenPreTrainedModel, GenerationMixin):
     def generate(self, inputs=None, generation_config=None, logits_processor=None, **kwargs):
         """transformers' `generate`, plus the original's `stop_words_ids` keyword (or generation_config field):
         after one of these id sequences the next token is forced to eos."""
-        from .generation import add_stop_words_processor
-
         config = generation_config if generation_config is not None else self.generation_config
         stop_words_ids = kwargs.pop("stop_words_ids", None) or getattr(config, "stop_words_ids", None)
         eos_token_id = kwargs.get("eos_token_id", config.eos_token_id)
-        logits_processor = add_stop_words_processor(logits_processor, stop_words_ids, eos_token_id)
+        logits_processor = chat_api.add_stop_words_processor(logits_processor, stop_words_ids, eos_token_id)
         return super().generate(
             inputs, generation_config=generation_config, logits_processor=logits_processor, **kwargs
         )
 
-    def chat(self, tokenizer, query, history=None, system="You are a helpful assistant.", **kwargs):
-        """The original chat API; see mmrole.qwen_vl.generation.chat."""
-        from .generation import chat
+    def _update_model_kwargs_for_generation(self, outputs, model_kwargs, *args, **kwargs):
+        """transformers' bookkeeping between decoding steps, plus the dynamic-NTK factors of the prefill: each step
+        passes the alphas the previous one used (`ntk_alpha`) to the next, as the attention mask is passed on."""
+        model_kwargs = super()._update_model_kwargs_for_generation(outputs, model_kwargs, *args, **kwargs)
+        if getattr(outputs, "ntk_alpha", None) is not None:
+            model_kwargs["ntk_alpha"] = outputs.ntk_alpha
+        return model_kwargs
 
-        return chat(self, tokenizer, query, history=history, system=system, **kwargs)
+    def chat(self, tokenizer, query, history=None, system="You are a helpful assistant.", **kwargs):
+        """The original chat API; see mmrole.qwen_vl.generation.chat.chat."""
+        return chat_api.chat(self, tokenizer, query, history=history, system=system, **kwargs)
 
     def chat_stream(self, tokenizer, query, history=None, system="You are a helpful assistant.", **kwargs):
-        """Streaming chat (an iterator over the growing response); see mmrole.qwen_vl.generation.chat_stream."""
-        from .generation import chat_stream
-
-        return chat_stream(self, tokenizer, query, history=history, system=system, **kwargs)
+        """Streaming chat (an iterator over the growing response); see mmrole.qwen_vl.generation.chat.chat_stream."""
+        return chat_api.chat_stream(self, tokenizer, query, history=history, system=system, **kwargs)
 
     def batch_chat(self, tokenizer, queries, histories=None, systems="You are a helpful assistant.", **kwargs):
-        """Many chats at once (list of responses); see mmrole.qwen_vl.generation.batch_chat."""
-        from .generation import batch_chat
-
-        return batch_chat(self, tokenizer, queries, histories=histories, systems=systems, **kwargs)
+        """Many chats at once (list of responses); see mmrole.qwen_vl.generation.chat.batch_chat."""
+        return chat_api.batch_chat(self, tokenizer, queries, histories=histories, systems=systems, **kwargs)
 
     def batch_chat_detailed(self, tokenizer, queries, histories=None, systems="You are a helpful assistant.", **kwargs):
-        """Many chats at once with ids, finish reasons and token counts; see generation.batch_chat_detailed."""
-        from .generation import batch_chat_detailed
-
-        return batch_chat_detailed(self, tokenizer, queries, histories=histories, systems=systems, **kwargs)
+        """Many chats at once with ids, finish reasons and token counts; see generation.chat.batch_chat_detailed."""
+        return chat_api.batch_chat_detailed(self, tokenizer, queries, histories=histories, systems=systems, **kwargs)
 
 
 def shifted_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -682,3 +638,9 @@ def shifted_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.T
     shift_logits = logits[:, :-1].reshape(-1, logits.size(-1)).float()
     shift_labels = labels[:, 1:].to(logits.device).reshape(-1)
     return F.cross_entropy(shift_logits, shift_labels, ignore_index=-100)
+
+
+# Registered where they are defined: importing this module makes AutoModel / AutoModelForCausalLM.from_pretrained
+# load a Qwen-VL-Chat-format folder with these classes (never with a folder's own downloaded code).
+AutoModel.register(QWenConfig, QWenModel, exist_ok=True)
+AutoModelForCausalLM.register(QWenConfig, QWenLMHeadModel, exist_ok=True)

@@ -465,3 +465,8 @@ __all__ = [
     "image_path_bytes",
     "register_with_auto_tokenizer",
 ]
+
+
+# Registered where it is defined (by class name, see register_with_auto_tokenizer): importing this module makes
+# AutoTokenizer.from_pretrained load a Qwen-VL-Chat folder's tokenizer as a QWenTokenizer.
+register_with_auto_tokenizer()

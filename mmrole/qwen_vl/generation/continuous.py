@@ -9,8 +9,9 @@ Every request gets exactly what a one-at-a-time `chat` gives it (greedy):
 - it is prefilled alone, as `chat` prefills it: no padding, so its own length gives its dynamic-NTK factor,
   rotary positions 0..P-1 and log-n; its first token is chosen from that prefill's last position (scored
   together with the next decoding step's rows, which saves a vocabulary projection per request);
-- in the shared decoding batch each row feeds its own position and keeps its own prefill NTK factor (stored per
-  row on the cache, CACHE_NTK_ALPHA_ATTR) and attends only to its own keys (masked keys add exactly zero);
+- in the shared decoding batch each row feeds its own position and keeps its own prefill NTK factor (kept per
+  row in `SlotKVCache.alphas` and passed to every decoding forward as `ntk_alpha`) and attends only to its own
+  keys (masked keys add exactly zero);
 - tokens are chosen as transformers' greedy `generate` chooses them: float32 scores, the request's own logits
   processors, then the stop-word rule (eos forced after a stop word), argmax; a row ends on an eos token or after
   its max_new_tokens.
@@ -48,7 +49,7 @@ import torch
 from torch import nn
 from transformers import LogitsProcessorList
 
-from .modeling_qwen import CACHE_NTK_ALPHA_ATTR, find_image_spans, span_image_path
+from ..image_processing_qwen import find_image_spans, span_image_path
 
 # The score the original gives eos right after a stop word (also the stop-word processor's, in generation.py).
 FORCED_EOS_SCORE = float(2**15)
@@ -119,8 +120,9 @@ def _move_columns(buffer: torch.Tensor, start: int, end: int, target: int) -> No
 class SlotKVCache:
     """Keys and values of the rows of a decoding batch whose rows come and go (see the module doc).
 
-    Implements what the Qwen forward asks of a transformers Cache: get_seq_length() and update(); the per-row
-    NTK factors are the attribute CACHE_NTK_ALPHA_ATTR. Slots without a row have start None.
+    Implements what the Qwen forward asks of a transformers Cache: get_seq_length() and update(). `alphas`
+    holds each row's dynamic-NTK factor from its prefill (passed to decoding forwards as `ntk_alpha`). Slots
+    without a row have start None.
     """
 
     def __init__(self, num_layers: int, slots: int):
@@ -130,16 +132,12 @@ class SlotKVCache:
         self.capacity = 0
         self.length = 0  # columns in use; the next step writes column `length`
         self.starts: List[Optional[int]] = [None] * slots
-        setattr(self, CACHE_NTK_ALPHA_ATTR, [1] * slots)
+        self.alphas: List[float] = [1.0] * slots
         self._columns = torch.arange(0)
 
     @property
     def slots(self) -> int:
         return len(self.starts)
-
-    @property
-    def alphas(self) -> List[float]:
-        return getattr(self, CACHE_NTK_ALPHA_ATTR)
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.length
@@ -190,7 +188,7 @@ class SlotKVCache:
                     grown[: buffer.shape[0]] = buffer
                     store[layer] = grown
         self.starts += [None] * count
-        setattr(self, CACHE_NTK_ALPHA_ATTR, self.alphas + [1] * count)
+        self.alphas += [1.0] * count
 
     def keep_slots(self, slots: Sequence[int]) -> None:
         """Keep only these slots (in this order), in buffers sized for what they hold."""
@@ -220,7 +218,7 @@ class SlotKVCache:
                 store[layer] = fresh
         if slots is not None:
             self.starts = [self.starts[s] for s in slots]
-            setattr(self, CACHE_NTK_ALPHA_ATTR, [self.alphas[s] for s in slots])
+            self.alphas = [self.alphas[s] for s in slots]
         self.starts = [None if start is None else start + shift for start in self.starts]
         self.length = new_length
         self.capacity = capacity
@@ -418,7 +416,7 @@ class DecodingBatch:
                                         past_key_values=target, use_cache=True, image_features=features)
         row.prompt_hidden = output.last_hidden_state[0, -1]
         self.cache.starts[slot] = self.cache.length - row.prompt_length
-        self.cache.alphas[slot] = getattr(target, CACHE_NTK_ALPHA_ATTR, [1])[0]  # unset: no dynamic NTK
+        self.cache.alphas[slot] = output.ntk_alpha[0].item()  # the factor this row's own length gave it
         self.rows[slot] = row
 
     def step(self) -> List[Tuple[int, List[int]]]:
@@ -458,7 +456,8 @@ class DecodingBatch:
         positions = [[len(row.ids) - 1 if busy else 0] for row, busy in zip(self.rows, decoding)]
         output = self.model.transformer(input_ids=torch.tensor(last, device=self.device), past_key_values=self.cache,
                                         attention_mask=self.cache.attention_mask(self.device),
-                                        position_ids=torch.tensor(positions, device=self.device), use_cache=True)
+                                        position_ids=torch.tensor(positions, device=self.device), use_cache=True,
+                                        ntk_alpha=self.cache.alphas)
         self.cache.advance()
         return output.last_hidden_state[:, -1]
 

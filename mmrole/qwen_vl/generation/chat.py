@@ -5,7 +5,7 @@ top_p, top_k, do_sample, ...) unless a `generation_config` or keyword arguments 
 The stop words of chatml are `<|im_end|>` and `<|im_start|>`: once a row has generated one, the next step is
 forced to `<|endoftext|>` (score 2**15), and generation of that row ends there.
 
-`batch_chat` with greedy decoding uses continuous batching (see continuous.py): every query is prefilled alone,
+`batch_chat` with greedy decoding uses continuous batching (see generation/continuous.py): every query is prefilled alone,
 decodes in a shared batch of at most batch_size rows, and leaves it when it ends, its place going to the next
 query. Otherwise (sampling, or settings only transformers' `generate` implements) it left-pads the prompts of
 each batch into one `generate` call (the scripts' sampling: a seed set per batch, as the original).
@@ -23,19 +23,16 @@ import copy
 import threading
 from dataclasses import dataclass
 from queue import Queue
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
-from transformers import (GenerationConfig, LogitsProcessor, LogitsProcessorList, StoppingCriteria,
+from transformers import (GenerationConfig, LogitsProcessor, LogitsProcessorList, PreTrainedModel, StoppingCriteria,
                           StoppingCriteriaList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper)
 from transformers.generation.streamers import BaseStreamer
 
-from .chat_format import decode_tokens, get_stop_words_ids, make_context
+from ..chat_format import decode_tokens, get_stop_words_ids, make_context
 from .continuous import (FORCED_EOS_SCORE, DecodeTask, ends_with_stop_word, generate_greedy, image_run_key,
                          same_image_runs)
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .modeling_qwen import QWenLMHeadModel
 
 DEFAULT_SYSTEM = "You are a helpful assistant."
 # Generation-config fields the continuous-batching path honours, or that greedy decoding does not read. A config
@@ -160,7 +157,7 @@ def _decode(tokenizer, tokens: Sequence[int], raw_text: str, context_length: int
 
 
 def chat(
-    model: "QWenLMHeadModel",
+    model: PreTrainedModel,
     tokenizer,
     query: str,
     history: Optional[History] = None,
@@ -216,7 +213,7 @@ class _StopWhenSet(StoppingCriteria):
 
 
 def chat_stream(
-    model: "QWenLMHeadModel",
+    model: PreTrainedModel,
     tokenizer,
     query: str,
     history: Optional[History] = None,
@@ -368,7 +365,7 @@ def _per_query(queries, histories, systems) -> Tuple[List[Optional[History]], Li
 
 
 def iter_batch_chat_detailed(
-    model: "QWenLMHeadModel",
+    model: PreTrainedModel,
     tokenizer,
     queries: Sequence[str],
     histories: Optional[Sequence[Optional[History]]] = None,
@@ -414,7 +411,7 @@ class PreparedChat:
 
 
 def prepare_chat(
-    model: "QWenLMHeadModel",
+    model: PreTrainedModel,
     tokenizer,
     context_tokens: Sequence[int],
     *,
@@ -467,7 +464,7 @@ def _generate_left_padded(model, contexts: List[List[int]], pad_id: int, setup: 
 
 
 def batch_chat_detailed(
-    model: "QWenLMHeadModel",
+    model: PreTrainedModel,
     tokenizer,
     queries: Sequence[str],
     histories: Optional[Sequence[Optional[History]]] = None,
@@ -518,7 +515,7 @@ def batch_chat_detailed(
 
 
 def batch_chat(
-    model: "QWenLMHeadModel",
+    model: PreTrainedModel,
     tokenizer,
     queries: Sequence[str],
     histories: Optional[Sequence[Optional[History]]] = None,

@@ -13,7 +13,7 @@ flags, no input, no API key, the endpoint refused the key or the model); 3 some 
 """
 import sys
 
-from mmrole.common.cli import review_main
+from mmrole.eval.cli import review_main
 
 
 def main(argv=None) -> int:

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from .client import ChatCall, ChatClient, Completion, MalformedResponse, system_message, user_message
+from .backends.client import ChatCall, ChatClient, Completion, MalformedResponse, system_message, user_message
 from .data_filter import FilterConfig, TextRules
 from .gen_prompts import (
     COMMENT_QUESTIONS, DIALOGUE_SYSTEM, comment_prompt, human_role_prompt, inter_role_prompt, parse_json_reply,

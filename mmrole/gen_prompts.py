@@ -23,7 +23,7 @@ import json
 import re
 from typing import Any, Dict, Mapping, Optional, Sequence
 
-from .client import MalformedResponse
+from .backends.client import MalformedResponse
 from .common.prompts import HYPOTHETICAL_SCRIPT, image_info_block
 
 PROMPT_VERSION = "mmrole-gen-1"

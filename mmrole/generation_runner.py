@@ -25,12 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from .common.cli import (EXIT_INCOMPLETE, EXIT_OK, EXIT_UNUSABLE, EXIT_USAGE, WRITE_ERRNOS, float_above,
-    folder_error_text, int_at_least, redact_keys, worst_status, write_error_message)
-from .client import ChatCall, ChatClient, EndpointRejected, Prices, RequestFailed
+from .common.cli import EXIT_INCOMPLETE, EXIT_OK, EXIT_UNUSABLE, EXIT_USAGE, WRITE_ERRNOS, folder_error_text, int_at_least, redact_keys, worst_status, write_error_message
+from .backends.client import ChatCall, ChatClient, EndpointRejected, Prices, RequestFailed
 from .gen_prompts import PROMPT_VERSION
 from .common.progress import progress_bar
 from .common.store import CorruptJournal, FolderBusy, Journal, PathLike, claim_output_folder
+from .backends.endpoint import add_endpoint_arguments, client_from_args
 
 JOURNAL_DIR = ".generation"  # beside profiles/ and dialogues/ in the output folder
 REJECTED = "rejected"  # the status of a journal entry whose replies were all turned down
@@ -145,15 +145,10 @@ def run_jobs(client: ChatClient, jobs: Sequence[GenJob], journal: Journal, *, ma
 # --- command line --------------------------------------------------------------------------------
 
 def add_client_arguments(parser: argparse.ArgumentParser, *, default_max_tokens: int) -> None:
+    """The endpoint flags (the same as every script's that talks to one: backends.endpoint), the generation
+    settings of the requests and the run's own options."""
     group = parser.add_argument_group("model endpoint (any OpenAI-compatible API)")
-    group.add_argument("--model", required=True, help="model name, e.g. gpt-4-turbo (a vision model for dialogues)")
-    group.add_argument("--base_url", default=None, help="endpoint (default: $OPENAI_BASE_URL, else OpenAI)")
-    group.add_argument("--api_key_env", default="OPENAI_API_KEY",
-                       help="environment variable holding the API key (default OPENAI_API_KEY; never pass the key)")
-    group.add_argument("--concurrency", type=int_at_least(1), default=4, help="requests in flight (default 4)")
-    group.add_argument("--max_attempts", type=int_at_least(1), default=5,
-                       help="attempts per request, retrying 429/5xx/timeouts/malformed replies (default 5)")
-    group.add_argument("--timeout", type=float_above(0), default=120.0, help="seconds per attempt (default 120)")
+    add_endpoint_arguments(group, model_required=True)
     group.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (default 0.8)")
     group.add_argument("--max_tokens", type=int_at_least(1), default=default_max_tokens,
                        help=f"completion token limit per request (default {default_max_tokens})")
@@ -167,13 +162,13 @@ def add_client_arguments(parser: argparse.ArgumentParser, *, default_max_tokens:
     parser.add_argument("--no_progress", action="store_true", help="no progress bars")
 
 
-def client_from_args(args: argparse.Namespace) -> ChatClient:
+def generation_client(args: argparse.Namespace) -> ChatClient:
+    """The endpoint's client (backends.endpoint.client_from_args) with the run's prices and request settings."""
     prices = None
     if args.price_input is not None or args.price_output is not None:
         prices = Prices(args.price_input or 0.0, args.price_output or 0.0)
-    return ChatClient(args.model, base_url=args.base_url, api_key_env=args.api_key_env, concurrency=args.concurrency,
-                      max_attempts=args.max_attempts, timeout=args.timeout, prices=prices,
-                      default_params={"temperature": args.temperature, "max_tokens": args.max_tokens})
+    return client_from_args(args, prices=prices,
+                            default_params={"temperature": args.temperature, "max_tokens": args.max_tokens})
 
 
 def run_generator_cli(args: argparse.Namespace, generate: Callable[[ChatClient], Any]) -> int:
@@ -182,7 +177,7 @@ def run_generator_cli(args: argparse.Namespace, generate: Callable[[ChatClient],
     the report and the token/cost summary. Returns the exit status (see the module doc)."""
     out_root = Path(args.output_dir or args.data_root)
     try:
-        client = client_from_args(args)
+        client = generation_client(args)
     except ValueError as e:  # no API key, no model
         return _error(e, EXIT_USAGE)
     try:

@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from .client import ChatCall, ChatClient, Completion, MalformedResponse, RequestFailed, system_message, user_message
+from .backends.client import (ChatCall, ChatClient, Completion, MalformedResponse, RequestFailed, system_message,
+    user_message)
 from .data_filter import FilterConfig, language_problem
 from .gen_prompts import (
     DETAILED_FIELDS, GENERATOR_SYSTEM, META_FIELDS, condensed_profile_prompt, detailed_profile_prompt,

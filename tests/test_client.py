@@ -1,4 +1,4 @@
-"""mmrole.client against the local stub server: retries, failures, concurrency, accounting, secrets."""
+"""mmrole.backends.client against the local stub server: retries, failures, concurrency, accounting, secrets."""
 
 import base64
 import json
@@ -8,10 +8,8 @@ import time
 
 import pytest
 
-from mmrole.client import (
-    ChatCall, ChatClient, EndpointRejected, MalformedResponse, Prices, RequestFailed, image_data_url, redact, system_message,
-    user_message,
-)
+from mmrole.backends.client import (ChatCall, ChatClient, EndpointRejected, MalformedResponse, Prices, RequestFailed,
+    image_data_url, redact, system_message, user_message)
 from tests.openai_stub import Fault, OpenAIStub, StubReply
 
 KEY = "sk-test-0123456789abcdefSECRET"
@@ -54,13 +52,13 @@ def test_attempts_are_bounded_and_failure_is_reported(stub):
 def test_permanent_error_is_not_retried_and_key_never_leaks(stub, caplog):
     client = make_client(stub)
     stub.fail_next(Fault.BAD_REQUEST)  # this request only: the client goes on
-    with caplog.at_level(logging.DEBUG, logger="mmrole.client"), pytest.raises(RequestFailed) as failure:
+    with caplog.at_level(logging.DEBUG, logger="mmrole.backends.client"), pytest.raises(RequestFailed) as failure:
         client.chat([user_message("hello")])
     assert len(stub.completion_requests) == 1
     assert "400" in str(failure.value) and not failure.value.retryable
     assert client.chat([user_message("again")]).text == "echo: again"
     stub.fail_next(Fault.UNAUTHORIZED)  # the key: nothing else can succeed
-    with caplog.at_level(logging.DEBUG, logger="mmrole.client"), pytest.raises(EndpointRejected) as rejected:
+    with caplog.at_level(logging.DEBUG, logger="mmrole.backends.client"), pytest.raises(EndpointRejected) as rejected:
         client.chat([user_message("hello")])
     assert len(stub.completion_requests) == 3
     assert stub.completion_requests[2].authorization == f"Bearer {KEY}"  # the key was sent ...
@@ -81,7 +79,7 @@ def test_a_refused_key_or_unknown_model_stops_chat_many_at_once(stub, caplog, fa
     stub.fail_when(lambda r: True, fault, times=1000)
     client = make_client(stub, concurrency=4)
     calls = [ChatCall(messages=[user_message(f"q{i}")], key=i) for i in range(40)]
-    with caplog.at_level(logging.DEBUG, logger="mmrole.client"), pytest.raises(EndpointRejected) as rejected:
+    with caplog.at_level(logging.DEBUG, logger="mmrole.backends.client"), pytest.raises(EndpointRejected) as rejected:
         list(client.chat_many(calls))
     assert 1 <= len(stub.completion_requests) <= 4
     assert status in str(rejected.value) and hint in str(rejected.value)
@@ -253,7 +251,7 @@ def test_messages_built_when_sent(stub):
 
 def test_a_missing_key_for_a_custom_endpoint_is_said_not_silent(stub, caplog, monkeypatch):
     monkeypatch.delenv("NO_SUCH_KEY_VAR", raising=False)
-    with caplog.at_level(logging.WARNING, logger="mmrole.client"):
+    with caplog.at_level(logging.WARNING, logger="mmrole.backends.client"):
         client = ChatClient("stub-gpt", base_url=stub.base_url, api_key_env="NO_SUCH_KEY_VAR")
     assert "no API key in $NO_SUCH_KEY_VAR" in caplog.text and stub.base_url in caplog.text
     assert client.chat([user_message("hi")]).text == "echo: hi"  # a server that needs none still answers

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mmrole.client import ChatClient
+from mmrole.backends.client import ChatClient
 from mmrole.data_build import BuildOptions, build
 from mmrole.dialogue_generation import DialogueOptions, generate_dialogues
 from mmrole.gen_prompts import COMMENT_QUESTIONS, DIALOGUE_SYSTEM, GENERATOR_SYSTEM, PROMPT_VERSION
@@ -468,7 +468,7 @@ def test_profile_replies_need_the_right_language_and_every_section(mmrole_data, 
 
 
 def test_condensed_validator_accepts_every_released_profile_and_nothing_incomplete(mmrole_data):
-    from mmrole.client import Completion, MalformedResponse
+    from mmrole.backends.client import Completion, MalformedResponse
     from mmrole.profile_generation import condensed_validator
     from mmrole.common.prompts import language_of
 
@@ -636,16 +636,16 @@ def test_gen_dialogues_without_annotations_makes_coco_dialogues_only(tree, coco_
 def test_images_are_encoded_only_for_requests_sent(tree, coco_dir, tmp_path, monkeypatch):
     import threading
 
-    import mmrole.client
+    import mmrole.backends.client
 
     encoded = []
-    original = mmrole.client.image_data_url
+    original = mmrole.backends.client.image_data_url
 
     def counting(path):
         encoded.append((Path(path).name, threading.current_thread().name))
         return original(path)
 
-    monkeypatch.setattr(mmrole.client, "image_data_url", counting)
+    monkeypatch.setattr(mmrole.backends.client, "image_data_url", counting)
     options = dict(output_dir=tmp_path / "out", coco_dir=coco_dir, characters=["Woody", "Buzz Lightyear"],
                    types=["comment"], coco_per_character=3, script_per_character=2, progress=False)
     with OpenAIStub(ShortReplies()) as stub:

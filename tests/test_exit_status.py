@@ -244,7 +244,7 @@ def test_retry_warnings_name_the_sample_not_a_call_index(work, caplog):
     work.samples(2, answer=True)
     target = "s1"
     work.stub.fail_when(lambda r: "Question 1?" in r.user_text and "Fluency" in r.user_text, Fault.SERVER_ERROR)
-    with caplog.at_level("WARNING", logger="mmrole.client"):
+    with caplog.at_level("WARNING", logger="mmrole.backends.client"):
         assert GPT_review.main(work.args("--max_attempts", "2")) == 0
     [warning] = [r.getMessage() for r in caplog.records if "retrying" in r.getMessage()]
     assert warning.startswith(f"sample {target} [Fluency, AB]: attempt 1/2 failed (HTTP 500")

@@ -1,4 +1,4 @@
-"""The `openai` backend: any OpenAI-compatible chat-completions endpoint, through mmrole.client.
+"""The `openai` backend: any OpenAI-compatible chat-completions endpoint, through mmrole.backends.client.
 
 A request's parts become one user message whose content lists the images (base64 data URLs) and
 texts in their order; the system prompt is a system message; history turns become earlier
@@ -12,7 +12,7 @@ import hashlib
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
-from ..client import ChatCall, ChatClient, Completion, EndpointRejected, RequestFailed, image_data_url, system_message
+from .client import ChatCall, ChatClient, Completion, EndpointRejected, RequestFailed, image_data_url, system_message
 from .base import Backend, BackendError, ChatRequest, ChatResult, FatalBackendError, GenerationParams, Part
 
 

@@ -1,7 +1,7 @@
 """THE OpenAI-compatible client of the project: data generation, the GPT judge and the `openai`
 inference backend all talk to models through it.
 
-    from mmrole.client import ChatClient, ChatCall, RequestFailed, user_message, system_message
+    from mmrole.backends.client import ChatClient, ChatCall, RequestFailed, user_message, system_message
 
     client = ChatClient("gpt-4-turbo", concurrency=4)        # key from $OPENAI_API_KEY,
                                                              # endpoint from $OPENAI_BASE_URL
@@ -53,16 +53,16 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 
 import openai
 
-from .common.cli import redact_keys
-from .common.images import image_type
-from .common.store import PathLike
+from ..common.cli import redact_keys
+from ..common.images import image_type
+from ..common.store import PathLike
 
 __all__ = [
     "ChatClient", "ChatCall", "Completion", "RequestFailed", "EndpointRejected", "MalformedResponse", "Prices", "Usage",
     "DEFAULT_PRICES", "image_data_url", "user_message", "system_message", "redact",
 ]
 
-logger = logging.getLogger("mmrole.client")
+logger = logging.getLogger(__name__)
 
 Message = Dict[str, Any]
 

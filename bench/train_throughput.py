@@ -46,7 +46,8 @@ PAPER_MAX_LEN = {"role-play": 3072, "judge": 4096}
 def roleplay_records(data_root: Path, count: int, rng: random.Random):
     """Role-play training samples of `count` random dialogues (one random target turn each), all types."""
     from mmrole.common.prompts import ROLEPLAY_SYSTEM
-    from mmrole.raw_data import IN_DISTRIBUTION, dialogue_sample, load_annotations, load_dialogues, load_split
+    from mmrole.data.raw import IN_DISTRIBUTION, load_annotations, load_dialogues, load_split
+    from mmrole.data.samples import dialogue_sample
 
     raw, _ = load_split(data_root, IN_DISTRIBUTION)
     annotations, _ = load_annotations(data_root)

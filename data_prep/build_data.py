@@ -49,8 +49,9 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     from mmrole.common.cli import WRITE_ERRNOS, folder_error_text, write_error_message
-    from mmrole.data_build import BuildOptions, build, read_test_ids
-    from mmrole.raw_data import RawDataError
+    from mmrole.data.build import BuildOptions, build
+    from mmrole.data.samples import read_test_ids
+    from mmrole.data.raw import RawDataError
     from mmrole.common.store import FolderBusy, claim_output_folder
 
     args = parse_args(argv)

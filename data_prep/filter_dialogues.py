@@ -7,7 +7,7 @@ DATA_ROOT/profiles/<split>/{roles,profiles}.json, and writes to OUTPUT_DIR:
   rejects.jsonl          one line per rejected record: file, id, every rule that fired with details
   filter_report.json     counts per rule, per split and type (also printed)
 
-Rules (all documented in mmrole/data_filter.py): structure (empty or truncated records, wrong
+Rules (all documented in mmrole/data/filter.py): structure (empty or truncated records, wrong
 speaker order, unknown speakers, a character talking with itself, missing profiles, duplicate ids),
 text (a turn cut mid-sentence, wrong language, AI-assistant phrases such as "as an AI" or
 "I'm sorry, but", speaker labels inside a turn, turn length bounds), dialogue (turn count bounds,
@@ -43,8 +43,8 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> int:
-    from mmrole.data_filter import WHOLE_FILE, FilterConfig, run_filter
-    from mmrole.raw_data import RawDataError
+    from mmrole.data.filter import WHOLE_FILE, FilterConfig, run_filter
+    from mmrole.data.raw import RawDataError
 
     from mmrole.common.cli import WRITE_ERRNOS, folder_error_text, write_error_message
     from mmrole.common.store import FolderBusy, claim_output_folder

@@ -30,7 +30,7 @@ from mmrole.common.cli import ArgumentParser, int_at_least
 
 
 def parse_args(argv=None):
-    from mmrole.generation_runner import add_client_arguments
+    from mmrole.data.generate.runner import add_client_arguments
 
     parser = ArgumentParser(description=__doc__)
     parser.add_argument("--data_root", required=True, help="raw MMRole-Data folder (profiles/, images/)")
@@ -54,8 +54,8 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> int:
-    from mmrole.dialogue_generation import DialogueOptions, generate_dialogues
-    from mmrole.generation_runner import run_generator_cli
+    from mmrole.data.generate.dialogues import DialogueOptions, generate_dialogues
+    from mmrole.data.generate.runner import run_generator_cli
 
     args = parse_args(argv)
     options = DialogueOptions(

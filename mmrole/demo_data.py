@@ -37,7 +37,7 @@ from PIL import Image, ImageDraw
 
 from .common.cli import EXIT_UNUSABLE, EXIT_USAGE, ArgumentParser
 from .common.prompts import HYPOTHETICAL_SCRIPT, language_of
-from .raw_data import IN_DISTRIBUTION, OUT_OF_DISTRIBUTION, name_stem
+from .data.raw import IN_DISTRIBUTION, OUT_OF_DISTRIBUTION, name_stem
 from .common.store import atomic_write_json
 
 MANIFEST = "demo_manifest.json"
@@ -401,7 +401,7 @@ def _write_images(root: Path, images: Sequence[DemoImage], rng: random.Random) -
 
 
 def _write_dialogues(root: Path, images: Sequence[DemoImage], count: int, rng: random.Random) -> int:
-    from .gen_prompts import COMMENT_QUESTIONS  # the data's own question pool
+    from .data.generate.prompts import COMMENT_QUESTIONS  # the data's own question pool
 
     out_of_distribution: Dict[str, List[dict]] = {t: [] for t in ID_MARKERS}
     total = 0

@@ -34,7 +34,8 @@ from typing import Dict, List, Optional, Sequence, Set, Tuple
 from .demo_data import COLOURS, CHARACTERS, DemoImage, character, colour_word, read_manifest, remark, shape_word, join_sentences
 from .common.cli import EXIT_UNUSABLE, EXIT_USAGE, ArgumentParser
 from .common.metrics import METRIC_NAMES
-from .raw_data import IN_DISTRIBUTION, dialogue_samples, load_annotations, load_dialogues, load_split
+from .data.raw import IN_DISTRIBUTION, load_annotations, load_dialogues, load_split
+from .data.samples import dialogue_samples
 from .common.store import atomic_write_json
 
 JUDGE_SCORE_B = 9

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from mmrole.data_build import BuildOptions, build
-from mmrole.data_filter import FilterConfig, run_filter
+from mmrole.data.build import BuildOptions, build
+from mmrole.data.filter import FilterConfig, run_filter
 from tests.data_prep_support import dialogue_file, edit_json, make_raw_tree, raw_records, train_ids
 from tests.support.scripts import load_script
 

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from mmrole.backends.client import ChatClient
-from mmrole.data_build import BuildOptions, build
-from mmrole.dialogue_generation import DialogueOptions, generate_dialogues
-from mmrole.gen_prompts import COMMENT_QUESTIONS, DIALOGUE_SYSTEM, GENERATOR_SYSTEM, PROMPT_VERSION
-from mmrole.profile_generation import ProfileOptions, generate_profiles
-from mmrole.raw_data import name_stem
+from mmrole.data.build import BuildOptions, build
+from mmrole.data.generate.dialogues import DialogueOptions, generate_dialogues
+from mmrole.data.generate.prompts import COMMENT_QUESTIONS, DIALOGUE_SYSTEM, GENERATOR_SYSTEM, PROMPT_VERSION
+from mmrole.data.generate.profiles import ProfileOptions, generate_profiles
+from mmrole.data.raw import name_stem
 from mmrole.common.store import Journal
 from tests.data_prep_support import write_json
 from tests.openai_stub import Fault, OpenAIStub, StubReply
@@ -469,7 +469,7 @@ def test_profile_replies_need_the_right_language_and_every_section(mmrole_data, 
 
 def test_condensed_validator_accepts_every_released_profile_and_nothing_incomplete(mmrole_data):
     from mmrole.backends.client import Completion, MalformedResponse
-    from mmrole.profile_generation import condensed_validator
+    from mmrole.data.generate.profiles import condensed_validator
     from mmrole.common.prompts import language_of
 
     def reply(text):
@@ -524,7 +524,7 @@ def test_gen_profiles_skips_unusable_inputs_and_goes_on(mmrole_data, profile_roo
 
 
 def test_gen_profiles_stops_before_any_call_when_profiles_json_is_damaged(mmrole_data, profile_root, tmp_path):
-    from mmrole.raw_data import RawDataError
+    from mmrole.data.raw import RawDataError
 
     damaged = tmp_path / "out" / "profiles" / "in-distribution" / "profiles.json"
     damaged.parent.mkdir(parents=True)
@@ -770,7 +770,7 @@ class OneLineCommentaries(ShortReplies):
 
 
 def test_commentaries_get_the_released_shape():
-    from mmrole.dialogue_generation import commentary_shape_problem
+    from mmrole.data.generate.dialogues import commentary_shape_problem
 
     assert commentary_shape_problem(ONE_LINE, "English") == \
         "commentary too short: 63 characters, at least 200 expected"

@@ -16,7 +16,7 @@ from mmrole.finetune.preprocess import IGNORE_INDEX, ChatMLEncoder, original_pre
 from mmrole.common.prompts import ROLEPLAY_SYSTEM
 from mmrole.qwen_vl import QWenTokenizer, preprocess_images
 from mmrole.qwen_vl.tokenization_qwen import from_list_format
-from mmrole.raw_data import IN_DISTRIBUTION, load_dialogues, load_split
+from mmrole.data.raw import IN_DISTRIBUTION, load_dialogues, load_split
 
 IM_START, IM_END, NEWLINE, EOD = 151644, 151645, 198, 151643
 REFERENCE_IMAGE_SIZE = 56

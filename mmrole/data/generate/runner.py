@@ -1,11 +1,11 @@
-"""What the data generators share: the client flags, running generation jobs through the client
+"""What the data generators share: the client flags, running planned calls through the client
 with a journal (resume), and the record of which prompts and model made an output.
 
-A job is one chat call whose validated value is kept; its call (prompt, base64 image) is built only
-when the job is sent. `run_jobs` skips jobs already in the journal, sends the rest `concurrency` at a
+A planned call is one chat call whose validated value is kept; its messages (prompt, base64 image) are built
+only when it is sent. `run_calls` skips calls already in the journal, sends the rest `concurrency` at a
 time, appends each finished value to the journal the moment it arrives (a kill loses only the calls in
-flight), and reports failures per job without ever writing them as data. A failure of the endpoint
-(API errors after the retries) is retried by the next run. A job whose replies were all rejected (not
+flight), and reports failures per call without ever writing them as data. A failure of the endpoint
+(API errors after the retries) is retried by the next run. A call whose replies were all rejected (not
 the requested format, wrong language, a cut or too short text...) is recorded in the journal as
 rejected and not asked again (each ask is paid) unless the run is given retry_rejected
 (--retry_rejected); it is listed as not done either way. Outputs are then written from the journal,
@@ -25,21 +25,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from .common.cli import EXIT_INCOMPLETE, EXIT_OK, EXIT_UNUSABLE, EXIT_USAGE, WRITE_ERRNOS, folder_error_text, int_at_least, redact_keys, worst_status, write_error_message
-from .backends.client import ChatCall, ChatClient, EndpointRejected, Prices, RequestFailed
-from .gen_prompts import PROMPT_VERSION
-from .common.progress import progress_bar
-from .common.store import CorruptJournal, FolderBusy, Journal, PathLike, claim_output_folder
-from .backends.endpoint import add_endpoint_arguments, client_from_args
+from ...common.cli import (EXIT_INCOMPLETE, EXIT_OK, EXIT_UNUSABLE, EXIT_USAGE, WRITE_ERRNOS, folder_error_text,
+    int_at_least, redact_keys, worst_status, write_error_message)
+from ...backends.client import ChatCall, ChatClient, EndpointRejected, Prices, RequestFailed
+from .prompts import PROMPT_VERSION
+from ...common.progress import progress_bar
+from ...common.store import CorruptJournal, FolderBusy, Journal, PathLike, claim_output_folder
+from ...backends.endpoint import add_endpoint_arguments, client_from_args
 
 JOURNAL_DIR = ".generation"  # beside profiles/ and dialogues/ in the output folder
 REJECTED = "rejected"  # the status of a journal entry whose replies were all turned down
 
 
 @dataclass
-class GenJob:
+class PlannedCall:
     key: str  # unique within the journal, e.g. "detailed/Iron Man" or a dialogue id
-    where: str  # for messages: the file (and item) this job produces
+    where: str  # for messages: the file (and item) this call produces
     call: ChatCall  # its messages may be a function the client calls when sending (images encoded then)
 
 
@@ -48,7 +49,7 @@ class RunSummary:
     planned: int = 0
     already_done: int = 0
     finished: int = 0
-    failed: List[str] = field(default_factory=list)  # "where: message" per failed (or rejected) job
+    failed: List[str] = field(default_factory=list)  # "where: message" per failed (or rejected) call
     rejected_before: List[str] = field(default_factory=list)  # rejected in an earlier run, not asked again
     stopped_early: bool = False
 
@@ -86,7 +87,7 @@ def open_journal(output_dir: PathLike, name: str) -> Journal:
 
 
 def result_of(journal: Journal, key: str) -> Optional[dict]:
-    """The journal entry of a job that produced a value (None: not done, or rejected)."""
+    """The journal entry of a call that produced a value (None: not done, or rejected)."""
     record = journal.get((key,))
     return record if record is not None and "value" in record else None
 
@@ -96,42 +97,42 @@ def record_rejection(journal: Journal, key: str, failure: RequestFailed) -> None
 
 
 def rejected_before(journal: Journal, key: str) -> Optional[str]:
-    """Why a job's replies were rejected in an earlier run (None: it was not)."""
+    """Why a call's replies were rejected in an earlier run (None: it was not)."""
     record = journal.get((key,))
     return record.get("reason", "rejected") if record is not None and record.get("status") == REJECTED else None
 
 
-def run_jobs(client: ChatClient, jobs: Sequence[GenJob], journal: Journal, *, max_items: Optional[int] = None,
+def run_calls(client: ChatClient, calls: Sequence[PlannedCall], journal: Journal, *, max_items: Optional[int] = None,
              progress: bool = True, desc: str = "generating", log: Callable[[str], None] = print,
              retry_rejected: bool = False) -> RunSummary:
-    summary = RunSummary(planned=len(jobs))
+    summary = RunSummary(planned=len(calls))
     pending = []
-    for job in jobs:
-        if result_of(journal, job.key) is not None:
+    for planned in calls:
+        if result_of(journal, planned.key) is not None:
             continue
-        reason = rejected_before(journal, job.key)
+        reason = rejected_before(journal, planned.key)
         if reason is not None and not retry_rejected:
-            summary.rejected_before.append(f"{job.where}: {reason}")
+            summary.rejected_before.append(f"{planned.where}: {reason}")
             continue
-        pending.append(job)
-    summary.already_done = len(jobs) - len(pending) - len(summary.rejected_before)
+        pending.append(planned)
+    summary.already_done = len(calls) - len(pending) - len(summary.rejected_before)
     if not pending or max_items == 0:
         summary.stopped_early = bool(pending)
         return summary
-    by_key = {job.key: job for job in pending}
-    outcomes = client.chat_many(job.call for job in pending)  # taken lazily, a few ahead
+    by_key = {planned.key: planned for planned in pending}
+    outcomes = client.chat_many(planned.call for planned in pending)  # taken lazily, a few ahead
     with progress_bar(len(pending), desc, progress, unit="call") as bar:
         try:
             for outcome in outcomes:
                 bar.update(1)
-                job = by_key[outcome.key]
+                planned = by_key[outcome.key]
                 if isinstance(outcome, RequestFailed):
-                    summary.failed.append(f"{job.where}: {outcome}")
-                    log(f"failed: {job.where}: {outcome}")
+                    summary.failed.append(f"{planned.where}: {outcome}")
+                    log(f"failed: {planned.where}: {outcome}")
                     if outcome.rejected:  # every reply was turned down: not asked again unless --retry_rejected
-                        record_rejection(journal, job.key, outcome)
+                        record_rejection(journal, planned.key, outcome)
                     continue
-                journal.append({"key": job.key, "value": outcome.value, **generator_stamp(outcome.model),
+                journal.append({"key": planned.key, "value": outcome.value, **generator_stamp(outcome.model),
                                 "prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens})
                 summary.finished += 1
                 if max_items is not None and summary.finished >= max_items:
@@ -202,7 +203,7 @@ def run_generator_cli(args: argparse.Namespace, generate: Callable[[ChatClient],
 
 def _generate(client: ChatClient, generate: Callable[[ChatClient], Any]):
     """generate(client), or the exit status of the one-line error that stopped it."""
-    from .raw_data import DialogueError, RawDataError
+    from ..raw import DialogueError, RawDataError
 
     try:
         return generate(client)

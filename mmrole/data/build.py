@@ -31,12 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from .raw_data import (
-    DIALOGUE_TYPES, IN_DISTRIBUTION, OUT_OF_DISTRIBUTION, SOURCES, SPLITS, Annotations, Dialogue,
-    InstructionSample, RawDataError, RawSplit, Skip, dialogue_sample, dialogue_samples, has_split, load_annotations,
-    load_dialogues, load_split, split_sample_id,
-)
-from .common.store import PathLike, atomic_text_writer, atomic_write_json, atomic_write_jsonl
+from .raw import (DIALOGUE_TYPES, IN_DISTRIBUTION, OUT_OF_DISTRIBUTION, SOURCES, SPLITS, Annotations, Dialogue,
+    RawDataError, RawSplit, Skip, has_split, load_annotations, load_dialogues, load_split)
+from .samples import InstructionSample, dialogue_sample, dialogue_samples, split_sample_id
+from ..common.store import PathLike, atomic_text_writer, atomic_write_json, atomic_write_jsonl
 
 
 @dataclass
@@ -60,12 +58,6 @@ class BuildResult:
     stats: dict = field(default_factory=dict)
     missing_test_ids: List[Tuple[str, str]] = field(default_factory=list)  # (id, why)
     missing_image_samples: Counter = field(default_factory=Counter)  # "test"/"train" -> samples
-
-
-def read_test_ids(path: PathLike) -> List[str]:
-    """One sample id a line; blank lines and lines starting with # are ignored."""
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
-    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
 
 # --- loading -------------------------------------------------------------------------------------

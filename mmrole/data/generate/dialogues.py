@@ -5,7 +5,7 @@ per image: the character-related images of its script (images annotated in annot
 folder is the script's name with underscores, matched case-insensitively) and a seeded sample of
 MS-COCO images from `coco_dir`. The image goes with the request as a base64 data URL; for a
 character-related image the prompt also carries its annotation. Types (protocol §1):
-  comment     one question from the fixed pool (gen_prompts.COMMENT_QUESTIONS, in the character's
+  comment     one question from the fixed pool (prompts.COMMENT_QUESTIONS, in the character's
               language, seeded) and the character's monologue;
   human-role  the human opens, `rounds` turns each;
   inter-role  a partner from the same script (seeded) opens, `rounds` turns each.
@@ -40,20 +40,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from .backends.client import ChatCall, ChatClient, Completion, MalformedResponse, system_message, user_message
-from .data_filter import FilterConfig, TextRules
-from .gen_prompts import (
-    COMMENT_QUESTIONS, DIALOGUE_SYSTEM, comment_prompt, human_role_prompt, inter_role_prompt, parse_json_reply,
-)
-from .generation_runner import (GenJob, RunSummary, generator_stamp, open_journal, rejected_before, result_of,
-                                run_jobs, skipped_lines)
-from .common.prompts import HUMAN_SPEAKER
-from .raw_data import (
-    DIALOGUE_TYPES, ID_MARKERS, OUT_OF_DISTRIBUTION, Annotations, Character, DialogueError, RawSplit, Skip,
-    dialogue_files, iter_dialogue_records, load_annotations, load_split, name_stem, parse_dialogue,
-)
-from .common.images import image_file_problem
-from .common.store import PathLike, atomic_write_json
+from ...backends.client import ChatCall, ChatClient, Completion, MalformedResponse, system_message, user_message
+from ..filter import FilterConfig, TextRules
+from .prompts import (COMMENT_QUESTIONS, DIALOGUE_SYSTEM, comment_prompt, human_role_prompt, inter_role_prompt,
+    parse_json_reply)
+from .runner import (PlannedCall, RunSummary, generator_stamp, open_journal, rejected_before, result_of, run_calls,
+    skipped_lines)
+from ...common.prompts import HUMAN_SPEAKER
+from ..raw import (DIALOGUE_TYPES, ID_MARKERS, OUT_OF_DISTRIBUTION, Annotations, Character, DialogueError, RawSplit,
+    Skip, dialogue_files, iter_dialogue_records, load_annotations, load_split, name_stem, parse_dialogue)
+from ...common.images import image_file_problem
+from ...common.store import PathLike, atomic_write_json
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 _K = re.compile(r"_(\d+)$")
@@ -311,11 +308,11 @@ def _validator(item: Planned, raw: RawSplit, rules: TextRules):
     return validate
 
 
-def _job(item: Planned, raw: RawSplit, rules: TextRules, rounds: int) -> GenJob:
+def _planned_call(item: Planned, raw: RawSplit, rules: TextRules, rounds: int) -> PlannedCall:
     def messages():  # run by the client when the request is sent: the image is encoded then
         return [system_message(DIALOGUE_SYSTEM), user_message(_prompt(item, raw, rounds), images=[item.file])]
 
-    return GenJob(item.id, f"{item.output}: {item.id}",
+    return PlannedCall(item.id, f"{item.output}: {item.id}",
                   ChatCall(messages=messages, key=item.id, validate=_validator(item, raw, rules)))
 
 
@@ -361,8 +358,8 @@ def generate_dialogues(client: ChatClient, options: DialogueOptions, log: Callab
     rules = TextRules(default.with_multi_turn_bounds(low, high), raw)
     journal = open_journal(out_root, f"gen_dialogues.{options.split}")
     items = _with_usable_images(report.planned, journal, report, options.retry_rejected)
-    jobs = [_job(item, raw, rules, options.rounds) for item in items]  # cheap: calls are built when sent
-    report.summary = run_jobs(client, jobs, journal, max_items=options.max_items, progress=options.progress,
+    calls = [_planned_call(item, raw, rules, options.rounds) for item in items]  # cheap: calls are built when sent
+    report.summary = run_calls(client, calls, journal, max_items=options.max_items, progress=options.progress,
                               desc="dialogues", log=log, retry_rejected=options.retry_rejected)
     _write(items, journal, existing, raw, report)
     return report

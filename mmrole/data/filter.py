@@ -3,7 +3,7 @@ a rejects file with the reasons of every rejected record.
 
 Rules (a record is rejected when any fires; all firing rules are listed):
 
-  structure (from mmrole.raw_data, the checks build_data applies; the first failure is reported)
+  structure (from mmrole.data.raw, the checks build_data applies; the first failure is reported)
     empty_record, truncated, empty_turn, malformed_turn, malformed_record, bad_id, unknown_character,
     unknown_speaker, self_talk, wrong_speaker_order, missing_profile, duplicate_id
   text (per turn)
@@ -37,12 +37,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from .common.prompts import HUMAN_SPEAKER
-from .raw_data import (
-    DIALOGUE_TYPES, OUT_OF_DISTRIBUTION, SPLITS, Dialogue, DialogueError, RawSplit, dialogue_files, has_split,
-    iter_dialogue_records, load_split, parse_dialogue, record_label,
-)
-from .common.store import PathLike, atomic_write_json, atomic_write_jsonl
+from ..common.prompts import HUMAN_SPEAKER
+from .raw import (DIALOGUE_TYPES, OUT_OF_DISTRIBUTION, SPLITS, Dialogue, DialogueError, RawSplit, dialogue_files,
+    has_split, iter_dialogue_records, load_split, parse_dialogue, record_label)
+from ..common.store import PathLike, atomic_write_json, atomic_write_jsonl
 
 
 TEXT_RULES = {

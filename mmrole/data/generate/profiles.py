@@ -28,19 +28,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from .backends.client import (ChatCall, ChatClient, Completion, MalformedResponse, RequestFailed, system_message,
+from ...backends.client import (ChatCall, ChatClient, Completion, MalformedResponse, RequestFailed, system_message,
     user_message)
-from .data_filter import FilterConfig, language_problem
-from .gen_prompts import (
-    DETAILED_FIELDS, GENERATOR_SYSTEM, META_FIELDS, condensed_profile_prompt, detailed_profile_prompt,
-    hypothetical_people_prompt, meta_source_text, parse_json_reply,
-)
-from .generation_runner import (GenJob, RunSummary, generator_stamp, open_journal, record_rejection, rejected_before,
-                                result_of, run_jobs, skipped_lines)
-from .common.progress import progress_bar
-from .common.prompts import HYPOTHETICAL_SCRIPT, language_of
-from .raw_data import DialogueError, name_stem, read_json, read_required_json, read_roles
-from .common.store import PathLike, atomic_write_json
+from ..filter import FilterConfig, language_problem
+from .prompts import (DETAILED_FIELDS, GENERATOR_SYSTEM, META_FIELDS, condensed_profile_prompt, detailed_profile_prompt,
+    hypothetical_people_prompt, meta_source_text, parse_json_reply)
+from .runner import (PlannedCall, RunSummary, generator_stamp, open_journal, record_rejection, rejected_before, result_of,
+    run_calls, skipped_lines)
+from ...common.progress import progress_bar
+from ...common.prompts import HYPOTHETICAL_SCRIPT, language_of
+from ..raw import DialogueError, name_stem, read_json, read_required_json, read_roles
+from ...common.store import PathLike, atomic_write_json
 
 SOURCE_FOLDERS = {"English": "raw_info_en", "Chinese": "raw_info_zh"}
 
@@ -98,17 +96,17 @@ class _Paths:
         return self.target / "detailed_profiles" / f"{name_stem(name)}.json"
 
 
-def _job(key: str, prompt: str, validate, where: str) -> GenJob:
-    return GenJob(key, where, ChatCall(messages=[system_message(GENERATOR_SYSTEM), user_message(prompt)],
+def _planned_call(key: str, prompt: str, validate, where: str) -> PlannedCall:
+    return PlannedCall(key, where, ChatCall(messages=[system_message(GENERATOR_SYSTEM), user_message(prompt)],
                                        key=key, validate=validate))
 
 
-def _finished(jobs: Sequence[GenJob], journal) -> Iterator[Tuple[str, dict]]:
-    """(character name, journal record) of each job of a stage that has a result."""
-    for job in jobs:
-        record = result_of(journal, job.key)
+def _finished(calls: Sequence[PlannedCall], journal) -> Iterator[Tuple[str, dict]]:
+    """(character name, journal record) of each call of a stage that has a result."""
+    for planned in calls:
+        record = result_of(journal, planned.key)
         if record is not None:
-            yield job.key.split("/", 1)[1], record
+            yield planned.key.split("/", 1)[1], record
 
 
 # --- validators (raise MalformedResponse: the client retries) -------------------------------------
@@ -308,7 +306,7 @@ def _read_source(paths: _Paths, name: str, script: str) -> Tuple[Path, str, Opti
 
 
 def _detailed_stage(client, options, paths, names, script_of, journal, report, log) -> None:
-    jobs = []
+    calls = []
     for name in names:
         key = f"detailed/{name}"
         if paths.detailed(name).is_file() and not options.overwrite and result_of(journal, key) is None:
@@ -319,11 +317,11 @@ def _detailed_stage(client, options, paths, names, script_of, journal, report, l
             continue
         language = language_of(script_of[name])
         prompt = detailed_profile_prompt(name, script_of[name], language, text)
-        jobs.append(_job(key, prompt, detailed_validator(language), f"{paths.detailed(name)}: {name}"))
-    summary = run_jobs(client, jobs, journal, max_items=options.max_items, progress=options.progress,
+        calls.append(_planned_call(key, prompt, detailed_validator(language), f"{paths.detailed(name)}: {name}"))
+    summary = run_calls(client, calls, journal, max_items=options.max_items, progress=options.progress,
                        desc="detailed profiles", log=log, retry_rejected=options.retry_rejected)
     report.stages["detailed profiles"] = summary
-    for name, record in _finished(jobs, journal):
+    for name, record in _finished(calls, journal):
         atomic_write_json(paths.detailed(name), {**record["value"], "generator": generator_stamp(record["model"])}, final_newline=False)
 
 
@@ -342,7 +340,7 @@ def _read_detailed(path: Path) -> Tuple[Optional[Dict[str, str]], str]:
 def _condensed_stage(client, options, paths, names, script_of, profile_maps, journal, report, log) -> None:
     profiles_path = paths.target / "profiles.json"
     profiles, stamps = profile_maps
-    jobs = []
+    calls = []
     for name in names:
         key = f"condensed/{name}"
         if name in profiles and not options.overwrite and result_of(journal, key) is None:
@@ -356,15 +354,15 @@ def _condensed_stage(client, options, paths, names, script_of, profile_maps, jou
             continue
         language = language_of(script_of[name])
         prompt = condensed_profile_prompt(name, script_of[name], language, detailed)
-        jobs.append(_job(key, prompt, condensed_validator(language), f"{profiles_path}: {name}"))
+        calls.append(_planned_call(key, prompt, condensed_validator(language), f"{profiles_path}: {name}"))
     budget = None if options.max_items is None else max(0, options.max_items - report.stages["detailed profiles"].finished)
-    summary = run_jobs(client, jobs, journal, max_items=budget, progress=options.progress,
+    summary = run_calls(client, calls, journal, max_items=budget, progress=options.progress,
                        desc="condensed profiles", log=log, retry_rejected=options.retry_rejected)
     report.stages["condensed profiles"] = summary
-    for name, record in _finished(jobs, journal):
+    for name, record in _finished(calls, journal):
         profiles[name] = record["value"]
         stamps[name] = generator_stamp(record["model"])
-    if jobs:
+    if calls:
         rank = {n: i for i, n in enumerate(names)}  # roles.json order; other entries keep theirs, after
         ordered = {n: profiles[n] for n in sorted(profiles, key=lambda n: rank.get(n, len(rank)))}
         atomic_write_json(profiles_path, ordered, final_newline=False)

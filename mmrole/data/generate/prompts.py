@@ -23,8 +23,8 @@ import json
 import re
 from typing import Any, Dict, Mapping, Optional, Sequence
 
-from .backends.client import MalformedResponse
-from .common.prompts import HYPOTHETICAL_SCRIPT, image_info_block
+from ...backends.client import MalformedResponse
+from ...common.prompts import HYPOTHETICAL_SCRIPT, image_info_block
 
 PROMPT_VERSION = "mmrole-gen-1"
 

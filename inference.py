@@ -20,7 +20,7 @@ import sys
 from mmrole.common.cli import ArgumentParser
 from mmrole.eval.cli import (add_backend_arguments, add_generation_arguments, add_io_arguments, generation_params,
     refuse_inapplicable_flags, run_with_backend)
-from mmrole.inference import answer_files
+from mmrole.eval.answer import answer_files
 
 
 def main(argv=None) -> int:

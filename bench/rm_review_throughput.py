@@ -1,7 +1,7 @@
 """Reviews per second: our batched RM review vs the original loop, side by side, one run.
 
 The original RM_review.py asks `model.chat` once per sample and metric (8 calls per sample, batch 1).
-Ours (mmrole.review with the hf backend) decodes up to --batch_size prompts together with
+Ours (mmrole.eval.review with the hf backend) decodes up to --batch_size prompts together with
 continuous batching (a review that ends leaves the batch and the next prompt takes its place), each
 image encoded once per sample. Both run greedy on the same tiny checkpoint;
 the script checks that every review is identical, then prints both rates and their ratio. A
@@ -99,8 +99,8 @@ def prepare(args, workdir: Path):
 def original_loop(model, tokenizer, samples, image_dir, max_new_tokens, stop):
     """The original's procedure: one chat() per sample and metric."""
     from mmrole.common.metrics import METRIC_NAMES
-    from mmrole.review import NORMAL, review_request
-    from mmrole.schema import parse_sample
+    from mmrole.eval.review import NORMAL, review_request
+    from mmrole.eval.files import parse_sample
 
     reviews = {}
     for record in samples:
@@ -118,8 +118,8 @@ def batched_review(model, tokenizer, workdir, batch_size, max_new_tokens, stop, 
     """Ours: the full review pipeline (journal, output file) with the batched hf backend."""
     from mmrole.backends.base import GenerationParams
     from mmrole.backends.hf import HFBackend
-    from mmrole.results import input_files
-    from mmrole.review import ReviewConfig, review_files
+    from mmrole.eval.files import input_files
+    from mmrole.eval.review import ReviewConfig, review_files
 
     class StoppingBackend(HFBackend):
         """The hf backend with the benchmark's stop rule: fresh processors for every request, which see

@@ -61,7 +61,7 @@ def roleplay_records(data_root: Path, count: int, rng: random.Random):
 
 def judge_records(reference: Path, count: int, rng: random.Random):
     """Reward-model samples from the published reviews of every model (a random `count` of them)."""
-    from mmrole.rm_data import build_rm_data
+    from mmrole.eval.rm_data import build_rm_data
 
     samples, _ = build_rm_data(sorted(reference.glob("in-test_reviews/*/*_test.json")), "images", check_images=False)
     return rng.sample(samples, count)

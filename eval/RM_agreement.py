@@ -12,8 +12,8 @@ import os
 import sys
 
 from mmrole.common.cli import EXIT_OK, EXIT_UNUSABLE, EXIT_USAGE, ArgumentParser, write_error_message
-from mmrole.agreement import agreement_csv_text, agreement_table, format_agreement, paired_scores
-from mmrole.schema import REVIEW_KEY, SchemaError
+from mmrole.eval.agreement import agreement_csv_text, agreement_table, format_agreement, paired_scores
+from mmrole.eval.files import REVIEW_KEY, SchemaError
 from mmrole.common.problems import print_problems
 from mmrole.common.store import atomic_write_text
 

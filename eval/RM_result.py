@@ -18,8 +18,9 @@ from mmrole.common.cli import EXIT_INCOMPLETE, EXIT_UNUSABLE, EXIT_USAGE, Argume
 
 def main(argv=None) -> int:
     from mmrole.common.cli import folder_error_text, write_error_message
-    from mmrole.results import input_files, write_result_csvs
-    from mmrole.schema import SchemaError
+    from mmrole.eval.files import input_files
+    from mmrole.eval.results import write_result_csvs
+    from mmrole.eval.files import SchemaError
     from mmrole.common.problems import print_problems
     from mmrole.common.store import FolderBusy, claim_output_folder
 

@@ -15,9 +15,9 @@ such folder, no *.json in it).
 import sys
 
 from mmrole.common.cli import EXIT_OK, EXIT_UNUSABLE, EXIT_USAGE, ArgumentParser, write_error_message
-from mmrole.results import input_files
-from mmrole.rm_data import build_rm_data
-from mmrole.schema import SchemaError
+from mmrole.eval.files import input_files
+from mmrole.eval.rm_data import build_rm_data
+from mmrole.eval.files import SchemaError
 from mmrole.common.problems import print_problems
 from mmrole.common.store import atomic_write_json
 

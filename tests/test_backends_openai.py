@@ -62,7 +62,7 @@ def test_whether_the_seed_is_sent_is_part_of_the_run_settings():
     """Without --seed nothing is sent; with --seed 1234 (the default value) the seed is sent: other requests,
     so a journal of one run is not taken for the other's."""
     from mmrole.backends.openai import OpenAIBackend
-    from mmrole.jobs import run_settings
+    from mmrole.eval.run import run_settings
 
     params = GenerationParams(temperature=0.7, seed=1234)
     settings = []

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from mmrole.agreement import ALL_METRICS, agreement_table, paired_scores
+from mmrole.eval.agreement import ALL_METRICS, agreement_table, paired_scores
 from mmrole.common.metrics import METRIC_NAMES
 
 from tests.support.scripts import load_script

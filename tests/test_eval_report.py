@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from mmrole.common.metrics import ABBR_OF, DIMENSIONS, METRIC_NAMES
-from mmrole.results import read_table_csv, table5_rows
+from mmrole.eval.results import read_table_csv, table5_rows
 
 from tests.support.scripts import load_script
 
@@ -95,7 +95,7 @@ def _chart_rows(mmrole_reference):
 
 
 def test_radar_plots_each_models_eight_metrics_and_the_ground_truth(mmrole_reference, tmp_path):
-    from mmrole.charts import radar_chart
+    from mmrole.eval.charts import radar_chart
 
     rows = _chart_rows(mmrole_reference)
     ax = radar_chart(rows, tmp_path / "radar.png").axes[0]
@@ -118,7 +118,7 @@ def test_radar_plots_each_models_eight_metrics_and_the_ground_truth(mmrole_refer
 
 
 def test_bars_start_at_the_ground_truth_per_dimension_and_overall(mmrole_reference, tmp_path):
-    from mmrole.charts import dimension_bar_chart
+    from mmrole.eval.charts import dimension_bar_chart
 
     rows = _chart_rows(mmrole_reference)
     fig = dimension_bar_chart(rows, tmp_path / "dimensions.png")
@@ -153,7 +153,7 @@ def test_radar_radius_labels_name_their_own_positions(tmp_path, lowest, highest)
     """Each radius label is drawn at the radius it names (ranges start on a 0.05 grid, labels on 0.1)."""
     from types import SimpleNamespace
 
-    from mmrole.charts import radar_chart
+    from mmrole.eval.charts import radar_chart
 
     scores = {name: lowest + (highest - lowest) * i / 7 for i, name in enumerate(METRIC_NAMES)}
     ax = radar_chart([SimpleNamespace(label="m", scores=scores)], tmp_path / "radar.png").axes[0]
@@ -198,8 +198,8 @@ def test_incomplete_results_are_marked_in_the_table_and_the_charts_and_exit_3(mm
 
 
 def test_the_charts_legend_says_a_model_is_incomplete(mmrole_reference, tmp_path, monkeypatch):
-    import mmrole.charts as charts
-    from mmrole.results import write_report
+    import mmrole.eval.charts as charts
+    from mmrole.eval.results import write_report
 
     eval_dir = _results_with_one_incomplete_file(mmrole_reference, tmp_path)
     legends, draw = [], charts.radar_chart

@@ -1,4 +1,4 @@
-"""Review orchestration (mmrole.review) with an in-process judge that replays published reviews.
+"""Review orchestration (mmrole.eval.review) with an in-process judge that replays published reviews.
 
 The HTTP path (openai backend against tests/openai_stub.py) is in test_eval_gpt_review.py.
 """
@@ -12,8 +12,8 @@ import pytest
 from mmrole.backends.base import Backend, BackendError, ChatResult, GenerationParams
 from mmrole.common.metrics import METRIC_NAMES
 from mmrole.common.prompts import EVALUATOR_SYSTEM, judge_prompt
-from mmrole.review import NORMAL, SWAPPED, ReviewConfig, review_files
-from mmrole.results import input_files
+from mmrole.eval.review import NORMAL, SWAPPED, ReviewConfig, review_files
+from mmrole.eval.files import input_files
 
 
 class ReplayJudge(Backend):

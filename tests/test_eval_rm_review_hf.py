@@ -83,8 +83,8 @@ def test_each_image_is_encoded_once_per_sample_also_with_swap(setup, greedy):
     image in two batches; batches end at sample boundaries instead."""
     from mmrole.backends.base import GenerationParams
     from mmrole.backends.hf import HFBackend
-    from mmrole.results import input_files
-    from mmrole.review import ReviewConfig, review_files
+    from mmrole.eval.files import input_files
+    from mmrole.eval.review import ReviewConfig, review_files
 
     encoded, static_batches, decoding_rows = [], [], []
 
@@ -140,8 +140,8 @@ def test_batches_end_at_runs_of_the_same_image(runs, batch_size, batches):
 def test_parse_retries_sample_again_and_resume_after_a_kill(setup):
     from mmrole.backends.base import GenerationParams
     from mmrole.backends.hf import HFBackend
-    from mmrole.results import input_files
-    from mmrole.review import ReviewConfig, review_files
+    from mmrole.eval.files import input_files
+    from mmrole.eval.review import ReviewConfig, review_files
 
     class DyingBackend(HFBackend):
         """Killed when it is about to hand out a result beyond `results_left`."""

@@ -1,4 +1,4 @@
-"""inference.py orchestration (mmrole.inference) with an in-process model that replays published
+"""inference.py orchestration (mmrole.eval.answer) with an in-process model that replays published
 answers. The hf backend (real generation, batching, original-procedure equivalence) is tested in
 test_inference_hf.py."""
 
@@ -8,9 +8,9 @@ import os
 import pytest
 
 from mmrole.backends.base import GenerationParams
-from mmrole.inference import answer_files
+from mmrole.eval.answer import answer_files
 from mmrole.common.prompts import ROLEPLAY_SYSTEM
-from mmrole.results import input_files
+from mmrole.eval.files import input_files
 
 from test_eval_review import ReplayJudge, _setup  # the replaying Backend (keyed by request key), file setup
 

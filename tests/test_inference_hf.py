@@ -102,8 +102,8 @@ def test_batched_no_random_equals_the_original_procedure(setup, capsys, batch_si
 def test_flag_overrides_the_checkpoint_default(setup):
     from mmrole.backends.hf import HFBackend
     from mmrole.backends.base import GenerationParams
-    from mmrole.inference import answer_request
-    from mmrole.schema import parse_sample
+    from mmrole.eval.answer import answer_request
+    from mmrole.eval.files import parse_sample
 
     backend = HFBackend(model=setup["model"], tokenizer=setup["tokenizer"], batch_size=2)
     assert backend.generation_kwargs(GenerationParams(greedy=True)) == {"do_sample": False}  # nothing else forced
@@ -121,7 +121,7 @@ def test_kill_and_resume_gives_the_uninterrupted_answers(setup):
     """A kill after the first answer; the rerun batches differently and still gives the same file."""
     from mmrole.backends.base import GenerationParams
     from mmrole.backends.hf import HFBackend
-    from mmrole.inference import answer_files
+    from mmrole.eval.answer import answer_files
 
     class DyingBackend(HFBackend):
         """Killed when it is about to hand out its second result."""

@@ -400,8 +400,8 @@ def _sample(k, image):
 def test_inference_and_review_openai_backends_against_the_server(server, tiny, tmp_path, monkeypatch, image_folder):
     inference, RM_review = load_script("inference.py"), load_script("eval/RM_review.py")
     from mmrole.common.prompts import ROLEPLAY_SYSTEM
-    from mmrole.review import review_request
-    from mmrole.schema import load_test_samples
+    from mmrole.eval.review import review_request
+    from mmrole.eval.files import load_test_samples
 
     images = tmp_path / "images"
     (images / "Toy_Story").mkdir(parents=True)

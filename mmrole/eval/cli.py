@@ -101,7 +101,7 @@ def add_io_arguments(parser: argparse.ArgumentParser, *, input_dir: str, output_
 
 def review_main(argv, *, description: str, backend: str, model_path: str, model: str = None) -> int:
     """RM_review.py and GPT_review.py: the same review, different default judges."""
-    from ..review import EMPTY_ANSWER_POLICIES, ReviewConfig, review_files
+    from .review import EMPTY_ANSWER_POLICIES, ReviewConfig, review_files
 
     parser = ArgumentParser(description=description)
     add_io_arguments(parser, input_dir="eval/mini_answers/mmrole-agent", output_dir="eval/mini_reviews/mmrole-agent")
@@ -128,9 +128,9 @@ def run_with_backend(args: argparse.Namespace, work) -> int:
     work(inputs, backend) -> [FileSummary]; then the summary (and API usage) on stderr. Returns the exit
     status of the contract above."""
     from ..backends.base import FatalBackendError
-    from ..jobs import print_summaries
-    from ..results import input_files
-    from ..schema import SchemaError
+    from .run import print_summaries
+    from .files import input_files
+    from .files import SchemaError
     from ..common.store import FolderBusy, claim_output_folder
 
     try:

@@ -1,5 +1,6 @@
-"""What inference and review share: files to process, journals beside the outputs, running
-requests through a backend with a progress bar, and writing outputs as the original did.
+"""A run of inference or review: the journal beside each output, the run settings its entries record, sending
+requests through a backend with a progress bar, and what each input file's run did (FileSummary, printed at the
+end; its exit status).
 
 Each output file `OUT/<name>.json` has a journal `OUT/<name>.journal.jsonl` (mmrole.common.store.Journal)
 that receives every finished item at once. The output itself is written atomically from the input
@@ -22,13 +23,11 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, Hashable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
-from .backends.base import Backend, BackendError, ChatRequest, ChatResult, GenerationParams
-from .common.cli import EXIT_INCOMPLETE, EXIT_OK, EXIT_UNUSABLE, worst_status
-from .common.problems import Problem
-from .common.progress import progress_bar
-from .schema import TestSample
-from .common.images import image_file_problem
-from .common.store import CorruptJournal, Journal, PathLike
+from ..backends.base import Backend, BackendError, ChatRequest, ChatResult, GenerationParams
+from ..common.cli import EXIT_INCOMPLETE, EXIT_OK, EXIT_UNUSABLE, worst_status
+from ..common.problems import Problem
+from ..common.progress import progress_bar
+from ..common.store import CorruptJournal, Journal, PathLike
 
 JOURNAL_SUFFIX = ".journal.jsonl"  # not *.json: RM_result and review read every *.json in a folder
 
@@ -150,25 +149,6 @@ def already_finished(output_path: PathLike) -> bool:
     return Path(output_path).exists() and not journal_path(output_path).exists()
 
 
-def image_problems(
-    samples: Sequence[TestSample], image_dir: PathLike, path: PathLike
-) -> Tuple[List[TestSample], List[Problem]]:
-    """Split samples into those whose image can be shown to a model and a Problem (file, sample id, image
-    path) for each image that is missing, unreadable, not an image or damaged (common.images.image_file_problem):
-    checked before any request is sent, each image file once."""
-    kept, problems = [], []
-    verdicts: Dict[str, Optional[str]] = {}
-    for sample in samples:
-        image = sample.image_path(image_dir)
-        if image not in verdicts:
-            verdicts[image] = image_file_problem(image)
-        if verdicts[image] is None:
-            kept.append(sample)
-        else:
-            problems.append(Problem(str(path), sample.id, f"{verdicts[image]}: {image}"))
-    return kept, problems
-
-
 def run_requests(
     backend: Backend,
     requests: Sequence[ChatRequest],
@@ -215,7 +195,7 @@ class FileSummary:
         return EXIT_OK
 
     def print(self, stream=None) -> None:
-        from .common.problems import print_problems
+        from ..common.problems import print_problems
 
         stream = stream or sys.stderr
         print(f"{self.input_path} -> {self.output_path}: {self.done}/{self.samples} samples done", file=stream)

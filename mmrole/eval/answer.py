@@ -13,19 +13,13 @@ import copy
 from pathlib import Path
 from typing import List, Sequence, Union
 
-from .backends.base import Backend, BackendError, ChatRequest, ChatResult, GenerationParams
-from .jobs import (
-    ERROR_STATUS,
-    FileSummary,
-    already_finished,
-    image_problems,
-    open_result_journal,
-    run_requests,
-)
-from .common.prompts import ROLEPLAY_SYSTEM
-from .common.problems import Problem
-from .schema import SchemaError, TestSample, load_json_list, load_test_samples
-from .common.store import PathLike, atomic_write_json
+from ..backends.base import Backend, BackendError, ChatRequest, ChatResult, GenerationParams
+from .run import ERROR_STATUS, FileSummary, already_finished, open_result_journal, run_requests
+from .files import image_problems
+from ..common.prompts import ROLEPLAY_SYSTEM
+from ..common.problems import Problem
+from .files import SchemaError, TestSample, load_json_list, load_test_samples
+from ..common.store import PathLike, atomic_write_json
 
 
 def answer_request(sample: TestSample, image_dir: PathLike) -> ChatRequest:
@@ -53,7 +47,7 @@ def answer_file(
     *, progress: bool = True, redo_stale: bool = False,
 ) -> FileSummary:
     """Answer every usable sample of one test file into output_path. A journal holding answers of
-    other settings makes it refuse the file, unless redo_stale (see mmrole.jobs.ResultJournal)."""
+    other settings makes it refuse the file, unless redo_stale (see mmrole.eval.run.ResultJournal)."""
     summary = FileSummary(str(input_path), str(output_path))
     if already_finished(output_path):
         summary.notes.append("output exists without a journal: already finished, left as is (delete it to redo)")

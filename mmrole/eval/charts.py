@@ -20,8 +20,8 @@ matplotlib.use("Agg")  # files only; never a display
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from .common.metrics import ABBR_OF, DIMENSIONS, METRIC_NAMES  # noqa: E402
-from .common.store import PathLike, atomic_write_bytes
+from ..common.metrics import ABBR_OF, DIMENSIONS, METRIC_NAMES  # noqa: E402
+from ..common.store import PathLike, atomic_write_bytes
 
 GROUND_TRUTH_LABEL = "ground truth (1.0)"
 OVERALL = "Overall"

@@ -27,10 +27,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from .common.metrics import ABBR_OF, METRIC_ABBRS, METRIC_NAMES, mean_ratios, overall, weighted_mean
-from .common.problems import Problem
-from .schema import SchemaError, read_reviews
-from .common.store import PathLike, atomic_write_text
+from ..common.metrics import ABBR_OF, METRIC_ABBRS, METRIC_NAMES, mean_ratios, overall, weighted_mean
+from ..common.problems import Problem
+from ..common.store import PathLike, atomic_write_text
+from .files import SchemaError, input_files, read_reviews
 
 Scores = Dict[str, float]  # metric name -> mean ratio
 
@@ -116,23 +116,6 @@ def read_result_csv(path: PathLike) -> FileResult:
     except ValueError as e:
         raise SchemaError(path, f"not a number: {e}") from None
     return FileResult(count, scores, name=path.stem, missing_reviews=missing)
-
-
-def input_files(input_dir: PathLike, input_file: Optional[str], suffix: str = ".json") -> List[Path]:
-    """The files a script works on: `input_file` inside `input_dir`, or every `*suffix` there
-    (sorted, so runs are repeatable; the original used os.listdir order)."""
-    input_dir = Path(input_dir)
-    if input_file is not None:
-        path = input_dir / input_file
-        if not path.is_file():
-            raise SchemaError(path, "no such file")
-        return [path]
-    if not input_dir.is_dir():
-        raise SchemaError(input_dir, "no such directory")
-    found = sorted(p for p in input_dir.iterdir() if p.name.endswith(suffix) and p.is_file())
-    if not found:
-        raise SchemaError(input_dir, f"no *{suffix} files here: nothing to do")
-    return found
 
 
 def write_result_csvs(

@@ -1,4 +1,5 @@
-"""Test samples, answers and reviews: load and validate, with errors that name file and sample.
+"""The files of MMRole-Eval: test samples, answers and reviews, listed, loaded and validated, with errors that name
+file and sample; and the check that their images can be shown to a model.
 
 The published files (`*_test.json` test sets, answers files with `conversations[1].answer`,
 reviews files with `rm_review`) are JSON lists of records:
@@ -17,9 +18,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from .common.problems import Problem
-from .common.metrics import METRIC_NAMES, score_pair_problem
-from .common.store import PathLike
+from ..common.problems import Problem
+from ..common.metrics import METRIC_NAMES, score_pair_problem
+from ..common.store import PathLike
+from ..common.images import image_file_problem
 
 ScorePair = Tuple[float, float]
 
@@ -235,3 +237,37 @@ def read_reviews(
     return reviewed, problems
 
 
+def input_files(input_dir: PathLike, input_file: Optional[str], suffix: str = ".json") -> List[Path]:
+    """The files a script works on: `input_file` inside `input_dir`, or every `*suffix` there
+    (sorted, so runs are repeatable; the original used os.listdir order)."""
+    input_dir = Path(input_dir)
+    if input_file is not None:
+        path = input_dir / input_file
+        if not path.is_file():
+            raise SchemaError(path, "no such file")
+        return [path]
+    if not input_dir.is_dir():
+        raise SchemaError(input_dir, "no such directory")
+    found = sorted(p for p in input_dir.iterdir() if p.name.endswith(suffix) and p.is_file())
+    if not found:
+        raise SchemaError(input_dir, f"no *{suffix} files here: nothing to do")
+    return found
+
+
+def image_problems(
+    samples: Sequence[TestSample], image_dir: PathLike, path: PathLike
+) -> Tuple[List[TestSample], List[Problem]]:
+    """Split samples into those whose image can be shown to a model and a Problem (file, sample id, image
+    path) for each image that is missing, unreadable, not an image or damaged (common.images.image_file_problem):
+    checked before any request is sent, each image file once."""
+    kept, problems = [], []
+    verdicts: Dict[str, Optional[str]] = {}
+    for sample in samples:
+        image = sample.image_path(image_dir)
+        if image not in verdicts:
+            verdicts[image] = image_file_problem(image)
+        if verdicts[image] is None:
+            kept.append(sample)
+        else:
+            problems.append(Problem(str(path), sample.id, f"{verdicts[image]}: {image}"))
+    return kept, problems

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
-from .common.metrics import METRIC_NAMES, score_ratio
-from .common.problems import Problem
-from .schema import ScorePair, SchemaError, read_reviews
-from .common.store import PathLike
+from ..common.metrics import METRIC_NAMES, score_ratio
+from ..common.problems import Problem
+from .files import ScorePair, SchemaError, read_reviews
+from ..common.store import PathLike
 
 ALL_METRICS = "all metrics"  # the pooled row
 

@@ -17,7 +17,7 @@ Beyond the original:
   `rm_review_swapped`; the position bias is reported.
 - A journal keyed by (sample id, metric, order) makes a rerun resume; an API error is reported,
   and retried by the next run. Journal results count only for the judge, generation settings and
-  prompt that made them (mmrole.jobs.ResultJournal): a changed answer is reviewed again.
+  prompt that made them (mmrole.eval.run.ResultJournal): a changed answer is reviewed again.
 """
 
 from __future__ import annotations
@@ -27,22 +27,14 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from .agreement import winner
-from .backends.base import DEFAULT_SEED, Backend, BackendError, ChatRequest, ChatResult, GenerationParams
-from .jobs import (
-    ERROR_STATUS,
-    FileSummary,
-    ResultJournal,
-    already_finished,
-    image_problems,
-    open_result_journal,
-    run_requests,
-    seeded,
-)
-from .common.metrics import METRIC_NAMES, parse_score_pair, score_pair_problem, score_ratio
-from .common.prompts import EVALUATOR_SYSTEM, judge_prompt
-from .schema import REVIEW_KEY, SWAPPED_REVIEW_KEY, SchemaError, TestSample, load_json_list, load_test_samples
-from .common.problems import Problem
-from .common.store import PathLike, atomic_write_json, atomic_write_text
+from ..backends.base import DEFAULT_SEED, Backend, BackendError, ChatRequest, ChatResult, GenerationParams
+from .run import ERROR_STATUS, FileSummary, ResultJournal, already_finished, open_result_journal, run_requests, seeded
+from .files import image_problems
+from ..common.metrics import METRIC_NAMES, parse_score_pair, score_pair_problem, score_ratio
+from ..common.prompts import EVALUATOR_SYSTEM, judge_prompt
+from .files import REVIEW_KEY, SWAPPED_REVIEW_KEY, SchemaError, TestSample, load_json_list, load_test_samples
+from ..common.problems import Problem
+from ..common.store import PathLike, atomic_write_json, atomic_write_text
 
 NORMAL, SWAPPED = "AB", "BA"  # AB: A = evaluated answer, B = ground truth (the protocol's order)
 EMPTY_ANSWER_POLICIES = ("skip", "judge")

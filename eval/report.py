@@ -22,7 +22,7 @@ from mmrole.common.cli import EXIT_INCOMPLETE, EXIT_OK, EXIT_UNUSABLE, EXIT_USAG
 
 def main(argv=None) -> int:
     from mmrole.common.cli import folder_error_text, write_error_message
-    from mmrole.eval.results import AGGREGATIONS, NoResults, row_is_incomplete, table_markdown_text, write_report
+    from mmrole.eval.report import AGGREGATIONS, NoResults, row_is_incomplete, table_markdown_text, write_report
     from mmrole.eval.files import SchemaError
     from mmrole.common.store import FolderBusy, claim_output_folder
 

@@ -18,7 +18,7 @@ from typing import List, Optional, Sequence
 
 from .common.cli import ArgumentParser
 from .demo_data import character
-from .eval.results import SPLITS
+from .eval.report import SPLITS
 from .eval.files import input_files
 from .eval.files import REVIEW_KEY, load_json_list, score_pair_of
 from .common.store import atomic_write_json

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from mmrole.common.metrics import ABBR_OF, DIMENSIONS, METRIC_NAMES
-from mmrole.eval.results import read_table_csv, table5_rows
+from mmrole.eval.report import read_table_csv, table5_rows
 
 from tests.support.scripts import load_script
 
@@ -199,7 +199,7 @@ def test_incomplete_results_are_marked_in_the_table_and_the_charts_and_exit_3(mm
 
 def test_the_charts_legend_says_a_model_is_incomplete(mmrole_reference, tmp_path, monkeypatch):
     import mmrole.eval.charts as charts
-    from mmrole.eval.results import write_report
+    from mmrole.eval.report import write_report
 
     eval_dir = _results_with_one_incomplete_file(mmrole_reference, tmp_path)
     legends, draw = [], charts.radar_chart

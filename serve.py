@@ -2,7 +2,7 @@
 (the same as `python -m mmrole.serve`)."""
 import sys
 
-from mmrole.serve import main
+from mmrole.serve.server import main
 
 if __name__ == "__main__":
     sys.exit(main())

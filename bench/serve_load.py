@@ -100,8 +100,8 @@ def main(argv=None) -> int:
 
     from mmrole.backends.hf import HFBackend
     from mmrole.qwen_vl.loading import load_model_and_tokenizer
-    from mmrole.serve import start_server
-    from mmrole.serve_api import ServeConfig
+    from mmrole.serve.server import start_server
+    from mmrole.serve.api import ServeConfig
     from mmrole.tiny import write_tiny_checkpoint
 
     with tempfile.TemporaryDirectory(prefix="serve-load-") as folder:

@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from mmrole.backends.hf import HFBackend
-from mmrole.serve import start_server
-from mmrole.serve_api import ServeConfig
+from mmrole.serve.server import start_server
+from mmrole.serve.api import ServeConfig
 
 MODEL_NAME = "tiny-agent"
 API_KEY = "sk-serve-test-0123456789abcdef"

@@ -24,8 +24,8 @@ import pytest
 from PIL import Image
 
 from mmrole.common.list_format import from_list_format
-from mmrole.serve import start_server
-from mmrole.serve_api import ApiError, RequestImages, ServeConfig, chat_request, generation_params
+from mmrole.serve.server import start_server
+from mmrole.serve.api import ApiError, RequestImages, ServeConfig, chat_request, generation_params
 
 from tests.serve_support import (API_KEY, MAX_TOKENS, MODEL_NAME, assert_clean_error, backend, client,  # noqa: F401
                                  data_url, expected_chat, image_folder, image_path, png_bytes, raw_request, server,
@@ -470,7 +470,7 @@ def test_growing_decode_equals_decoding_everything(tiny):
     """The engine decodes a growing reply (for stop strings and streams) without decoding it all per token."""
     import random
 
-    from mmrole.serve_engine import _GrowingDecode
+    from mmrole.serve.engine import _GrowingDecode
 
     _, _, tokenizer = tiny
     rng = random.Random(1)

@@ -1,4 +1,4 @@
-"""The connection layer of mmrole.serve (uvicorn + serve_http) against raw sockets: idle and slow clients,
+"""The connection layer of mmrole.serve (uvicorn + mmrole.serve.http) against raw sockets: idle and slow clients,
 the connection cap, malformed requests, clients that leave. Limits are small so that each case takes
 about a second; none of these checks a speed."""
 
@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from mmrole.serve import start_server
-from mmrole.serve_api import ServeConfig
+from mmrole.serve.server import start_server
+from mmrole.serve.api import ServeConfig
 
 from tests.serve_support import MODEL_NAME, backend, tiny  # noqa: F401
 
@@ -204,7 +204,7 @@ def test_keep_alive_and_refused_uploads(server):
 
 
 def test_open_files_limit_is_raised_for_the_connection_cap_or_refused(monkeypatch):
-    from mmrole import serve_http
+    from mmrole.serve import http as serve_http
 
     calls = []
     monkeypatch.setattr(serve_http.resource, "setrlimit", lambda kind, limits: calls.append(limits))

@@ -13,8 +13,8 @@ import threading
 
 import pytest
 
-from mmrole.serve import read_api_key, parse_args, start_server
-from mmrole.serve_api import LOCAL_PATH_REFUSED, ApiError, RequestImages, ServeConfig, chat_request, serving_context
+from mmrole.serve.server import read_api_key, parse_args, start_server
+from mmrole.serve.api import LOCAL_PATH_REFUSED, ApiError, RequestImages, ServeConfig, chat_request, serving_context
 
 from tests.serve_support import (MODEL_NAME, assert_clean_error, backend, data_url, png_bytes,  # noqa: F401
                                  raw_request, server, tiny)

@@ -376,7 +376,7 @@ class _ImageMemo:
 class DecodingBatch:
     """The rows decoding together, in `slots` places: `admit` prefills a task into a free slot, `step` chooses
     every row's next token and frees the slots of rows that ended. `generate_greedy` drives it over a fixed list
-    of tasks; a server drives it with requests as they come (mmrole.serve_engine)."""
+    of tasks; a server drives it with requests as they come (mmrole.serve.engine)."""
 
     def __init__(self, model, slots: int, pad_token_id: int):
         self.model = model

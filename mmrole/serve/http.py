@@ -1,4 +1,4 @@
-"""The connection layer of mmrole.serve: uvicorn's HTTP/1.1 server (h11) with the limits it lacks.
+"""The connection layer of the server (mmrole.serve): uvicorn's HTTP/1.1 server (h11) with the limits it lacks.
 
 Measured on uvicorn 0.54 (h11), with a client per case: a connection that never sends a byte stays open
 (uvicorn arms no timer before the first request); one that sends a request head a byte every 0.3 s was
@@ -35,7 +35,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from .serve_api import error_body
+from .api import error_body
 
 logger = logging.getLogger("mmrole.serve")
 

@@ -1,4 +1,4 @@
-"""The engine behind mmrole.serve: concurrent chat requests decode together with continuous batching, in the
+"""The engine behind the server (mmrole.serve): concurrent chat requests decode together with continuous batching, in the
 same `DecodingBatch` (mmrole.qwen_vl.generation.continuous) that inference and review use.
 
 One scheduler thread owns the model. Each turn of its loop
@@ -28,7 +28,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from .backends.base import ChatRequest, GenerationParams
+from ..backends.base import ChatRequest, GenerationParams
 
 logger = logging.getLogger("mmrole.serve")
 
@@ -63,7 +63,7 @@ class Job:
     """One chat request waiting for, or in, the decoding batch.
 
     request: the conversation, its images named by their span names. params: generation settings
-    (params.stop holds the stop strings). context_tokens: the prompt ids (serve_api.serving_context).
+    (params.stop holds the stop strings). context_tokens: the prompt ids (api.serving_context).
     images: uint8 RGB pixels [3, S, S] by span name, for every image span of context_tokens.
     stream: hand text deltas out as they are generated. deliver: receives every event (from the engine's
     thread); by default events go to the `events` queue.
@@ -331,8 +331,8 @@ class ChatEngine:
         self.stats["rows"] += 1
 
     def _prepare(self, job: Job, on_token):
-        from .qwen_vl.generation.chat import prepare_chat
-        from .qwen_vl.image_processing_qwen import normalise_rgb
+        from ..qwen_vl.generation.chat import prepare_chat
+        from ..qwen_vl.image_processing_qwen import normalise_rgb
 
         backend = self.backend
         kwargs = backend.generation_kwargs(replace(job.params, stop=()))  # stop strings: per row, by _RowText
@@ -341,7 +341,7 @@ class ChatEngine:
                             seed=job.params.seed, on_token=on_token, **kwargs)
 
     def _batch_with_room(self):
-        from .qwen_vl.generation.continuous import DecodingBatch
+        from ..qwen_vl.generation.continuous import DecodingBatch
 
         if self._batch is None:
             slots = min(self.max_batch_size, 1 + self._queue.qsize())

@@ -11,10 +11,10 @@ GET /v1/models, GET /v1/models/<name>, GET /health. The `openai` client works un
     client = openai.OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="...")
     client.chat.completions.create(model="MMRole-Agent", messages=[...], temperature=0)
 
-FastAPI on uvicorn (HTTP/1.1, h11) with connection limits (mmrole.serve_http); concurrent requests
-decode together with continuous batching, the engine inference and review use (mmrole.serve_engine).
+FastAPI on uvicorn (HTTP/1.1, h11) with connection limits (mmrole.serve.http); concurrent requests
+decode together with continuous batching, the engine inference and review use (mmrole.serve.engine).
 Client text is always plain text: the model sees only the images a request carries as image_url parts
-(mmrole.serve_api). It binds 127.0.0.1 unless told otherwise; with an API key (from the environment
+(mmrole.serve.api). It binds 127.0.0.1 unless told otherwise; with an API key (from the environment
 variable --api_key_env or the first non-empty line of --api_key_file; never on the command line, never
 logged) every /v1 request needs `Authorization: Bearer <key>`. Bad requests get a 4xx answer with an
 OpenAI-shaped JSON error body; a client that disconnects is logged as 499 and its generation stopped;
@@ -48,10 +48,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
-from .serve_api import (ApiError, CompletionRequest, RequestImages, ServeConfig, chunk_body, completion_body,
-                        error_body, model_body, models_body, new_completion_id, parse_completion_request,
-                        serving_context, usage_chunk_body)
-from .serve_engine import ChatEngine, Completion, EngineClosed, EngineOverloaded, Job
+from .api import (ApiError, CompletionRequest, RequestImages, ServeConfig, chunk_body, completion_body, error_body,
+    model_body, models_body, new_completion_id, parse_completion_request, serving_context, usage_chunk_body)
+from .engine import ChatEngine, Completion, EngineClosed, EngineOverloaded, Job
 
 logger = logging.getLogger("mmrole.serve")
 
@@ -102,8 +101,8 @@ class ServeApp:
 # --- the HTTP application ------------------------------------------------------------------------
 
 def create_app(serve_app: ServeApp):
-    """The FastAPI application (wrapped in serve_http.HttpGuard) answering the endpoints of the module doc."""
-    from .serve_http import HttpGuard
+    """The FastAPI application (wrapped in http.HttpGuard) answering the endpoints of the module doc."""
+    from .http import HttpGuard
 
     api = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)  # the OpenAI API only
     config = serve_app.config
@@ -299,7 +298,7 @@ def build_server(backend, config: ServeConfig, *, host: str = "127.0.0.1", port:
     """(uvicorn.Server, its bound socket, ServeApp) over an HFBackend; serve with `serve_until_stopped`."""
     import uvicorn
 
-    from .serve_http import ConnectionLimits, GuardedH11Protocol, ensure_file_descriptors
+    from .http import ConnectionLimits, GuardedH11Protocol, ensure_file_descriptors
 
     ensure_file_descriptors(config.max_connections)
     engine = ChatEngine(backend, max_batch_size=max_batch_size, max_queue=max_queue)
@@ -412,7 +411,7 @@ def read_api_key(env_name: Optional[str], key_file: Optional[str]) -> Optional[s
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    from .common.cli import ArgumentParser  # the project's parser: no abbreviations, no keys on the command line
+    from ..common.cli import ArgumentParser  # the project's parser: no abbreviations, no keys on the command line
 
     parser = ArgumentParser(prog="python -m mmrole.serve", description=__doc__)
     model = parser.add_argument_group("model")
@@ -504,7 +503,7 @@ def main(argv=None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    from .backends.hf import HFBackend
+    from ..backends.hf import HFBackend
 
     try:
         backend = HFBackend(args.model_path, use_lora=args.use_lora, device=args.device, dtype=args.dtype)

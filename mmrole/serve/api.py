@@ -1,5 +1,5 @@
 """The OpenAI chat-completions protocol of mmrole.serve: request validation, Qwen-VL mapping, images,
-response bodies and error bodies. No HTTP here (see mmrole.serve) and no model calls (mmrole.serve_engine).
+response bodies and error bodies. No HTTP here (see mmrole.serve.server) and no model calls (mmrole.serve.engine).
 
 Mapping onto the Qwen-VL chat format (what `model.chat(tokenizer, query, history, system)` takes):
 - every `system` (or `developer`) message, in order, joined by a newline, is the system prompt
@@ -45,8 +45,8 @@ from urllib.parse import unquote, urlparse
 import torch
 from PIL import Image
 
-from .backends.base import ChatRequest, GenerationParams, Part
-from .common.prompts import DEFAULT_SYSTEM
+from ..backends.base import ChatRequest, GenerationParams, Part
+from ..common.prompts import DEFAULT_SYSTEM
 
 IMAGE_FORMATS = {"PNG": "png", "JPEG": "jpg", "GIF": "gif", "WEBP": "webp", "BMP": "bmp"}
 MAX_STOP_STRINGS = 4  # as OpenAI
@@ -154,7 +154,7 @@ class RequestImages:
         return self._decode(self._read_local(url))
 
     def _decode(self, data: bytes) -> CarriedImage:
-        from .qwen_vl.image_processing_qwen import resized_rgb
+        from ..qwen_vl.image_processing_qwen import resized_rgb
 
         with checked_image(BytesIO(data), self.max_pixels) as image:
             name = f"{hashlib.sha256(data).hexdigest()[:32]}.{IMAGE_FORMATS[image.format]}"
@@ -431,7 +431,7 @@ def serving_context(tokenizer, request: ChatRequest, max_window_size: int) -> Li
     """The prompt ids of a request: the chatml prompt `model.chat` builds, with every piece of client text
     (system, history, replies, query) encoded as plain text and image spans only for the image parts
     (see the module doc)."""
-    from .qwen_vl.chat_format import ListContent, make_context
+    from ..qwen_vl.chat_format import ListContent, make_context
 
     history = [(ListContent(tuple(turn)), ListContent.text(reply)) for turn, reply in request.history]
     return make_context(tokenizer, ListContent(request.query), history=history,

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # The whole MMRole pipeline on one CPU-only machine, no GPU and no downloaded weights, in minutes:
 #
-#   tiny random Qwen-VL-Chat checkpoint (python -m mmrole.tiny)   synthetic MMRole-Data (python -m mmrole.demo_data)
+#   tiny random Qwen-VL-Chat checkpoint (python -m mmrole.tiny)   synthetic MMRole-Data (python -m mmrole.demo.data)
 #        │                                                            │ data_prep/build_data.py
 #        ├──────── finetune/finetune_ds.sh (DeepSpeed, CPU) ◀── train.json          test sets
 #        │                  │ demo-agent                                                │
 #        │                  └──────────────────── inference.py ◀────────────────────────┘
 #        │                                            │ answers
-#        │  templated judge reviews (python -m mmrole.demo_judge: no GPT-4 here, scores by a stated rule)
+#        │  templated judge reviews (python -m mmrole.demo.judge: no GPT-4 here, scores by a stated rule)
 #        │          │ eval/build_RM_data.py                │
 #        └── finetune/finetune_RM_ds.sh ──▶ demo-RM ──▶ eval/RM_review.py ──▶ eval/RM_result.py ──▶ eval/report.py
 #
@@ -85,7 +85,7 @@ step "tiny Qwen-VL-Chat checkpoint (random weights, real vocabulary; seq_length 
 "$PYTHON" -m mmrole.tiny --output_dir "$OUT/base" --seed "$SEED" --seq_length 2048
 
 step "synthetic MMRole-Data: invented characters, drawn images, templated dialogues"
-"$PYTHON" -m mmrole.demo_data --output_dir "$DATA" --seed "$SEED" --dialogues "$DIALOGUES"
+"$PYTHON" -m mmrole.demo.data --output_dir "$DATA" --seed "$SEED" --dialogues "$DIALOGUES"
 
 step "data_prep/build_data.py: instruction samples and In-Test / Out-Test sets"
 "$PYTHON" data_prep/build_data.py --data_root "$DATA" --output_dir "$OUT/data" --image_prefix "$IMAGES/" \
@@ -107,7 +107,7 @@ for pair in "${SPLITS[@]}"; do
 done
 
 step "reward-model data: templated judge reviews of training answers (stand-in for GPT-4), eval/build_RM_data.py"
-"$PYTHON" -m mmrole.demo_judge --data_root "$DATA" --train_file "$OUT/data/train/train.json" \
+"$PYTHON" -m mmrole.demo.judge --data_root "$DATA" --train_file "$OUT/data/train/train.json" \
     --output_dir "$OUT/judge_reviews/demo-templated-judge" --samples "$RM_SAMPLES" --seed "$SEED"
 "$PYTHON" eval/build_RM_data.py --input_dir "$OUT/judge_reviews/demo-templated-judge" --image_dir "$IMAGES" \
     --output_file "$OUT/RM_data/train.json"
@@ -130,6 +130,6 @@ done
 step "eval/report.py: Table 5 and charts"
 "$PYTHON" eval/report.py --eval_dir "$OUT/eval" --models demo-agent --output_dir "$OUT/report" --partial > /dev/null
 
-"$PYTHON" -m mmrole.demo_summary --eval_dir "$OUT/eval" --report_dir "$OUT/report" --models demo-agent \
+"$PYTHON" -m mmrole.demo.summary --eval_dir "$OUT/eval" --report_dir "$OUT/report" --models demo-agent \
     --json "$OUT/summary.json"
 echo "demo finished in $(( SECONDS - STARTED )) s; everything is in $OUT/"

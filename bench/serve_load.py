@@ -102,7 +102,7 @@ def main(argv=None) -> int:
     from mmrole.qwen_vl.loading import load_model_and_tokenizer
     from mmrole.serve.server import start_server
     from mmrole.serve.api import ServeConfig
-    from mmrole.tiny import write_tiny_checkpoint
+    from mmrole.demo.tiny import write_tiny_checkpoint
 
     with tempfile.TemporaryDirectory(prefix="serve-load-") as folder:
         write_tiny_checkpoint(folder, seed=0)

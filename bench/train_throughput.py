@@ -200,7 +200,7 @@ def main(argv=None) -> int:
     import torch
 
     from mmrole.qwen_vl import QWenTokenizer
-    from mmrole.tiny import write_tiny_checkpoint
+    from mmrole.demo.tiny import write_tiny_checkpoint
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -25,7 +25,7 @@ MAX_TOKENS = 8
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     from mmrole.qwen_vl.loading import load_model_and_tokenizer
-    from mmrole.tiny import write_tiny_checkpoint
+    from mmrole.demo.tiny import write_tiny_checkpoint
 
     folder = tmp_path_factory.mktemp("tiny")
     write_tiny_checkpoint(folder, seed=0)

@@ -1,4 +1,4 @@
-"""The synthetic demo dataset (mmrole.demo_data) and the templated judge (mmrole.demo_judge): raw MMRole-Data
+"""The synthetic demo dataset (mmrole.demo.data) and the templated judge (mmrole.demo.judge): raw MMRole-Data
 layout that data_prep/build_data.py accepts without a skip, deterministic per seed, learnable content, and
 review files that eval/build_RM_data.py turns into reward-model samples."""
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from mmrole.demo_data import CHARACTERS, MANIFEST, colour_word, shape_word, write_dataset
-from mmrole.demo_judge import PENALTIES, VARIANTS, write_reviews
+from mmrole.demo.data import CHARACTERS, MANIFEST, colour_word, shape_word, write_dataset
+from mmrole.demo.judge import PENALTIES, VARIANTS, write_reviews
 from mmrole.common.metrics import METRIC_NAMES, parse_score_pair
 from mmrole.common.prompts import language_of
 

@@ -379,11 +379,11 @@ SCRIPTS = ("inference.py", "eval/GPT_review.py", "eval/RM_review.py", "eval/RM_r
 
 
 def _script_mains():
-    from mmrole import demo_data, demo_judge, demo_summary, tiny
+    from mmrole.demo import data as demo_data, judge as demo_judge, summary as demo_summary, tiny
 
     mains = {path: load_script(path).main for path in SCRIPTS}
-    mains.update({"mmrole.tiny": tiny.main, "mmrole.demo_data": demo_data.main, "mmrole.demo_judge": demo_judge.main,
-                  "mmrole.demo_summary": demo_summary.main})
+    mains.update({"mmrole.tiny": tiny.main, "mmrole.demo.data": demo_data.main, "mmrole.demo.judge": demo_judge.main,
+                  "mmrole.demo.summary": demo_summary.main})
     return mains
 
 

@@ -10,7 +10,7 @@ from safetensors import safe_open
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 import mmrole  # noqa: F401  (registers the qwen model type)
-from mmrole import tiny
+from mmrole.demo import tiny
 from mmrole.qwen_vl import loading
 from mmrole.qwen_vl.configuration_qwen import QWenConfig
 from mmrole.qwen_vl.loading import load_model_and_tokenizer

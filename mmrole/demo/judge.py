@@ -1,11 +1,11 @@
 """The demo's stand-in for the GPT-4 judge: templated reviews of candidate answers to training samples,
 from which eval/build_RM_data.py makes the reward model's training data (as the paper did with GPT-4).
 
-    python -m mmrole.demo_judge --data_root demo_output/MMRole-Data --train_file demo_output/data/train/train.json \\
+    python -m mmrole.demo.judge --data_root demo_output/MMRole-Data --train_file demo_output/data/train/train.json \\
         --output_dir demo_output/judge_reviews/demo-templated-judge [--samples 40] [--seed 0]
 
 There is no GPT-4 in the demo, so nothing here judges: the scores follow a fixed rule, stated here.
-For each chosen training sample (of the demo dataset, mmrole.demo_data) one candidate answer is made
+For each chosen training sample (of the demo dataset, mmrole.demo.data) one candidate answer is made
 from the ground truth, cycling through these kinds:
 
     faithful         the ground truth itself                                  no defect
@@ -31,12 +31,13 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Set, Tuple
 
-from .demo_data import COLOURS, CHARACTERS, DemoImage, character, colour_word, read_manifest, remark, shape_word, join_sentences
-from .common.cli import EXIT_UNUSABLE, EXIT_USAGE, ArgumentParser
-from .common.metrics import METRIC_NAMES
-from .data.raw import IN_DISTRIBUTION, load_annotations, load_dialogues, load_split
-from .data.samples import dialogue_samples
-from .common.store import atomic_write_json
+from .data import (COLOURS, CHARACTERS, DemoImage, character, colour_word, read_manifest, remark, shape_word,
+    join_sentences)
+from ..common.cli import EXIT_UNUSABLE, EXIT_USAGE, ArgumentParser
+from ..common.metrics import METRIC_NAMES
+from ..data.raw import IN_DISTRIBUTION, load_annotations, load_dialogues, load_split
+from ..data.samples import dialogue_samples
+from ..common.store import atomic_write_json
 
 JUDGE_SCORE_B = 9
 VARIANTS = ("faithful", "no_catchphrase", "wrong_colour", "word_salad", "other_character", "assistant", "off_topic",
@@ -184,8 +185,8 @@ def _dialogue_type(sample_id: str) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = ArgumentParser(prog="python -m mmrole.demo_judge", description=__doc__)
-    parser.add_argument("--data_root", required=True, help="the demo dataset (python -m mmrole.demo_data)")
+    parser = ArgumentParser(prog="python -m mmrole.demo.judge", description=__doc__)
+    parser.add_argument("--data_root", required=True, help="the demo dataset (python -m mmrole.demo.data)")
     parser.add_argument("--train_file", required=True, help="train.json of data_prep/build_data.py on it")
     parser.add_argument("--output_dir", required=True, help="review files go here (the folder name = the reviewer)")
     parser.add_argument("--samples", type=int, default=40, help="training samples to review, 8 reviews each (default 40)")

@@ -1,7 +1,7 @@
 """A small synthetic dataset in the raw MMRole-Data layout (protocol §1), made by the project itself,
 for the demo (demo.sh) and tests: no download, deterministic for a seed.
 
-    python -m mmrole.demo_data --output_dir demo_output/MMRole-Data [--seed 0] [--dialogues 3] [--overwrite]
+    python -m mmrole.demo.data --output_dir demo_output/MMRole-Data [--seed 0] [--dialogues 3] [--overwrite]
 
 What it holds (all invented):
 - in-distribution: "The Lighthouse Keepers" (English: Captain Marlow, Nell Finch, Old Tobiah),
@@ -35,10 +35,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from PIL import Image, ImageDraw
 
-from .common.cli import EXIT_UNUSABLE, EXIT_USAGE, ArgumentParser
-from .common.prompts import HYPOTHETICAL_SCRIPT, language_of
-from .data.raw import IN_DISTRIBUTION, OUT_OF_DISTRIBUTION, name_stem
-from .common.store import atomic_write_json
+from ..common.cli import EXIT_UNUSABLE, EXIT_USAGE, ArgumentParser
+from ..common.prompts import HYPOTHETICAL_SCRIPT, language_of
+from ..data.raw import IN_DISTRIBUTION, OUT_OF_DISTRIBUTION, name_stem
+from ..common.store import atomic_write_json
 
 MANIFEST = "demo_manifest.json"
 IMAGE_SIZE = 224
@@ -401,7 +401,7 @@ def _write_images(root: Path, images: Sequence[DemoImage], rng: random.Random) -
 
 
 def _write_dialogues(root: Path, images: Sequence[DemoImage], count: int, rng: random.Random) -> int:
-    from .data.generate.prompts import COMMENT_QUESTIONS  # the data's own question pool
+    from ..data.generate.prompts import COMMENT_QUESTIONS  # the data's own question pool
 
     out_of_distribution: Dict[str, List[dict]] = {t: [] for t in ID_MARKERS}
     total = 0
@@ -455,7 +455,7 @@ def character(name: str) -> Optional[DemoCharacter]:
 
 
 def main(argv=None) -> int:
-    parser = ArgumentParser(prog="python -m mmrole.demo_data", description=__doc__)
+    parser = ArgumentParser(prog="python -m mmrole.demo.data", description=__doc__)
     parser.add_argument("--output_dir", required=True, help="the dataset root (profiles/, images/, dialogues/)")
     parser.add_argument("--seed", type=int, default=0, help="same seed, same files (default 0)")
     parser.add_argument("--dialogues", type=int, default=3,

@@ -1,7 +1,7 @@
 """What demo.sh prints at the end: the Table 5 of the run, how many reward-model reviews parse, how often the
 agent speaks like its character, an example answer, and where the charts are.
 
-    python -m mmrole.demo_summary --eval_dir demo_output/eval --report_dir demo_output/report --models demo-agent
+    python -m mmrole.demo.summary --eval_dir demo_output/eval --report_dir demo_output/report --models demo-agent
 
 Parse rate = reviews whose text yielded a score pair (the pair RM_review stored, parsed by
 mmrole.common.metrics.parse_score_pair) / reviews asked, over every reviews file of the model. Catchphrase
@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from .common.cli import ArgumentParser
-from .demo_data import character
-from .eval.report import SPLITS
-from .eval.files import input_files
-from .eval.files import REVIEW_KEY, load_json_list, score_pair_of
-from .common.store import atomic_write_json
+from ..common.cli import ArgumentParser
+from .data import character
+from ..eval.report import SPLITS
+from ..eval.files import input_files
+from ..eval.files import REVIEW_KEY, load_json_list, score_pair_of
+from ..common.store import atomic_write_json
 
 
 @dataclass
@@ -89,7 +89,7 @@ def report_text(summaries: Sequence[ModelSummary], report_dir) -> str:
 
 
 def main(argv=None) -> int:
-    parser = ArgumentParser(prog="python -m mmrole.demo_summary", description=__doc__)
+    parser = ArgumentParser(prog="python -m mmrole.demo.summary", description=__doc__)
     parser.add_argument("--eval_dir", required=True, help="holds {in,out}-test_answers/ and {in,out}-test_reviews/")
     parser.add_argument("--report_dir", required=True, help="eval/report.py's --output_dir")
     parser.add_argument("--models", nargs="+", required=True)

@@ -4,12 +4,12 @@
 #   With TEST_IDS_FILE (one sample id a line) the test sets are exactly those samples (the official
 #   split); without it the split is sampled as in the paper.
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/../eval/wrapper_args.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
 split_args 3 "$@"
 DATA_ROOT="${POSITIONAL[0]:-../shared/mmrole_data}"
 OUTPUT_DIR="${POSITIONAL[1]:-data}"
 TEST_IDS="${POSITIONAL[2]:-}"
-python data_prep/build_data.py \
+"$PYTHON" data_prep/build_data.py \
     --data_root "${DATA_ROOT}" \
     --output_dir "${OUTPUT_DIR}" \
     --image_prefix images/ \

@@ -5,11 +5,11 @@
 # Usage: bash eval/RM_review.sh [MODEL] [--] [extra RM_review.py flags]
 #   e.g. bash eval/RM_review.sh mmrole-agent --no_random --batch_size 16
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/wrapper_args.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
 split_args 1 "$@"
 MODEL="${POSITIONAL[0]:-mmrole-agent}"
 for SPLIT in in out; do
-    run_split python eval/RM_review.py \
+    run_split "$PYTHON" eval/RM_review.py \
         --input_dir "eval/${SPLIT}-test_answers/${MODEL}" --output_dir "eval/${SPLIT}-test_reviews/${MODEL}" "${FLAGS[@]}"
 done
 exit "$STATUS"

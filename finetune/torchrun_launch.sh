@@ -7,7 +7,7 @@
 # On a machine without GPU the scripts train in float32 (bf16 needs a GPU) with DeepSpeed's CPU accelerator.
 
 FINETUNE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-PYTHON="${PYTHON:-python3}"
+source "$FINETUNE_DIR/../scripts/lib.sh"  # PYTHON (default python3)
 export CUDA_DEVICE_MAX_CONNECTIONS=1
 
 # CUDA GPUs this process may use (honours CUDA_VISIBLE_DEVICES); without nvidia-smi there are none to ask torch about.

@@ -1,5 +1,6 @@
-"""The shell wrappers (inference.sh, eval/*.sh) pass names and flags where they belong: run with a
-fake `python` first on PATH that records its arguments instead of running anything."""
+"""The shell wrappers (inference.sh, eval/*.sh) pass names and flags where they belong: run with a fake
+interpreter as $PYTHON that records its arguments instead of running anything (a wrapper that ran anything
+but $PYTHON would run the real scripts and record nothing)."""
 
 import os
 import subprocess
@@ -20,10 +21,9 @@ exit "${code:-${FAKE_EXIT:-0}}"
 @pytest.fixture()
 def run_wrapper(tmp_path):
     """run_wrapper("inference.sh", *args) -> (returncode, stderr, [argv of each python call])."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "python").write_text(FAKE_PYTHON)
-    (bin_dir / "python").chmod(0o755)
+    fake_python = tmp_path / "fake-python"
+    fake_python.write_text(FAKE_PYTHON)
+    fake_python.chmod(0o755)
     for split in ("in", "out"):  # RM_result.sh only runs for review folders that exist
         for model in ("m7", "mmrole-agent"):
             (tmp_path / "eval" / f"{split}-test_reviews" / model).mkdir(parents=True)
@@ -31,7 +31,7 @@ def run_wrapper(tmp_path):
 
     def run(script, *args, exit_code=0, exit_codes=()):
         calls.write_text("")
-        env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", CALLS=str(calls),
+        env = dict(os.environ, PYTHON=str(fake_python), CALLS=str(calls),
                    FAKE_EXIT=str(exit_code), FAKE_EXITS=" ".join(map(str, exit_codes)))
         proc = subprocess.run(["bash", str(REPO / script), *args], cwd=tmp_path, env=env, capture_output=True,
                               text=True, timeout=60)

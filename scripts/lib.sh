@@ -1,6 +1,11 @@
-# Sourced by the shell wrappers (inference.sh, eval/*.sh). split_args MAX "$@" puts the leading
-# names (at most MAX; -1 = any number) into POSITIONAL and what follows into FLAGS. Names end at
-# `--` (dropped) or at the first word starting with `-`, so `wrapper -- --no_random` or
+# Sourced by the shell wrappers (inference.sh, eval/*.sh, data_prep/*.sh, finetune/torchrun_launch.sh): what they
+# share.
+#
+# PYTHON: the interpreter every wrapper runs its script with (default python3; e.g. PYTHON=.venv/bin/python).
+PYTHON="${PYTHON:-python3}"
+
+# split_args MAX "$@" puts the leading names (at most MAX; -1 = any number) into POSITIONAL and what follows into
+# FLAGS. Names end at `--` (dropped) or at the first word starting with `-`, so `wrapper -- --no_random` or
 # `wrapper --no_random` never takes a flag for a model name or path.
 split_args() {
     local max="$1"

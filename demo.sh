@@ -52,7 +52,7 @@ IMAGES="$DATA/images"
 # checkpoint saving on CPU.
 CPU_TRAIN=(--per_device_train_batch_size 4 --gradient_accumulation_steps 1 --learning_rate 2e-3
            --lr_scheduler_type constant --warmup_ratio 0 --weight_decay 0 --activation_checkpointing False --save_strategy no --model_max_length 2048
-           --image_root . --seed "$SEED" --disable_tqdm True)
+           --image_dir . --seed "$SEED" --disable_tqdm True)
 
 step() { printf '\n== [%3ds] %s\n' $(( SECONDS - STARTED )) "$*"; }
 
@@ -131,5 +131,5 @@ step "eval/report.py: Table 5 and charts"
 "$PYTHON" eval/report.py --eval_dir "$OUT/eval" --models demo-agent --output_dir "$OUT/report" --partial > /dev/null
 
 "$PYTHON" -m mmrole.demo.summary --eval_dir "$OUT/eval" --report_dir "$OUT/report" --models demo-agent \
-    --json "$OUT/summary.json"
+    --output_file "$OUT/summary.json"
 echo "demo finished in $(( SECONDS - STARTED )) s; everything is in $OUT/"

@@ -22,14 +22,13 @@ Samples come from all three dialogue types (prompts of ~1,000 to ~2,600 tokens w
 a batch never spans two answers files (the review works file by file), so 12 samples give 32
 requests per file. Each --batch_size is one batched run, all compared with one run of the loop.
 """
-import os
-import sys
-
 import argparse
 import hashlib
 import json
+import os
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path

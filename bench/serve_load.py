@@ -1,8 +1,8 @@
 """Requests per second of the server under N concurrent clients vs the same requests one at a time, one run.
 
 A tiny Qwen-VL checkpoint (random weights, the real vocabulary) is served in this process (mmrole.serve on
-uvicorn, continuous batching with --max_batch_size rows); clients are threads using the stock `openai`
-client. The requests mix max_tokens (--max_tokens, cycled), some carry an image (every --image_every-th),
+uvicorn, continuous batching with --batch_size rows); clients are threads using the stock `openai`
+client. The requests mix max_tokens (--max_new_tokens, cycled), some carry an image (every --image_every-th),
 some stream (every --stream_every-th); all are greedy, so every concurrent answer must equal its serial
 answer (the script checks it and exits 1 otherwise). First every request is sent one at a time, then
 --clients clients send them concurrently, each its share in turn. Printed: wall time, requests/s and
@@ -11,17 +11,18 @@ rows per step, and steps whose rows had different max_tokens (requests with diff
 the decoding batch). The tiny model never writes an end token by itself, so every answer runs to its
 max_tokens. A benchmark, not a test (timings depend on the machine and its load).
 
-    python bench/serve_load.py [--clients 32] [--requests 64] [--max_batch_size 8] [--max_tokens 8 16 32 64]
+    python bench/serve_load.py [--clients 32] [--requests 64] [--batch_size 8] [--max_new_tokens 8 16 32 64]
 """
-import sys
-
 import argparse
 import base64
 import io
 import statistics
+import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+
+from mmrole.common.cli import add_hidden_alias
 
 
 def request_kwargs(index: int, args, images):
@@ -31,7 +32,7 @@ def request_kwargs(index: int, args, images):
     if index % args.image_every == 0:
         content = [{"type": "image_url", "image_url": {"url": images[index % len(images)]}},
                    {"type": "text", "text": text}]
-    return dict(temperature=0, max_tokens=args.max_tokens[index % len(args.max_tokens)],
+    return dict(temperature=0, max_tokens=args.max_new_tokens[index % len(args.max_new_tokens)],
                 stream=index % args.stream_every == 1,
                 messages=[{"role": "system", "content": f"You are character {index % 5}."},
                           {"role": "user", "content": content}])
@@ -87,13 +88,15 @@ def main(argv=None) -> int:
                                      allow_abbrev=False)
     parser.add_argument("--clients", type=int, default=32, help="concurrent clients (default 32)")
     parser.add_argument("--requests", type=int, default=64, help="requests in each run (default 64)")
-    parser.add_argument("--max_batch_size", type=int, default=8, help="the server's rows per step (default 8)")
-    parser.add_argument("--max_tokens", type=int, nargs="+", default=[8, 16, 32, 64],
-                        help="max_tokens values, cycled over the requests (default 8 16 32 64)")
+    parser.add_argument("--batch_size", type=int, default=8, help="the server's rows per step (default 8)")
+    add_hidden_alias(parser, "--max_batch_size", of="--batch_size")
+    parser.add_argument("--max_new_tokens", type=int, nargs="+", default=[8, 16, 32, 64],
+                        help="the requests' max_tokens, cycled over the requests (default 8 16 32 64)")
+    add_hidden_alias(parser, "--max_tokens", of="--max_new_tokens")
     parser.add_argument("--image_every", type=int, default=4, help="every n-th request carries an image (default 4)")
     parser.add_argument("--stream_every", type=int, default=3, help="every n-th request streams (default 3)")
     args = parser.parse_args(argv)
-    if min(args.clients, args.requests, args.max_batch_size, args.image_every, args.stream_every, *args.max_tokens) < 1:
+    if min(args.clients, args.requests, args.batch_size, args.image_every, args.stream_every, *args.max_new_tokens) < 1:
         parser.error("every count must be at least 1")
 
     import torch
@@ -110,7 +113,7 @@ def main(argv=None) -> int:
     requests = [request_kwargs(index, args, png_data_urls(3)) for index in range(args.requests)]
     name = "tiny"
     with start_server(HFBackend(model=model, tokenizer=tokenizer), ServeConfig(model_name=name), port=0,
-                      max_batch_size=args.max_batch_size, max_queue=max(256, args.requests)) as server:
+                      max_batch_size=args.batch_size, max_queue=max(256, args.requests)) as server:
         ask(server.base_url, name, requests[0])  # warm-up
         serial, serial_latency, serial_time = run(server.base_url, name, requests, 1)
         stats = server.app.engine.stats
@@ -121,8 +124,8 @@ def main(argv=None) -> int:
 
     equal = sum(a == b for a, b in zip(serial, concurrent))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.requests} requests, max_tokens "
-          f"{args.max_tokens} cycled, every {args.image_every}th with an image, every {args.stream_every}rd "
-          f"streamed; server --max_batch_size {args.max_batch_size}")
+          f"{args.max_new_tokens} cycled, every {args.image_every}th with an image, every {args.stream_every}rd "
+          f"streamed; server --batch_size {args.batch_size}")
     print(f"{'run':<22}{'wall s':>9}{'req/s':>9}{'p50 s':>9}{'p99 s':>9}")
     for label, latency, wall in (("one at a time", serial_latency, serial_time),
                                  (f"{args.clients} clients", concurrent_latency, concurrent_time)):

@@ -28,12 +28,11 @@ the figures are in docs/training.md).
 
     python bench/train_throughput.py [--samples 12] [--batch_size 4] [--seed 0]
 """
-import os
-import sys
-
 import argparse
 import json
+import os
 import random
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -155,7 +154,7 @@ def run_workload(name, records, args, workdir: Path, model_dir: Path, tokenizer)
     data = workdir / f"{name}.jsonl"
     data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
     max_len = PAPER_MAX_LEN[name]
-    dataset, report = build_dataset(data, tokenizer, DataOptions(max_len=max_len, image_root=workdir / "images"))
+    dataset, report = build_dataset(data, tokenizer, DataOptions(max_len=max_len, image_dir=workdir / "images"))
     if report.problems:
         print("\n".join(report.lines()))
     lengths = dataset.lengths

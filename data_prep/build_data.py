@@ -24,7 +24,8 @@ no such --data_root).
 import os
 import sys
 
-from mmrole.common.cli import EXIT_OK, EXIT_UNUSABLE, EXIT_USAGE, ArgumentParser, int_at_least
+from mmrole.common.cli import (EXIT_OK, EXIT_UNUSABLE, EXIT_USAGE, ArgumentParser, add_check_images_arguments,
+                               add_hidden_alias, int_at_least)
 
 
 def parse_args(argv=None):
@@ -39,9 +40,12 @@ def parse_args(argv=None):
                         help="file of test sample ids, one a line: the test sets are exactly these samples")
     parser.add_argument("--in_test_per_type", type=int_at_least(0), default=72,
                         help="sampled split: In-Test samples per dialogue type (default 72, as the paper)")
-    parser.add_argument("--check_images", action="store_true",
-                        help="skip (and list) samples whose image file is missing, instead of only counting them")
-    parser.add_argument("--image_root", default=None, help="where image files are looked up (default DATA_ROOT/images)")
+    add_check_images_arguments(parser, default=False,
+                               checked="skip (and list) samples whose image file is missing, instead of only counting them",
+                               unchecked="keep samples whose image file is missing (they are counted)")
+    parser.add_argument("--image_dir", default=None,
+                        help="where the image files are looked up (default DATA_ROOT/images)")
+    add_hidden_alias(parser, "--image_root", of="--image_dir")
     parser.add_argument("--dialogues_root", default=None,
                         help="folder holding dialogues/ if not DATA_ROOT (e.g. the output of filter_dialogues.py)")
     return parser.parse_args(argv)
@@ -71,7 +75,7 @@ def main(argv=None) -> int:
         result = build(BuildOptions(
             data_root=args.data_root, output_dir=args.output_dir, image_prefix=args.image_prefix, seed=args.seed,
             test_ids=test_ids, in_test_per_type=args.in_test_per_type, check_images=args.check_images,
-            image_root=args.image_root, dialogues_root=args.dialogues_root,
+            image_dir=args.image_dir, dialogues_root=args.dialogues_root,
         ))
     except RawDataError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -49,7 +49,7 @@ def parse_args(argv=None):
     parser.add_argument("--rounds_tolerance", type=int_at_least(0), default=2,
                         help="a reply may have this many rounds more or fewer (default 2: 8-16 turns for 6 rounds)")
     parser.add_argument("--seed", type=int, default=42, help="seed of image, question and partner choices (default 42)")
-    add_client_arguments(parser, default_max_tokens=3000)
+    add_client_arguments(parser, default_max_new_tokens=3000)
     return parser.parse_args(argv)
 
 

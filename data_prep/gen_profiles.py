@@ -35,7 +35,7 @@ def parse_args(argv=None):
     parser.add_argument("--num_hypothetical", type=int_at_least(0), default=0, help="invent this many new people first")
     parser.add_argument("--hypothetical_batch", type=int_at_least(1), default=10, help="people per request (default 10)")
     parser.add_argument("--overwrite", action="store_true", help="regenerate profiles that already exist")
-    add_client_arguments(parser, default_max_tokens=2048)
+    add_client_arguments(parser, default_max_new_tokens=2048)
     return parser.parse_args(argv)
 
 

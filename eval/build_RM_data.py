@@ -14,7 +14,8 @@ such folder, no *.json in it).
 """
 import sys
 
-from mmrole.common.cli import EXIT_OK, EXIT_UNUSABLE, EXIT_USAGE, ArgumentParser, write_error_message
+from mmrole.common.cli import (ArgumentParser, EXIT_OK, EXIT_UNUSABLE, EXIT_USAGE, add_check_images_arguments,
+                               add_hidden_alias, write_error_message)
 from mmrole.eval.files import input_files
 from mmrole.eval.rm_data import build_rm_data
 from mmrole.eval.files import SchemaError
@@ -31,12 +32,16 @@ def main(argv=None) -> int:
                         help="image root; joined to each sample's image as in the prompt the judge saw")
     parser.add_argument("--output_file", required=True, help="the training data (JSON list)")
     parser.add_argument("--include_swapped", action="store_true", help="also use rm_review_swapped (from --swap)")
-    parser.add_argument("--no_image_check", action="store_true", help="do not require the images to exist here")
+    add_check_images_arguments(parser, default=True,
+                               checked="leave out (and list) samples whose image is missing or damaged here: the trainer "
+                                       "would stop at such a sample",
+                               unchecked="do not require the images to exist here (e.g. building on another machine)")
+    add_hidden_alias(parser, "--no_image_check", of="--no_check_images")
     args = parser.parse_args(argv)
     try:
         inputs = [path for folder in args.input_dir for path in input_files(folder, args.input_file)]
         samples, problems = build_rm_data(inputs, args.image_dir, include_swapped=args.include_swapped,
-                                          check_images=not args.no_image_check)
+                                          check_images=args.check_images)
     except SchemaError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE

@@ -7,7 +7,7 @@ finetune/finetune_ds.sh, finetune_RM_ds.sh or finetune_lora_ds.sh (their default
         --data_path data/train/train.json --output_dir checkpoints/MMRole-Agent --deepspeed finetune/ds_config_zero3.json ...
 
 Data: the Qwen-VL fine-tuning format (JSON list or JSON lines of {id, system, conversations}); image paths inside
-<img></img> are relative to --image_root (default: the working directory). Samples that cannot be trained on are
+<img></img> are relative to --image_dir (default: the working directory). Samples that cannot be trained on are
 listed and skipped; longer samples are truncated at --model_max_length and counted. Batches are padded to their
 longest sample (--pad_to_model_max_length True pads like the original). Each sample's `system` is used
 (--use_sample_system False trains every sample with "You are a helpful assistant." like the original).

@@ -6,7 +6,7 @@
 # Usage (from the repository root):
 #   [MODEL=...] [DATA=...] [OUTPUT_DIR=...] [GPUS_PER_NODE=...] bash finetune/finetune_ds.sh [finetune.py flags]
 # Flags after the script name are passed to finetune.py and override the defaults below, e.g.
-#   bash finetune/finetune_ds.sh --image_root /data/MMRole-Data --num_train_epochs 1
+#   bash finetune/finetune_ds.sh --image_dir /data/MMRole-Data --num_train_epochs 1
 # Multi-node: run it on every node with NNODES, NODE_RANK, MASTER_ADDR and MASTER_PORT set (see torchrun_launch.sh).
 # A rerun continues from the last checkpoint-N in OUTPUT_DIR.
 set -euo pipefail

@@ -69,7 +69,7 @@ def test_small_case_by_hand(mmrole_reference, tmp_path, capsys):
     del b[2]  # missing on one side: not paired, listed
     fa, fb = _write(tmp_path / "a.json", a), _write(tmp_path / "b.json", b)
     out = tmp_path / "agreement.csv"
-    assert RM_agreement.main(["--reviews_a", str(fa), "--reviews_b", str(fb), "--output", str(out)]) == 0
+    assert RM_agreement.main(["--reviews_a", str(fa), "--reviews_b", str(fb), "--output_file", str(out)]) == 0
     captured = capsys.readouterr()
     assert f"sample {base[2]['id']}: sample missing" in captured.err
     assert f"sample {base[3]['id']} [Fluency]" in captured.err

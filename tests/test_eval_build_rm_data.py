@@ -27,7 +27,7 @@ def test_every_published_review_becomes_a_training_sample(mmrole_reference, tmp_
     folder = mmrole_reference / "in-test_reviews" / "llava-next-mistral-7b"
     out = tmp_path / "rm_train.json"
     assert build_RM_data.main(["--input_dir", str(folder), "--input_file", "comment_test.json", "--image_dir",
-                               "images", "--output_file", str(out), "--no_image_check"]) == 0
+                               "images", "--output_file", str(out), "--no_check_images"]) == 0
     data = json.loads(out.read_text(encoding="utf-8"))
     assert len(data) == 71 * 8
     assert "sample Nick_Fury_comment_COCO_45_1: no review" in capsys.readouterr().err
@@ -79,7 +79,7 @@ def test_unusable_file_is_reported_and_the_other_files_still_make_the_data(mmrol
     (broken / "comment_test.json").write_text('[{"id": "x", "conversations": [', encoding="utf-8")
     out = tmp_path / "rm.json"
     code = build_RM_data.main(["--input_dir", str(broken), str(good), "--input_file", "comment_test.json",
-                               "--output_file", str(out), "--no_image_check"])
+                               "--output_file", str(out), "--no_check_images"])
     assert code == 1
     err = capsys.readouterr().err
     assert f"{broken / 'comment_test.json'}: file skipped: malformed JSON at line 1" in err

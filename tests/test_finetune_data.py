@@ -84,7 +84,7 @@ def test_dataset_and_collator_reproduce_the_original_in_its_mode(tok, cases, qwe
     for samples that carry another system prompt; images come from the image root, per batch."""
     for case in cases:
         data = write_jsonl(tmp_path / f"{case['name']}.jsonl", [_record(case, system="Ignored by the original.")])
-        options = DataOptions(max_len=case["max_len"], use_sample_system=False, image_root=qwen_reference)
+        options = DataOptions(max_len=case["max_len"], use_sample_system=False, image_dir=qwen_reference)
         dataset, report = build_dataset(data, tok, options)
         assert report.problems == [] and len(dataset) == 1
         batch = SupervisedCollator(tok.pad_token_id, REFERENCE_IMAGE_SIZE, pad_to=case["max_len"])([dataset[0]])
@@ -133,7 +133,7 @@ def test_dynamic_padding_gives_the_per_sample_loss_of_padding_to_max_len(tok, ca
                                                                           tmp_path):
     max_len = 400
     data = write_jsonl(tmp_path / "mixed.jsonl", [_record(case) for case in cases])
-    dataset, _ = build_dataset(data, tok, DataOptions(max_len=max_len, image_root=qwen_reference))
+    dataset, _ = build_dataset(data, tok, DataOptions(max_len=max_len, image_dir=qwen_reference))
     items = [dataset[i] for i in range(len(dataset))]
     dynamic = SupervisedCollator(tok.pad_token_id, REFERENCE_IMAGE_SIZE)(items)
     padded = SupervisedCollator(tok.pad_token_id, REFERENCE_IMAGE_SIZE, pad_to=max_len)(items)
@@ -163,7 +163,7 @@ def test_dynamic_padding_gives_the_per_sample_loss_of_padding_to_max_len(tok, ca
 def test_loss_from_learned_positions_only_equals_the_models_loss_and_gradients(tok, cases, tiny_model,
                                                                                 qwen_reference, tmp_path):
     data = write_jsonl(tmp_path / "mixed.jsonl", [_record(case) for case in cases])
-    dataset, _ = build_dataset(data, tok, DataOptions(max_len=400, image_root=qwen_reference))
+    dataset, _ = build_dataset(data, tok, DataOptions(max_len=400, image_dir=qwen_reference))
     batch = SupervisedCollator(tok.pad_token_id, REFERENCE_IMAGE_SIZE)([dataset[i] for i in range(len(dataset))])
     tiny_model.train()
     try:
@@ -186,12 +186,12 @@ def test_loss_from_learned_positions_only_equals_the_models_loss_and_gradients(t
 
 # --- lazy loading, image root, truncation ----------------------------------------------------------------------
 
-def test_images_resolve_against_image_root_or_the_working_directory(tok, cases, qwen_reference, tmp_path, monkeypatch):
+def test_images_resolve_against_image_dir_or_the_working_directory(tok, cases, qwen_reference, tmp_path, monkeypatch):
     case = next(c for c in cases if c["name"] == "single_turn_with_image")
     data = write_jsonl(tmp_path / "image.jsonl", [_record(case)])
-    dataset, report = build_dataset(data, tok, DataOptions(max_len=400, image_root=qwen_reference))
+    dataset, report = build_dataset(data, tok, DataOptions(max_len=400, image_dir=qwen_reference))
     assert dataset[0]["images"] == [str(qwen_reference / "images/shapes_64x48.png")]
-    # Without --image_root the path is relative to the working directory, as the original.
+    # Without --image_dir the path is relative to the working directory, as the original.
     monkeypatch.chdir(tmp_path)
     dataset, report = build_dataset(data, tok, DataOptions(max_len=400))
     assert len(dataset) == 0 and "missing or unreadable image" in report.problems[0].message
@@ -202,7 +202,7 @@ def test_images_resolve_against_image_root_or_the_working_directory(tok, cases, 
 
 def test_lazy_and_eager_datasets_give_the_same_items_and_lengths(tok, mmrole_data, tmp_path):
     data = write_jsonl(tmp_path / "real.jsonl", character_image_samples(mmrole_data, 5))
-    options = DataOptions(max_len=360, image_root=mmrole_data)
+    options = DataOptions(max_len=360, image_dir=mmrole_data)
     lazy, report = build_dataset(data, tok, options, lazy=True)
     eager, _ = build_dataset(data, tok, options, lazy=False)
     assert len(lazy) == len(eager) == 5 and report.problems == []
@@ -225,7 +225,7 @@ def test_truncation_never_cuts_an_image_span(tok, qwen_reference, tmp_path):
     encoder = ChatMLEncoder(tok)
     whole = encoder.encode_conversation(record["conversations"], "You are a helpful assistant.", 10_000).input_ids
     image_start = whole.index(tok.img_start_id)
-    dataset, report = build_dataset(data, tok, DataOptions(max_len=image_start + 100, image_root=qwen_reference))
+    dataset, report = build_dataset(data, tok, DataOptions(max_len=image_start + 100, image_dir=qwen_reference))
     item = dataset[0]
     assert item["tokenized"].input_ids == whole[:image_start] and item["images"] == []
     assert report.truncated == ["two-images"]
@@ -249,7 +249,7 @@ def test_bad_samples_are_named_skipped_and_counted(tok, mmrole_data, tmp_path):
     malformed = '{"id": "broken-json", "conversations": [{"from": "user", "value": "unterminated}'
     data = write_jsonl(tmp_path / "bad.jsonl", [good[0], user_only, assistant_first_only, missing_image, malformed,
                                                 unknown_role, bad_system, "[1, 2]", answer_too_far, good[1]])
-    dataset, report = build_dataset(data, tok, DataOptions(max_len=400, image_root=mmrole_data))
+    dataset, report = build_dataset(data, tok, DataOptions(max_len=400, image_dir=mmrole_data))
 
     assert [dataset[i]["id"] for i in range(len(dataset))] == [good[0]["id"], good[1]["id"]]
     reasons = {problem.sample_id: problem.message for problem in report.problems}
@@ -277,7 +277,7 @@ def test_an_image_gone_after_the_start_up_check_stops_the_batch_naming_sample_an
         (image_root / relative).parent.mkdir(parents=True, exist_ok=True)
         (image_root / relative).write_bytes((mmrole_data / relative).read_bytes())
     data = write_jsonl(tmp_path / "two.jsonl", samples)
-    dataset, report = build_dataset(data, tok, DataOptions(max_len=360, image_root=image_root))
+    dataset, report = build_dataset(data, tok, DataOptions(max_len=360, image_dir=image_root))
     assert report.problems == [] and len(dataset) == 2
     gone = dataset[1]["images"][0]
     assert gone != dataset[0]["images"][0]

@@ -335,7 +335,7 @@ def test_finetune_help_lists_the_original_and_new_flags():
                             capture_output=True, text=True, timeout=120, cwd="/")
     assert result.returncode == 0
     for flag in ("--model_name_or_path", "--data_path", "--lazy_preprocess", "--fix_vit", "--use_lora", "--q_lora",
-                 "--lora_r", "--model_max_length", "--image_root", "--use_sample_system", "--pad_to_model_max_length",
+                 "--lora_r", "--model_max_length", "--image_dir", "--image_root", "--use_sample_system", "--pad_to_model_max_length",
                  "--warmup_ratio", "--resume_from_checkpoint"):
         assert flag in result.stdout, flag
 

@@ -54,7 +54,7 @@ def logged_losses(output_dir: Path):
 
 def training_loss(model, tokenizer, data: Path, image_root: Path) -> float:
     """Mean loss of the model over the training samples (training semantics, no dropout in the tiny model)."""
-    dataset, _ = build_dataset(data, tokenizer, DataOptions(max_len=MAX_LEN, image_root=image_root))
+    dataset, _ = build_dataset(data, tokenizer, DataOptions(max_len=MAX_LEN, image_dir=image_root))
     collate = SupervisedCollator(tokenizer.pad_token_id, model.config.visual["image_size"])
     model.train()
     with torch.no_grad():
@@ -90,7 +90,7 @@ def test_zero3_two_processes_train_save_load_generate_and_resume(workspace):
     out = workspace["root"] / "zero3"
     image_root = str(workspace["image_root"])
     log = run_script("finetune_ds.sh", workspace["model"], workspace["data"], out, 2,
-                     *FAST_ARGS, "--image_root", image_root, "--max_steps", "4")
+                     *FAST_ARGS, "--image_dir", image_root, "--max_steps", "4")
     # The bad sample is named and counted before training; the 6 good ones train.
     assert "7 samples, 6 used, 1 skipped" in log and "image-not-here" in log
     skipped = [json.loads(line) for line in (out / "skipped_samples.jsonl").read_text().splitlines()]
@@ -110,7 +110,7 @@ def test_zero3_two_processes_train_save_load_generate_and_resume(workspace):
 
     # A rerun with more steps continues from checkpoint-4 (optimizer, scheduler and step counter included).
     log = run_script("finetune_ds.sh", workspace["model"], workspace["data"], out, 2,
-                     *FAST_ARGS, "--image_root", image_root, "--max_steps", "6")
+                     *FAST_ARGS, "--image_dir", image_root, "--max_steps", "6")
     assert f"resuming from {out / 'checkpoint-4'}" in log
     assert [step for step, _, _ in logged_losses(out)] == [1, 2, 3, 4, 5, 6]
     assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 6
@@ -120,7 +120,7 @@ def test_zero3_two_processes_train_save_load_generate_and_resume(workspace):
 def test_zero2_two_processes_fix_vit_trains_all_but_the_vision_tower(workspace):
     out = workspace["root"] / "zero2"
     log = run_script("finetune_ds.sh", workspace["model"], workspace["clean"], out, 2, *FAST_ARGS,
-                     "--image_root", str(workspace["image_root"]), "--max_steps", "2",
+                     "--image_dir", str(workspace["image_root"]), "--max_steps", "2",
                      "--per_device_train_batch_size", "2", "--deepspeed", str(REPO / "finetune" / "ds_config_zero2.json"),
                      "--train_sampling_strategy", "group_by_length")
     # 2 processes x 2 samples: DeepSpeed's batch of 4 (the Trainer saw both processes), 6 samples = 2 steps an epoch.
@@ -143,7 +143,7 @@ def test_zero2_two_processes_fix_vit_trains_all_but_the_vision_tower(workspace):
 def test_lora_run_saves_an_adapter_that_loads_generates_and_merges(workspace):
     out = workspace["root"] / "lora"
     run_script("finetune_lora_ds.sh", workspace["model"], workspace["clean"], out, 1, *FAST_ARGS,
-               "--image_root", str(workspace["image_root"]), "--max_steps", "2")
+               "--image_dir", str(workspace["image_root"]), "--max_steps", "2")
     config = json.loads((out / "adapter_config.json").read_text())
     assert (config["r"], config["lora_alpha"], config["lora_dropout"]) == (64, 16, 0.05)
     assert set(config["target_modules"]) == {"c_attn", "attn.c_proj", "w1", "w2"}

@@ -261,9 +261,9 @@ def test_api_key_file_first_non_empty_line_and_exact_flags(tmp_path):
     key_file.write_text("\n \n")
     with pytest.raises(ValueError):
         read_api_key(None, str(key_file))
-    with pytest.raises(SystemExit):  # a prefix of --max_batch_size is not taken for it
-        parse_args(["--model_path", "x", "--max_batch", "4"])
-    assert parse_args(["--model_path", "x", "--max_batch_size", "4"]).max_batch_size == 4
+    with pytest.raises(SystemExit):  # a prefix of --batch_size is not taken for it
+        parse_args(["--model_path", "x", "--batch", "4"])
+    assert parse_args(["--model_path", "x", "--batch_size", "4"]).batch_size == 4
 
 
 def test_limits_must_be_positive():

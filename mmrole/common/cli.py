@@ -133,6 +133,34 @@ def float_above(minimum: float) -> Callable[[str], float]:
     return parse
 
 
+# --- one vocabulary for flags ----------------------------------------------------------------------
+# Every script spells a concept the same way: --image_dir (the folder image paths are relative to), --check_images /
+# --no_check_images, --output_dir (a folder) and --output_file (a file), --max_new_tokens (tokens to generate),
+# --batch_size (rows decoding together). Spellings that scripts had before stay accepted as hidden aliases.
+
+def add_hidden_alias(container, alias: str, of: str) -> None:
+    """Accept `alias` as another spelling of the flag `of` (added to the same parser or group before): it sets the
+    same value and is not shown by --help, so commands written for the old spelling keep working."""
+    action = container._option_string_actions[of]
+    if action.required:
+        raise ValueError(f"{of} is required: argparse would refuse a command that gives only {alias}")
+    hidden = dict(dest=action.dest, help=argparse.SUPPRESS, default=argparse.SUPPRESS)
+    if isinstance(action, argparse._StoreConstAction):  # store_true / store_false / store_const
+        container.add_argument(alias, action="store_const", const=action.const, **hidden)
+    else:
+        container.add_argument(alias, type=action.type, nargs=action.nargs, choices=action.choices,
+                               metavar=action.metavar, **hidden)
+
+
+def add_check_images_arguments(container, *, default: bool, checked: str, unchecked: str) -> None:
+    """--check_images / --no_check_images (one name, both ways; `default` says which holds when neither is
+    given). checked / unchecked: what each does, for --help."""
+    container.add_argument("--check_images", dest="check_images", action="store_true", default=default,
+                           help=checked + (" (default)" if default else ""))
+    container.add_argument("--no_check_images", dest="check_images", action="store_false",
+                           help=unchecked + ("" if default else " (default)"))
+
+
 def given_flags(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]) -> Set[str]:
     """The dests of the options written out on the command line (not those left at their defaults)."""
     argv = list(sys.argv[1:] if argv is None else argv)

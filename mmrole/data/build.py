@@ -46,7 +46,7 @@ class BuildOptions:
     test_ids: Optional[Sequence[str]] = None
     in_test_per_type: int = 72
     check_images: bool = False
-    image_root: Optional[PathLike] = None  # where image files are looked up (default ROOT/images)
+    image_dir: Optional[PathLike] = None  # where image files are looked up (default ROOT/images)
     dialogues_root: Optional[PathLike] = None  # ROOT holding dialogues/ (default data_root), e.g. filtered output
 
 
@@ -206,7 +206,7 @@ def build(options: BuildOptions, log: Callable[[str], None] = print) -> BuildRes
     loaded = load_data(options.data_root, options.dialogues_root)
     result.skips = list(loaded.skips)
     test_samples = choose_test_samples(loaded, options, result)
-    images = _ImageCheck(Path(options.image_root) if options.image_root else Path(options.data_root) / "images")
+    images = _ImageCheck(Path(options.image_dir) if options.image_dir else Path(options.data_root) / "images")
     test_samples = _with_images(test_samples, "test", images, options.check_images, result)
     test_dialogues = {s.dialogue_id for s in test_samples}
     result.test = _write_test_sets(test_samples, Path(options.output_dir) / "test")

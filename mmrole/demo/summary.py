@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from ..common.cli import ArgumentParser
+from ..common.cli import ArgumentParser, add_hidden_alias
 from .data import character
 from ..eval.report import SPLITS
 from ..eval.files import input_files
@@ -93,14 +93,15 @@ def main(argv=None) -> int:
     parser.add_argument("--eval_dir", required=True, help="holds {in,out}-test_answers/ and {in,out}-test_reviews/")
     parser.add_argument("--report_dir", required=True, help="eval/report.py's --output_dir")
     parser.add_argument("--models", nargs="+", required=True)
-    parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    parser.add_argument("--output_file", default=None, help="also write the figures to this JSON file")
+    add_hidden_alias(parser, "--json", of="--output_file")
     args = parser.parse_args(argv)
     summaries = [summarise(args.eval_dir, model) for model in args.models]
     print(report_text(summaries, args.report_dir))
-    if args.json:
+    if args.output_file:
         figures = {s.model: {"reviews": s.reviews, "parsed": s.parsed, "parse_rate": s.parse_rate,
                              "answers": s.answers, "catchphrase_answers": s.catchphrases} for s in summaries}
-        atomic_write_json(args.json, figures, indent=2)
+        atomic_write_json(args.output_file, figures, indent=2)
     return 0
 
 

@@ -31,10 +31,11 @@ class DataArguments:
         default=True,
         metadata={"help": "Build each sample's tensors when it is drawn (default). False builds all of them up front."},
     )
-    image_root: Optional[str] = field(
+    image_dir: Optional[str] = field(
         default=None,
         metadata={"help": "Folder the <img> paths of the data are relative to (default: the working directory, "
-                          "as the original)."},
+                          "as the original). --image_root is the same flag (its earlier spelling).",
+                  "aliases": ["--image_root"]},
     )
     use_sample_system: bool = field(
         default=True,

@@ -5,7 +5,7 @@ eval/build_RM_data.py write):
 
     {"id": ..., "system": optional str, "conversations": [{"from": "user"|"assistant", "value": str}, ...]}
 
-with images written into the text as `Picture N: <img>path</img>`. Image paths are resolved against `image_root`
+with images written into the text as `Picture N: <img>path</img>`. Image paths are resolved against `image_dir`
 (default: the working directory, as the original, whose model opened the path written in the prompt).
 
 Before training every sample is checked once (`scan`): its structure, its images (present and readable), and its
@@ -55,13 +55,13 @@ class DataOptions:
     """model_max_length, the system prompt policy and where images are found.
 
     use_sample_system: train each sample with its own `system` (default). False reproduces the original, which
-    used `default_system` for every sample. image_root: None = relative to the working directory.
+    used `default_system` for every sample. image_dir: None = relative to the working directory.
     """
 
     max_len: int
     use_sample_system: bool = True
     default_system: str = DEFAULT_SYSTEM
-    image_root: Optional[PathLike] = None
+    image_dir: Optional[PathLike] = None
 
     def system_of(self, sample: TrainSample) -> str:
         if self.use_sample_system and sample.system is not None:
@@ -69,7 +69,7 @@ class DataOptions:
         return self.default_system
 
     def resolve_image(self, path: str) -> str:
-        return os.path.join(os.fspath(self.image_root), path) if self.image_root is not None else path
+        return os.path.join(os.fspath(self.image_dir), path) if self.image_dir is not None else path
 
 
 # --- reading and checking records ---------------------------------------------------------------------------

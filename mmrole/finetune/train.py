@@ -152,7 +152,7 @@ def load_data(path: str, tokenizer, data_args, training_args):
         max_len=training_args.model_max_length,
         use_sample_system=data_args.use_sample_system,
         default_system=data_args.default_system,
-        image_root=data_args.image_root,
+        image_dir=data_args.image_dir,
     )
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
     world = torch.distributed.get_world_size() if distributed else 1

@@ -48,6 +48,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
+from ..common.cli import ArgumentParser, add_hidden_alias  # no abbreviations, no keys on the command line
 from .api import (ApiError, CompletionRequest, RequestImages, ServeConfig, chunk_body, completion_body, error_body,
     model_body, models_body, new_completion_id, parse_completion_request, serving_context, usage_chunk_body)
 from .engine import ChatEngine, Completion, EngineClosed, EngineOverloaded, Job
@@ -411,8 +412,6 @@ def read_api_key(env_name: Optional[str], key_file: Optional[str]) -> Optional[s
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    from ..common.cli import ArgumentParser  # the project's parser: no abbreviations, no keys on the command line
-
     parser = ArgumentParser(prog="python -m mmrole.serve", description=__doc__)
     model = parser.add_argument_group("model")
     model.add_argument("--model_path", required=True, help="Qwen-VL-Chat-format folder, or a LoRA adapter folder")
@@ -443,12 +442,14 @@ def _add_limit_arguments(parser: argparse.ArgumentParser) -> None:
     limits.add_argument("--max_images", type=int, default=defaults.max_images, help="images per request (default 8)")
     limits.add_argument("--max_image_pixels", type=int, default=defaults.max_image_pixels,
                         help="pixels per image (default 4096^2)")
-    limits.add_argument("--max_tokens_limit", type=int, default=defaults.max_tokens_limit,
-                        help="largest max_tokens accepted (default 2048)")
+    limits.add_argument("--max_new_tokens_limit", type=int, default=defaults.max_tokens_limit,
+                        help="largest max_tokens a request may ask for (default 2048)")
+    add_hidden_alias(limits, "--max_tokens_limit", of="--max_new_tokens_limit")
     limits.add_argument("--max_context_tokens", type=int, default=defaults.max_context_tokens,
                         help="prompt + max_tokens at most this (default 8192, Qwen-VL-Chat's model_max_length)")
     engine = parser.add_argument_group("batching")
-    engine.add_argument("--max_batch_size", type=int, default=8, help="rows decoding together at most (default 8)")
+    engine.add_argument("--batch_size", type=int, default=8, help="rows decoding together at most (default 8)")
+    add_hidden_alias(engine, "--max_batch_size", of="--batch_size")
     engine.add_argument("--max_queue", type=int, default=256, help="waiting requests before 503 (default 256)")
     connections = parser.add_argument_group("connections")
     connections.add_argument("--max_connections", type=int, default=defaults.max_connections,
@@ -483,7 +484,7 @@ def _config(args: argparse.Namespace, api_key: Optional[str]) -> ServeConfig:
     return ServeConfig(
         model_name=args.served_model_name or Path(args.model_path).resolve().name, api_key=api_key,
         max_request_bytes=int(args.max_request_mb * 2**20), max_images=args.max_images,
-        max_image_pixels=args.max_image_pixels, max_tokens_limit=args.max_tokens_limit,
+        max_image_pixels=args.max_image_pixels, max_tokens_limit=args.max_new_tokens_limit,
         max_context_tokens=args.max_context_tokens,
         allowed_local_media_path=Path(args.allowed_local_media_path) if args.allowed_local_media_path else None,
         max_connections=args.max_connections, header_timeout=args.header_timeout, body_timeout=args.body_timeout,
@@ -508,7 +509,7 @@ def main(argv=None) -> int:
     try:
         backend = HFBackend(args.model_path, use_lora=args.use_lora, device=args.device, dtype=args.dtype)
         server, sock, serve_app = build_server(
-            backend, config, host=args.host, port=args.port, max_batch_size=args.max_batch_size,
+            backend, config, host=args.host, port=args.port, max_batch_size=args.batch_size,
             max_queue=args.max_queue, shutdown_timeout=args.shutdown_timeout)
     except (OSError, ValueError) as e:  # no checkpoint, port in use, unusable limits or generation settings
         print(f"error: {e}", file=sys.stderr)

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from ...common.cli import (EXIT_INCOMPLETE, EXIT_OK, EXIT_UNUSABLE, EXIT_USAGE, WRITE_ERRNOS, folder_error_text,
-    int_at_least, redact_keys, worst_status, write_error_message)
+from ...common.cli import (EXIT_INCOMPLETE, EXIT_OK, EXIT_UNUSABLE, EXIT_USAGE, WRITE_ERRNOS, add_hidden_alias,
+                           folder_error_text, int_at_least, redact_keys, worst_status, write_error_message)
 from ...backends.client import ChatCall, ChatClient, EndpointRejected, Prices, RequestFailed
 from .prompts import PROMPT_VERSION
 from ...common.progress import progress_bar
@@ -145,14 +145,15 @@ def run_calls(client: ChatClient, calls: Sequence[PlannedCall], journal: Journal
 
 # --- command line --------------------------------------------------------------------------------
 
-def add_client_arguments(parser: argparse.ArgumentParser, *, default_max_tokens: int) -> None:
+def add_client_arguments(parser: argparse.ArgumentParser, *, default_max_new_tokens: int) -> None:
     """The endpoint flags (the same as every script's that talks to one: backends.endpoint), the generation
     settings of the requests and the run's own options."""
     group = parser.add_argument_group("model endpoint (any OpenAI-compatible API)")
     add_endpoint_arguments(group, model_required=True)
     group.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (default 0.8)")
-    group.add_argument("--max_tokens", type=int_at_least(1), default=default_max_tokens,
-                       help=f"completion token limit per request (default {default_max_tokens})")
+    group.add_argument("--max_new_tokens", type=int_at_least(1), default=default_max_new_tokens,
+                       help=f"tokens a reply may have at most (the request's max_tokens; default {default_max_new_tokens})")
+    add_hidden_alias(group, "--max_tokens", of="--max_new_tokens")
     group.add_argument("--price_input", type=float, default=None, help="USD per million prompt tokens (cost report)")
     group.add_argument("--price_output", type=float, default=None, help="USD per million completion tokens")
     parser.add_argument("--max_items", type=int_at_least(0), default=None,
@@ -169,7 +170,7 @@ def generation_client(args: argparse.Namespace) -> ChatClient:
     if args.price_input is not None or args.price_output is not None:
         prices = Prices(args.price_input or 0.0, args.price_output or 0.0)
     return client_from_args(args, prices=prices,
-                            default_params={"temperature": args.temperature, "max_tokens": args.max_tokens})
+                            default_params={"temperature": args.temperature, "max_tokens": args.max_new_tokens})
 
 
 def run_generator_cli(args: argparse.Namespace, generate: Callable[[ChatClient], Any]) -> int:

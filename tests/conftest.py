@@ -1,5 +1,6 @@
-"""Shared fixtures. Real material lives in ../shared (override with MMROLE_SHARED); tests that need
-it skip cleanly when it is absent."""
+"""Fixtures of every test. Real material lives in ../shared (override with MMROLE_SHARED); tests that need it
+skip cleanly when it is absent. The tests are grouped like the package (tests/common, qwen_vl, backends, data,
+finetune, eval, serve, demo; package-wide ones here); helpers they share are in tests/support/."""
 
 import os
 from pathlib import Path

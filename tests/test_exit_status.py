@@ -21,7 +21,7 @@ from PIL import Image
 
 from mmrole.common.prompts import ROLEPLAY_SYSTEM
 from mmrole.common.store import FolderLock
-from tests.openai_stub import Fault, OpenAIStub
+from tests.support.openai_stub import Fault, OpenAIStub
 
 from tests.support.scripts import REPO, load_script
 
@@ -304,6 +304,7 @@ def test_an_unwritable_output_folder_is_found_before_the_first_request(work):
     assert work.stub.completion_requests == []
 
 
+@pytest.mark.slow  # subprocesses under a file-size limit
 def test_a_full_disk_is_one_line_and_leaves_nothing_half_written(work):
     """A real write failure: the process may write files of at most 3000 bytes (RLIMIT_FSIZE; Python ignores
     SIGXFSZ, so the write fails with EFBIG as it would with ENOSPC on a full disk). The journal grows past it

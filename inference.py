@@ -18,9 +18,9 @@ model); 3 some samples not answered (listed; a rerun asks the failed ones again)
 import sys
 
 from mmrole.common.cli import ArgumentParser
-from mmrole.eval.cli import (add_backend_arguments, add_generation_arguments, add_io_arguments, generation_params,
-    refuse_inapplicable_flags, run_with_backend)
 from mmrole.eval.answer import answer_files
+from mmrole.eval.cli import (add_backend_arguments, add_generation_arguments, add_io_arguments, generation_params,
+                             refuse_inapplicable_flags, run_with_backend)
 
 
 def main(argv=None) -> int:

@@ -41,7 +41,8 @@ def parse_args(argv=None):
     parser.add_argument("--in_test_per_type", type=int_at_least(0), default=72,
                         help="sampled split: In-Test samples per dialogue type (default 72, as the paper)")
     add_check_images_arguments(parser, default=False,
-                               checked="skip (and list) samples whose image file is missing, instead of only counting them",
+                               checked="skip (and list) samples whose image file is missing, instead of only "
+                                       "counting them",
                                unchecked="keep samples whose image file is missing (they are counted)")
     parser.add_argument("--image_dir", default=None,
                         help="where the image files are looked up (default DATA_ROOT/images)")

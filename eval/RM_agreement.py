@@ -11,11 +11,11 @@ Exit status: 0 done (unpaired and unscored samples are listed); 1 a reviews file
 import os
 import sys
 
-from mmrole.common.cli import ArgumentParser, EXIT_OK, EXIT_UNUSABLE, EXIT_USAGE, add_hidden_alias, write_error_message
-from mmrole.eval.agreement import agreement_csv_text, agreement_table, format_agreement, paired_scores
-from mmrole.eval.files import REVIEW_KEY, SchemaError
+from mmrole.common.cli import EXIT_OK, EXIT_UNUSABLE, EXIT_USAGE, ArgumentParser, add_hidden_alias, write_error_message
 from mmrole.common.problems import print_problems
 from mmrole.common.store import atomic_write_text
+from mmrole.eval.agreement import agreement_csv_text, agreement_table, format_agreement, paired_scores
+from mmrole.eval.files import REVIEW_KEY, SchemaError
 
 
 def main(argv=None) -> int:

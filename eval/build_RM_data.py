@@ -14,13 +14,12 @@ such folder, no *.json in it).
 """
 import sys
 
-from mmrole.common.cli import (ArgumentParser, EXIT_OK, EXIT_UNUSABLE, EXIT_USAGE, add_check_images_arguments,
+from mmrole.common.cli import (EXIT_OK, EXIT_UNUSABLE, EXIT_USAGE, ArgumentParser, add_check_images_arguments,
                                add_hidden_alias, write_error_message)
-from mmrole.eval.files import input_files
-from mmrole.eval.rm_data import build_rm_data
-from mmrole.eval.files import SchemaError
 from mmrole.common.problems import print_problems
 from mmrole.common.store import atomic_write_json
+from mmrole.eval.files import SchemaError, input_files
+from mmrole.eval.rm_data import build_rm_data
 
 
 def main(argv=None) -> int:

@@ -14,7 +14,8 @@ SHARED = Path(os.environ.get("MMROLE_SHARED", REPO.parent / "shared")).resolve()
 # checkout's code: `pip install -e .` points `mmrole` at one checkout of possibly several on the machine. The
 # repository root first on PYTHONPATH wins over the installed one in every child process (pytest.ini's `pythonpath`
 # does the same for the tests themselves).
-os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))])
+_INHERITED = [path for path in os.environ.get("PYTHONPATH", "").split(os.pathsep) if path]
+os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), *_INHERITED])
 
 
 def _shared_path(*parts: str) -> Path:

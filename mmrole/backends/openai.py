@@ -12,8 +12,8 @@ import hashlib
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
-from .client import ChatCall, ChatClient, Completion, EndpointRejected, RequestFailed, image_data_url, system_message
 from .base import Backend, BackendError, ChatRequest, ChatResult, FatalBackendError, GenerationParams, Part
+from .client import ChatCall, ChatClient, Completion, EndpointRejected, RequestFailed, image_data_url, system_message
 
 
 def _content(parts: Sequence[Part], encode: Callable[[str], str] = image_data_url) -> Union[str, List[Dict[str, Any]]]:

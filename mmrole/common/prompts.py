@@ -2,7 +2,7 @@
 
 Released checkpoints (MMRole-Agent, MMRole-Eval_RM) were trained on exactly these bytes, so every
 string here is protocol: change nothing without a test against the published data
-(`tests/test_prompts.py`, `tests/test_build_data.py`). No other module may spell these strings.
+(`tests/common/test_prompts.py`, `tests/data/test_build.py`). No other module may spell these strings.
 """
 
 from __future__ import annotations

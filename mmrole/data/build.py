@@ -31,10 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from .raw import (DIALOGUE_TYPES, IN_DISTRIBUTION, OUT_OF_DISTRIBUTION, SOURCES, SPLITS, Annotations, Dialogue,
-    RawDataError, RawSplit, Skip, has_split, load_annotations, load_dialogues, load_split)
-from .samples import InstructionSample, dialogue_sample, dialogue_samples, split_sample_id
 from ..common.store import PathLike, atomic_text_writer, atomic_write_json, atomic_write_jsonl
+from .raw import (DIALOGUE_TYPES, IN_DISTRIBUTION, OUT_OF_DISTRIBUTION, SOURCES, SPLITS, Annotations, Dialogue,
+                  RawDataError, RawSplit, Skip, has_split, load_annotations, load_dialogues, load_split)
+from .samples import InstructionSample, dialogue_sample, dialogue_samples, split_sample_id
 
 
 @dataclass

@@ -38,9 +38,9 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..common.prompts import HUMAN_SPEAKER
-from .raw import (DIALOGUE_TYPES, OUT_OF_DISTRIBUTION, SPLITS, Dialogue, DialogueError, RawSplit, dialogue_files,
-    has_split, iter_dialogue_records, load_split, parse_dialogue, record_label)
 from ..common.store import PathLike, atomic_write_json, atomic_write_jsonl
+from .raw import (DIALOGUE_TYPES, OUT_OF_DISTRIBUTION, SPLITS, Dialogue, DialogueError, RawSplit, dialogue_files,
+                  has_split, iter_dialogue_records, load_split, parse_dialogue, record_label)
 
 
 TEXT_RULES = {

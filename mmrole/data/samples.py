@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Mapping, Tuple
 
-from ..common.list_format import from_list_format  # the user turn of Qwen-VL's fine-tuning format
+from ..common.list_format import from_list_format
 from ..common.prompts import CURIOUS_HUMAN, ROLEPLAY_SYSTEM, roleplay_prompt
 from ..common.store import PathLike
 from .raw import Annotations, Dialogue

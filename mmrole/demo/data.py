@@ -37,8 +37,8 @@ from PIL import Image, ImageDraw
 
 from ..common.cli import EXIT_UNUSABLE, EXIT_USAGE, ArgumentParser
 from ..common.prompts import HYPOTHETICAL_SCRIPT, language_of
-from ..data.raw import IN_DISTRIBUTION, OUT_OF_DISTRIBUTION, name_stem
 from ..common.store import atomic_write_json
+from ..data.raw import IN_DISTRIBUTION, OUT_OF_DISTRIBUTION, name_stem
 
 MANIFEST = "demo_manifest.json"
 IMAGE_SIZE = 224

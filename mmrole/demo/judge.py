@@ -31,13 +31,13 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Set, Tuple
 
-from .data import (COLOURS, CHARACTERS, DemoImage, character, colour_word, read_manifest, remark, shape_word,
-    join_sentences)
 from ..common.cli import EXIT_UNUSABLE, EXIT_USAGE, ArgumentParser
 from ..common.metrics import METRIC_NAMES
+from ..common.store import atomic_write_json
 from ..data.raw import IN_DISTRIBUTION, load_annotations, load_dialogues, load_split
 from ..data.samples import dialogue_samples
-from ..common.store import atomic_write_json
+from .data import (CHARACTERS, COLOURS, DemoImage, character, colour_word, join_sentences, read_manifest, remark,
+                   shape_word)
 
 JUDGE_SCORE_B = 9
 VARIANTS = ("faithful", "no_catchphrase", "wrong_colour", "word_salad", "other_character", "assistant", "off_topic",

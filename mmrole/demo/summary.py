@@ -17,11 +17,10 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from ..common.cli import ArgumentParser, add_hidden_alias
-from .data import character
-from ..eval.report import SPLITS
-from ..eval.files import input_files
-from ..eval.files import REVIEW_KEY, load_json_list, score_pair_of
 from ..common.store import atomic_write_json
+from ..eval.files import REVIEW_KEY, input_files, load_json_list, score_pair_of
+from ..eval.report import SPLITS
+from .data import character
 
 
 @dataclass

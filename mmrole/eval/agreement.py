@@ -17,8 +17,8 @@ from typing import Dict, List, Sequence, Tuple
 
 from ..common.metrics import METRIC_NAMES, score_ratio
 from ..common.problems import Problem
-from .files import ScorePair, SchemaError, read_reviews
 from ..common.store import PathLike
+from .files import SchemaError, ScorePair, read_reviews
 
 ALL_METRICS = "all metrics"  # the pooled row
 

@@ -14,12 +14,11 @@ from pathlib import Path
 from typing import List, Sequence, Union
 
 from ..backends.base import Backend, BackendError, ChatRequest, ChatResult, GenerationParams
-from .run import ERROR_STATUS, FileSummary, already_finished, open_result_journal, run_requests
-from .files import image_problems
-from ..common.prompts import ROLEPLAY_SYSTEM
 from ..common.problems import Problem
-from .files import SchemaError, TestSample, load_json_list, load_test_samples
+from ..common.prompts import ROLEPLAY_SYSTEM
 from ..common.store import PathLike, atomic_write_json
+from .files import SchemaError, TestSample, image_problems, load_json_list, load_test_samples
+from .run import ERROR_STATUS, FileSummary, already_finished, open_result_journal, run_requests
 
 
 def answer_request(sample: TestSample, image_dir: PathLike) -> ChatRequest:

@@ -18,10 +18,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from ..common.problems import Problem
-from ..common.metrics import METRIC_NAMES, score_pair_problem
-from ..common.store import PathLike
 from ..common.images import image_file_problem
+from ..common.metrics import METRIC_NAMES, score_pair_problem
+from ..common.problems import Problem
+from ..common.store import PathLike
 
 ScorePair = Tuple[float, float]
 

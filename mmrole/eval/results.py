@@ -22,8 +22,8 @@ from typing import Dict, List, Mapping, Optional, Tuple
 
 from ..common.metrics import METRIC_NAMES, mean_ratios
 from ..common.problems import Problem
-from .files import SchemaError, input_files, read_reviews
 from ..common.store import PathLike, atomic_write_text
+from .files import SchemaError, input_files, read_reviews
 
 Scores = Dict[str, float]  # metric name -> mean ratio
 

@@ -26,15 +26,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
-from .agreement import winner
 from ..backends.base import DEFAULT_SEED, Backend, BackendError, ChatRequest, ChatResult, GenerationParams
-from .run import ERROR_STATUS, FileSummary, ResultJournal, already_finished, open_result_journal, run_requests, seeded
-from .files import image_problems
 from ..common.metrics import METRIC_NAMES, parse_score_pair, score_pair_problem, score_ratio
-from ..common.prompts import EVALUATOR_SYSTEM, judge_prompt
-from .files import REVIEW_KEY, SWAPPED_REVIEW_KEY, SchemaError, TestSample, load_json_list, load_test_samples
 from ..common.problems import Problem
+from ..common.prompts import EVALUATOR_SYSTEM, judge_prompt
 from ..common.store import PathLike, atomic_write_json, atomic_write_text
+from .agreement import winner
+from .files import (REVIEW_KEY, SWAPPED_REVIEW_KEY, SchemaError, TestSample, image_problems, load_json_list,
+                    load_test_samples)
+from .run import ERROR_STATUS, FileSummary, ResultJournal, already_finished, open_result_journal, run_requests, seeded
 
 NORMAL, SWAPPED = "AB", "BA"  # AB: A = evaluated answer, B = ground truth (the protocol's order)
 EMPTY_ANSWER_POLICIES = ("skip", "judge")

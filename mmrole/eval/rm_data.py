@@ -13,14 +13,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List, Sequence, Tuple
 
-from .files import image_problems
-from ..common.metrics import ABBR_OF, METRIC_NAMES, parse_score_pair
-from ..common.prompts import EVALUATOR_SYSTEM
 from ..common.list_format import from_list_format
-from .review import NORMAL, SWAPPED, review_request
-from .files import REVIEW_KEY, SWAPPED_REVIEW_KEY, SchemaError, load_test_samples, score_pair_of
+from ..common.metrics import ABBR_OF, METRIC_NAMES, parse_score_pair
 from ..common.problems import Problem
+from ..common.prompts import EVALUATOR_SYSTEM
 from ..common.store import PathLike
+from .files import REVIEW_KEY, SWAPPED_REVIEW_KEY, SchemaError, image_problems, load_test_samples, score_pair_of
+from .review import NORMAL, SWAPPED, review_request
 
 
 def training_sample(sample_id: str, user_text: str, image: str, review: str) -> dict:

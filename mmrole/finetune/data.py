@@ -27,11 +27,10 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Uni
 import torch
 from torch.utils.data import Dataset
 
-from ..qwen_vl.image_processing_qwen import load_image, preprocess_image
-from ..qwen_vl.image_processing_qwen import span_image_path
 from ..common.problems import Problem
-from .preprocess import DEFAULT_SYSTEM, ROLES, USER, ChatMLEncoder, collate_padded
 from ..common.store import PathLike, atomic_write_jsonl
+from ..qwen_vl.image_processing_qwen import load_image, preprocess_image, span_image_path
+from .preprocess import DEFAULT_SYSTEM, ROLES, USER, ChatMLEncoder, collate_padded
 
 
 class DataFileError(ValueError):

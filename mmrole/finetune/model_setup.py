@@ -9,8 +9,8 @@ from typing import List, Optional
 
 import torch
 
-from ..qwen_vl.loading import check_model_folder, check_tokenizer_folder
 from ..common.store import PathLike
+from ..qwen_vl.loading import check_model_folder, check_tokenizer_folder
 
 
 def training_dtype(fp16: bool, bf16: bool) -> torch.dtype:

@@ -23,14 +23,11 @@ from transformers.trainer_utils import get_last_checkpoint
 from ..common.cli import redact_keys
 from .arguments import ARGUMENT_CLASSES
 from .cpu_distributed import install_cpu_gloo_backend
-from .data import (
-    BatchImageError, DataFileError, DataOptions, DataReport, ScanEntry, SupervisedCollator, build_dataset, write_report,
-)
+from .data import (BatchImageError, DataFileError, DataOptions, DataReport, ScanEntry, SupervisedCollator,
+                   build_dataset, write_report)
 from .loss import supervised_loss
-from .model_setup import (
-    apply_lora, check_q_lora, count_parameters, fix_vision_tower, load_for_training, load_training_tokenizer,
-    training_dtype,
-)
+from .model_setup import (apply_lora, check_q_lora, count_parameters, fix_vision_tower, load_for_training,
+                          load_training_tokenizer, training_dtype)
 
 SKIPPED_FILE = "skipped_samples.jsonl"
 

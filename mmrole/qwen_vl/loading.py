@@ -9,8 +9,8 @@ from typing import Optional, Union
 
 import torch
 
-from .configuration_qwen import CONFIG_FILE, check_qwen_config_file, local_folder
 from ..common.store import PathLike
+from .configuration_qwen import CONFIG_FILE, check_qwen_config_file, local_folder
 
 VOCAB_FILE = "qwen.tiktoken"
 ADAPTER_CONFIG_FILE = "adapter_config.json"

@@ -1,5 +1,5 @@
-"""The engine behind the server (mmrole.serve): concurrent chat requests decode together with continuous batching, in the
-same `DecodingBatch` (mmrole.qwen_vl.generation.continuous) that inference and review use.
+"""The engine behind the server (mmrole.serve): concurrent chat requests decode together with continuous batching,
+in the same `DecodingBatch` (mmrole.qwen_vl.generation.continuous) that inference and review use.
 
 One scheduler thread owns the model. Each turn of its loop
 - admits waiting jobs, oldest first, into free rows of the decoding batch: each prompt is prefilled alone, as

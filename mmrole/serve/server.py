@@ -50,7 +50,8 @@ from starlette.requests import ClientDisconnect
 
 from ..common.cli import ArgumentParser, add_hidden_alias  # no abbreviations, no keys on the command line
 from .api import (ApiError, CompletionRequest, RequestImages, ServeConfig, chunk_body, completion_body, error_body,
-    model_body, models_body, new_completion_id, parse_completion_request, serving_context, usage_chunk_body)
+                  model_body, models_body, new_completion_id, parse_completion_request, serving_context,
+                  usage_chunk_body)
 from .engine import ChatEngine, Completion, EngineClosed, EngineOverloaded, Job
 
 logger = logging.getLogger("mmrole.serve")

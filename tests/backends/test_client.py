@@ -9,7 +9,7 @@ import time
 import pytest
 
 from mmrole.backends.client import (ChatCall, ChatClient, EndpointRejected, MalformedResponse, Prices, RequestFailed,
-    image_data_url, redact, system_message, user_message)
+                                    image_data_url, redact, system_message, user_message)
 from tests.support.openai_stub import Fault, OpenAIStub, StubReply
 
 KEY = "sk-test-0123456789abcdefSECRET"

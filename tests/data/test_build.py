@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from mmrole.common.prompts import ROLEPLAY_SYSTEM
-from mmrole.data.build import BuildOptions, build, choose_test_samples, load_data, BuildResult
+from mmrole.data.build import BuildOptions, BuildResult, build, choose_test_samples, load_data
 from mmrole.data.raw import DIALOGUE_TYPES
 from tests.support.raw_data import OUT_ROLES, dialogue_file, edit_json, make_raw_tree, raw_records, train_ids
 from tests.support.scripts import load_script

@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 
 from mmrole.backends.client import ChatClient
+from mmrole.common.store import Journal
 from mmrole.data.build import BuildOptions, build
 from mmrole.data.generate.dialogues import DialogueOptions, generate_dialogues
-from mmrole.data.generate.prompts import COMMENT_QUESTIONS, DIALOGUE_SYSTEM, GENERATOR_SYSTEM, PROMPT_VERSION
 from mmrole.data.generate.profiles import ProfileOptions, generate_profiles
+from mmrole.data.generate.prompts import COMMENT_QUESTIONS, DIALOGUE_SYSTEM, GENERATOR_SYSTEM, PROMPT_VERSION
 from mmrole.data.raw import name_stem
-from mmrole.common.store import Journal
-from tests.support.raw_data import write_json
 from tests.support.openai_stub import Fault, OpenAIStub, StubReply
+from tests.support.raw_data import write_json
 from tests.support.scripts import load_script
 
 MODEL = "gpt-4-vision-stub"

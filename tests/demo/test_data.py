@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from mmrole.demo.data import CHARACTERS, MANIFEST, colour_word, shape_word, write_dataset
-from mmrole.demo.judge import PENALTIES, VARIANTS, write_reviews
 from mmrole.common.metrics import METRIC_NAMES, parse_score_pair
 from mmrole.common.prompts import language_of
+from mmrole.demo.data import CHARACTERS, MANIFEST, colour_word, shape_word, write_dataset
+from mmrole.demo.judge import PENALTIES, VARIANTS, write_reviews
 
 REPO = Path(__file__).resolve().parents[2]
 

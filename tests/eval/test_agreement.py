@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from mmrole.eval.agreement import ALL_METRICS, agreement_table, paired_scores
 from mmrole.common.metrics import METRIC_NAMES
+from mmrole.eval.agreement import ALL_METRICS, agreement_table, paired_scores
 
 from tests.support.scripts import load_script
 

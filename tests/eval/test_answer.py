@@ -8,8 +8,8 @@ import os
 import pytest
 
 from mmrole.backends.base import GenerationParams
-from mmrole.eval.answer import answer_files
 from mmrole.common.prompts import ROLEPLAY_SYSTEM
+from mmrole.eval.answer import answer_files
 from mmrole.eval.files import input_files
 
 from tests.support.replay import ReplayJudge, answers_with_images  # a replaying Backend (keyed by request key)

@@ -11,8 +11,8 @@ import pytest
 from mmrole.backends.base import GenerationParams
 from mmrole.common.metrics import METRIC_NAMES
 from mmrole.common.prompts import EVALUATOR_SYSTEM, judge_prompt
-from mmrole.eval.review import NORMAL, SWAPPED, ReviewConfig, review_files
 from mmrole.eval.files import input_files
+from mmrole.eval.review import NORMAL, SWAPPED, ReviewConfig, review_files
 from tests.support.replay import ReplayJudge, answers_with_images
 
 

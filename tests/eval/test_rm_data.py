@@ -3,7 +3,7 @@
 import json
 import os
 
-from mmrole.common.metrics import METRIC_NAMES, ABBR_OF
+from mmrole.common.metrics import ABBR_OF, METRIC_NAMES
 from mmrole.common.prompts import EVALUATOR_SYSTEM, judge_prompt
 
 from tests.support.scripts import load_script

@@ -8,12 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmrole.finetune.data import (
-    BatchImageError, DataFileError, DataOptions, SupervisedCollator, build_dataset, load_samples, read_records,
-)
+from mmrole.common.prompts import ROLEPLAY_SYSTEM
+from mmrole.finetune.data import (BatchImageError, DataFileError, DataOptions, SupervisedCollator, build_dataset,
+                                  load_samples, read_records)
 from mmrole.finetune.loss import supervised_loss
 from mmrole.finetune.preprocess import IGNORE_INDEX, ChatMLEncoder, original_preprocess
-from mmrole.common.prompts import ROLEPLAY_SYSTEM
 from mmrole.qwen_vl import QWenTokenizer, preprocess_images
 from mmrole.qwen_vl.tokenization_qwen import from_list_format
 from tests.support.training import character_image_samples, write_jsonl

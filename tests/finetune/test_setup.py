@@ -11,9 +11,8 @@ import torch
 
 from mmrole.finetune import cpu_distributed
 from mmrole.finetune.arguments import LoraArguments
-from mmrole.finetune.model_setup import (
-    apply_lora, check_q_lora, fix_vision_tower, merge_lora, q_lora_device_map, trainable_parameter_names,
-)
+from mmrole.finetune.model_setup import (apply_lora, check_q_lora, fix_vision_tower, merge_lora, q_lora_device_map,
+                                         trainable_parameter_names)
 from mmrole.finetune.train import FinetuneTrainer, RunSetupError, main, parse_arguments, resume_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]

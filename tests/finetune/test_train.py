@@ -14,10 +14,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from mmrole.demo.tiny import write_tiny_checkpoint
 from mmrole.finetune.data import DataOptions, SupervisedCollator, build_dataset
 from mmrole.qwen_vl.loading import load_model_and_tokenizer
 from mmrole.qwen_vl.tokenization_qwen import from_list_format
-from mmrole.demo.tiny import write_tiny_checkpoint
 from tests.support.training import character_image_samples, write_jsonl
 
 REPO = Path(__file__).resolve().parents[2]

@@ -11,12 +11,12 @@ from transformers import (AutoModelForCausalLM, AutoTokenizer, GenerationConfig,
                           StoppingCriteriaList, TextIteratorStreamer)
 
 import mmrole  # noqa: F401  (registers the qwen model type)
-from mmrole.qwen_vl.generation import continuous
-from mmrole.qwen_vl.chat_format import get_stop_words_ids, make_context
-from mmrole.qwen_vl.generation.continuous import DecodeTask, generate_greedy
-from mmrole.qwen_vl.generation.chat import (FORCED_EOS_SCORE, StopWordsLogitsProcessor, continuous_batching_applies,
-                                       iter_batch_chat_detailed)
 from mmrole.demo.tiny import TinySizes, write_tiny_checkpoint
+from mmrole.qwen_vl.chat_format import get_stop_words_ids, make_context
+from mmrole.qwen_vl.generation import continuous
+from mmrole.qwen_vl.generation.chat import (FORCED_EOS_SCORE, StopWordsLogitsProcessor, continuous_batching_applies,
+                                            iter_batch_chat_detailed)
+from mmrole.qwen_vl.generation.continuous import DecodeTask, generate_greedy
 
 IM_START, IM_END, EOD = 151644, 151645, 151643
 REF_MAX_NEW_TOKENS = 24  # what the reference chats used (greedy)

@@ -13,8 +13,8 @@ from transformers import AutoConfig, AutoModelForCausalLM
 import mmrole  # noqa: F401  (registers the qwen model type)
 from mmrole.qwen_vl import modeling_qwen
 from mmrole.qwen_vl.configuration_qwen import QWenConfig
-from mmrole.qwen_vl.modeling_qwen import QWenLMHeadModel, dynamic_ntk_alpha
 from mmrole.qwen_vl.image_processing_qwen import find_image_spans
+from mmrole.qwen_vl.modeling_qwen import QWenLMHeadModel, dynamic_ntk_alpha
 
 LOGITS_ATOL = 1e-4
 IMG_START, IMG_END, IMG_PAD = 151857, 151858, 151859

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from mmrole.serve.server import start_server
 from mmrole.serve.api import ServeConfig
+from mmrole.serve.server import start_server
 
 from tests.support.serve import MODEL_NAME
 

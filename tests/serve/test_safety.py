@@ -13,8 +13,8 @@ import threading
 
 import pytest
 
-from mmrole.serve.server import read_api_key, parse_args, start_server
 from mmrole.serve.api import LOCAL_PATH_REFUSED, ApiError, RequestImages, ServeConfig, chat_request, serving_context
+from mmrole.serve.server import parse_args, read_api_key, start_server
 
 from tests.support.serve import MODEL_NAME, assert_clean_error, data_url, png_bytes, raw_request
 

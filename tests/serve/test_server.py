@@ -23,8 +23,8 @@ import pytest
 from PIL import Image
 
 from mmrole.common.list_format import from_list_format
-from mmrole.serve.server import start_server
 from mmrole.serve.api import ApiError, RequestImages, ServeConfig, chat_request, generation_params
+from mmrole.serve.server import start_server
 from tests.support.scripts import REPO, load_script
 
 from tests.support.serve import (API_KEY, MAX_TOKENS, MODEL_NAME, assert_clean_error, data_url, expected_chat,

@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from mmrole.backends.hf import HFBackend
-from mmrole.serve.server import start_server
 from mmrole.serve.api import ServeConfig
+from mmrole.serve.server import start_server
 
 MODEL_NAME = "tiny-agent"
 API_KEY = "sk-serve-test-0123456789abcdef"

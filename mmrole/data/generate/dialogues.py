@@ -41,16 +41,16 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from ...backends.client import ChatCall, ChatClient, Completion, MalformedResponse, system_message, user_message
-from ..filter import FilterConfig, TextRules
-from .prompts import (COMMENT_QUESTIONS, DIALOGUE_SYSTEM, comment_prompt, human_role_prompt, inter_role_prompt,
-    parse_json_reply)
-from .runner import (PlannedCall, RunSummary, generator_stamp, open_journal, rejected_before, result_of, run_calls,
-    skipped_lines)
-from ...common.prompts import HUMAN_SPEAKER
-from ..raw import (DIALOGUE_TYPES, ID_MARKERS, OUT_OF_DISTRIBUTION, Annotations, Character, DialogueError, RawSplit,
-    Skip, dialogue_files, iter_dialogue_records, load_annotations, load_split, name_stem, parse_dialogue)
 from ...common.images import image_file_problem
+from ...common.prompts import HUMAN_SPEAKER
 from ...common.store import PathLike, atomic_write_json
+from ..filter import FilterConfig, TextRules
+from ..raw import (DIALOGUE_TYPES, ID_MARKERS, OUT_OF_DISTRIBUTION, Annotations, Character, DialogueError, RawSplit,
+                   Skip, dialogue_files, iter_dialogue_records, load_annotations, load_split, name_stem, parse_dialogue)
+from .prompts import (COMMENT_QUESTIONS, DIALOGUE_SYSTEM, comment_prompt, human_role_prompt, inter_role_prompt,
+                      parse_json_reply)
+from .runner import (PlannedCall, RunSummary, generator_stamp, open_journal, rejected_before, result_of, run_calls,
+                     skipped_lines)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 _K = re.compile(r"_(\d+)$")

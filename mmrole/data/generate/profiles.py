@@ -29,16 +29,16 @@ from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from ...backends.client import (ChatCall, ChatClient, Completion, MalformedResponse, RequestFailed, system_message,
-    user_message)
-from ..filter import FilterConfig, language_problem
-from .prompts import (DETAILED_FIELDS, GENERATOR_SYSTEM, META_FIELDS, condensed_profile_prompt, detailed_profile_prompt,
-    hypothetical_people_prompt, meta_source_text, parse_json_reply)
-from .runner import (PlannedCall, RunSummary, generator_stamp, open_journal, record_rejection, rejected_before, result_of,
-    run_calls, skipped_lines)
+                                user_message)
 from ...common.progress import progress_bar
 from ...common.prompts import HYPOTHETICAL_SCRIPT, language_of
-from ..raw import DialogueError, name_stem, read_json, read_required_json, read_roles
 from ...common.store import PathLike, atomic_write_json
+from ..filter import FilterConfig, language_problem
+from ..raw import DialogueError, name_stem, read_json, read_required_json, read_roles
+from .prompts import (DETAILED_FIELDS, GENERATOR_SYSTEM, META_FIELDS, condensed_profile_prompt, detailed_profile_prompt,
+                      hypothetical_people_prompt, meta_source_text, parse_json_reply)
+from .runner import (PlannedCall, RunSummary, generator_stamp, open_journal, record_rejection, rejected_before,
+                     result_of, run_calls, skipped_lines)
 
 SOURCE_FOLDERS = {"English": "raw_info_en", "Chinese": "raw_info_zh"}
 
@@ -274,7 +274,8 @@ def _hypothetical_people(client, options, roles, journal, report, log) -> List[s
         if record is None:
             continue
         for person in record["value"]:
-            atomic_write_json(paths.meta(person["name"]), {**person, "generator": generator_stamp(record["model"])}, final_newline=False)
+            atomic_write_json(paths.meta(person["name"]), {**person, "generator": generator_stamp(record["model"])},
+                              final_newline=False)
             people.append(person["name"])
     members = roles.setdefault(HYPOTHETICAL_SCRIPT, [])
     members += [name for name in people if name not in members]
@@ -322,7 +323,8 @@ def _detailed_stage(client, options, paths, names, script_of, journal, report, l
                        desc="detailed profiles", log=log, retry_rejected=options.retry_rejected)
     report.stages["detailed profiles"] = summary
     for name, record in _finished(calls, journal):
-        atomic_write_json(paths.detailed(name), {**record["value"], "generator": generator_stamp(record["model"])}, final_newline=False)
+        atomic_write_json(paths.detailed(name), {**record["value"], "generator": generator_stamp(record["model"])},
+                          final_newline=False)
 
 
 def _read_detailed(path: Path) -> Tuple[Optional[Dict[str, str]], str]:

@@ -25,13 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
+from ...backends.client import ChatCall, ChatClient, EndpointRejected, Prices, RequestFailed
+from ...backends.endpoint import add_endpoint_arguments, client_from_args
 from ...common.cli import (EXIT_INCOMPLETE, EXIT_OK, EXIT_UNUSABLE, EXIT_USAGE, WRITE_ERRNOS, add_hidden_alias,
                            folder_error_text, int_at_least, redact_keys, worst_status, write_error_message)
-from ...backends.client import ChatCall, ChatClient, EndpointRejected, Prices, RequestFailed
-from .prompts import PROMPT_VERSION
 from ...common.progress import progress_bar
 from ...common.store import CorruptJournal, FolderBusy, Journal, PathLike, claim_output_folder
-from ...backends.endpoint import add_endpoint_arguments, client_from_args
+from .prompts import PROMPT_VERSION
 
 JOURNAL_DIR = ".generation"  # beside profiles/ and dialogues/ in the output folder
 REJECTED = "rejected"  # the status of a journal entry whose replies were all turned down
@@ -152,7 +152,8 @@ def add_client_arguments(parser: argparse.ArgumentParser, *, default_max_new_tok
     add_endpoint_arguments(group, model_required=True)
     group.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (default 0.8)")
     group.add_argument("--max_new_tokens", type=int_at_least(1), default=default_max_new_tokens,
-                       help=f"tokens a reply may have at most (the request's max_tokens; default {default_max_new_tokens})")
+                       help=f"tokens a reply may have at most (the request's max_tokens; "
+                            f"default {default_max_new_tokens})")
     add_hidden_alias(group, "--max_tokens", of="--max_new_tokens")
     group.add_argument("--price_input", type=float, default=None, help="USD per million prompt tokens (cost report)")
     group.add_argument("--price_output", type=float, default=None, help="USD per million completion tokens")

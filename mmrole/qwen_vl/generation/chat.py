@@ -5,9 +5,9 @@ top_p, top_k, do_sample, ...) unless a `generation_config` or keyword arguments 
 The stop words of chatml are `<|im_end|>` and `<|im_start|>`: once a row has generated one, the next step is
 forced to `<|endoftext|>` (score 2**15), and generation of that row ends there.
 
-`batch_chat` with greedy decoding uses continuous batching (see generation/continuous.py): every query is prefilled alone,
-decodes in a shared batch of at most batch_size rows, and leaves it when it ends, its place going to the next
-query. Otherwise (sampling, or settings only transformers' `generate` implements) it left-pads the prompts of
+`batch_chat` with greedy decoding uses continuous batching (see continuous.py beside this module): every query is
+prefilled alone, decodes in a shared batch of at most batch_size rows, and leaves it when it ends, its place going to
+the next query. Otherwise (sampling, or settings only transformers' `generate` implements) it left-pads the prompts of
 each batch into one `generate` call (the scripts' sampling: a seed set per batch, as the original).
 
 `prepare_chat` turns one prompt into a task for a `DecodingBatch` that a caller drives itself (the server):

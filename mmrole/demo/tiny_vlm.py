@@ -102,6 +102,10 @@ class TinyVLMSizes:
     max_position_embeddings: int = 32768
     min_pixels: int = 28 * 28 * 4
     max_pixels: int = 28 * 28 * 16
+    # Weights are normal(0, init_std / 1000) (an int flag like the sizes): 0.2, ten times transformers' 0.02,
+    # because at 0.02 every prompt of a model this small gets the same token over and over; at 0.2 greedy answers
+    # depend on the prompt, which the tests of batching need.
+    init_std_per_mille: int = 200
 
     def validate(self) -> None:
         if min(asdict(self).values()) < 1:
@@ -193,22 +197,23 @@ def tiny_qwen2_5_vl_config(sizes: TinyVLMSizes = TinyVLMSizes()):
     sizes.validate()
     half_head = sizes.hidden_size // sizes.num_heads // 2  # rotary frequencies, split over time, height, width
     mrope_section = [half_head - 2 * (half_head * 3 // 8), half_head * 3 // 8, half_head * 3 // 8]
+    init_std = sizes.init_std_per_mille / 1000
     text = dict(
-        vocab_size=VOCAB_SIZE, hidden_size=sizes.hidden_size, intermediate_size=4 * sizes.hidden_size,
+        initializer_range=init_std, vocab_size=VOCAB_SIZE, hidden_size=sizes.hidden_size, intermediate_size=4 * sizes.hidden_size,
         num_hidden_layers=sizes.num_layers, num_attention_heads=sizes.num_heads,
         num_key_value_heads=sizes.num_kv_heads, max_position_embeddings=sizes.max_position_embeddings,
         rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": mrope_section},
         bos_token_id=ENDOFTEXT_ID, eos_token_id=IM_END_ID, tie_word_embeddings=True,
     )
     vision = dict(
-        depth=sizes.vision_layers, hidden_size=sizes.vision_hidden_size, intermediate_size=2 * sizes.vision_hidden_size,
+        initializer_range=init_std, depth=sizes.vision_layers, hidden_size=sizes.vision_hidden_size, intermediate_size=2 * sizes.vision_hidden_size,
         num_heads=sizes.vision_heads, out_hidden_size=sizes.hidden_size, patch_size=14, spatial_merge_size=2,
         temporal_patch_size=2, window_size=56, fullatt_block_indexes=[sizes.vision_layers - 1],
     )
     return Qwen2_5_VLConfig(
         text_config=text, vision_config=vision, image_token_id=IMAGE_TOKEN_ID, video_token_id=VIDEO_TOKEN_ID,
         vision_start_token_id=VISION_START_ID, vision_end_token_id=VISION_END_ID, tie_word_embeddings=True,
-        architectures=["Qwen2_5_VLForConditionalGeneration"],
+        initializer_range=init_std, architectures=["Qwen2_5_VLForConditionalGeneration"],
     )
 
 

@@ -8,7 +8,8 @@ requests are generated in batches of `batch_size` with left padding, longest pro
 together have similar lengths. Greedy answers equal one-at-a-time `generate` (tested on a tiny Qwen2.5-VL).
 
 Generation settings are the checkpoint's generation_config.json unless GenerationParams overrides them (greedy ->
-do_sample=False; max_new_tokens, temperature, top_p, stop strings, the sampling seed per batch); a checkpoint that
+do_sample=False, otherwise do_sample=True with the checkpoint's temperature/top_p/top_k; max_new_tokens,
+temperature, top_p, stop strings, the sampling seed per batch); a checkpoint that
 sets no max_new_tokens gets DEFAULT_MAX_NEW_TOKENS (transformers' own default, 20 tokens in all, is no answer).
 bfloat16 on a GPU that supports it (else float16), float32 on CPU. Loading is local only: a missing folder is an
 error, never a hub download, and a downloaded folder's own code is never run (no trust_remote_code).
@@ -189,7 +190,8 @@ class TransformersBackend(Backend):
         kwargs: Dict[str, Any] = {}
         if params.greedy:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        else:
+        else:  # not --no_random: sample (the original's meaning), with the checkpoint's knobs unless overridden
+            kwargs["do_sample"] = True
             if params.temperature is not None:
                 kwargs["temperature"] = params.temperature
             if params.top_p is not None:

@@ -81,9 +81,11 @@ def load_processor(model_path: Union[str, os.PathLike]):
     folder = local_checkpoint(model_path)
     try:
         return AutoProcessor.from_pretrained(folder, local_files_only=True)
-    except ImportError:
+    except (ImportError, OSError, ValueError):  # the video processor: needs torchvision, or finds no config of its own
+        if is_torchvision_available():
+            raise
         config = AutoConfig.from_pretrained(folder, local_files_only=True)
-        if is_torchvision_available() or type(config) not in PROCESSOR_MAPPING:
+        if type(config) not in PROCESSOR_MAPPING:
             raise
         processor_class = _without_video_processor(PROCESSOR_MAPPING[type(config)])
         return processor_class.from_pretrained(folder, local_files_only=True)

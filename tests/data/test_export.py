@@ -4,12 +4,12 @@ The role-play prompts come from records build_data.py wrote from the real raw da
 text with those records' own bytes (and with the protocol's system prompt), never with the exporter's output."""
 
 import json
-import shutil
 
 import pytest
 
 from mmrole.common.prompts import EVALUATOR_SYSTEM, ROLEPLAY_SYSTEM
 from mmrole.data.export import RecordError, dataset_info_entry, list_format_parts
+from tests.support.raw_data import real_slice
 from tests.support.scripts import load_script
 
 export = load_script("data_prep/export.py")
@@ -18,24 +18,9 @@ build_data = load_script("data_prep/build_data.py")
 
 @pytest.fixture(scope="module")
 def built(mmrole_data, tmp_path_factory):
-    """build_data.py on a slice of the real raw data: the Toy Story characters (their images are in the
+    """build_data.py on a slice of the real raw data: Woody's character-image dialogues (their images are in the
     snapshot), all three dialogue types."""
-    raw = tmp_path_factory.mktemp("slice") / "MMRole-Data"
-    profiles = raw / "profiles" / "in-distribution"
-    profiles.mkdir(parents=True)
-    source = mmrole_data / "profiles" / "in-distribution"
-    roles = {"Toy Story": json.loads((source / "roles.json").read_text(encoding="utf-8"))["Toy Story"]}
-    (profiles / "roles.json").write_text(json.dumps(roles, ensure_ascii=False))
-    all_profiles = json.loads((source / "profiles.json").read_text(encoding="utf-8"))
-    (profiles / "profiles.json").write_text(json.dumps({n: all_profiles[n] for n in roles["Toy Story"]},
-                                                       ensure_ascii=False))
-    for kind in ("comment", "human-role", "inter-role"):
-        (raw / "dialogues" / "in-distribution" / kind).mkdir(parents=True)
-        shutil.copy(mmrole_data / "dialogues" / "in-distribution" / kind / "Woody_script.json",
-                    raw / "dialogues" / "in-distribution" / kind / "Woody_script.json")
-    (raw / "images").mkdir()
-    shutil.copytree(mmrole_data / "images" / "Toy_Story", raw / "images" / "Toy_Story")
-    shutil.copy(mmrole_data / "images" / "annotations.json", raw / "images" / "annotations.json")
+    raw = real_slice(mmrole_data, tmp_path_factory.mktemp("slice") / "MMRole-Data")
     out = raw.parent / "data"
     assert build_data.main(["--data_root", str(raw), "--output_dir", str(out), "--in_test_per_type", "1"]) == 0
     return raw, out

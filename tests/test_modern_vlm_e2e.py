@@ -11,6 +11,7 @@ turns restricts the labels to the assistant's answer."""
 import csv
 import json
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -118,3 +119,29 @@ def test_fine_tune_a_current_vlm_with_trl_then_evaluate_it_here(mmrole_data, mmr
         rows = {row["model"]: row for row in csv.DictReader(handle)}
     assert MODEL in rows and "mmrole-agent" in rows
     print(f"\nend to end: {time.monotonic() - started:.1f} s, losses {losses}")
+
+
+def test_trl_learns_only_the_answer_with_the_released_qwen2_5_vl_template_too(tiny_qwen2_5_vl, tmp_path):
+    """docs/training.md's claim for released checkpoints, whose template has no `{% generation %}` markers: TRL
+    swaps in its own marked variant of the Qwen2.5-VL template. The released template is the one TRL ships."""
+    import trl
+    from datasets import Dataset
+    from PIL import Image
+
+    released = (Path(trl.__file__).parent / "chat_templates" / "qwen2_5_vl.jinja").read_text(encoding="utf-8")
+    assert "generation %}" not in released
+    folder = tmp_path / "released-template"
+    folder.mkdir()
+    for item in tiny_qwen2_5_vl.iterdir():
+        (folder / item.name).symlink_to(item)
+    (folder / "chat_template.json").unlink()
+    (folder / "chat_template.json").write_text(json.dumps({"chat_template": released}))
+    Image.new("RGB", (64, 48), "red").save(tmp_path / "image.png")
+    record = {"messages": [{"role": "system", "content": [{"type": "text", "text": "You are Woody."}]},
+                           {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Who is this?"}]},
+                           {"role": "assistant", "content": [{"type": "text", "text": "Buzz Lightyear!"}]}],
+              "images": [str(tmp_path / "image.png")]}
+    (tmp_path / "one.jsonl").write_text(json.dumps(record) + "\n")
+    trainer, processor, dataset = fine_tune(folder, tmp_path / "one.jsonl", tmp_path / "run")
+    assert processor.chat_template == released
+    assert learned_text(processor, trainer.data_collator([dict(dataset[0])])) == "Buzz Lightyear!<|im_end|>\n"

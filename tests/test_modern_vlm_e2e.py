@@ -125,7 +125,6 @@ def test_trl_learns_only_the_answer_with_the_released_qwen2_5_vl_template_too(ti
     """docs/training.md's claim for released checkpoints, whose template has no `{% generation %}` markers: TRL
     swaps in its own marked variant of the Qwen2.5-VL template. The released template is the one TRL ships."""
     import trl
-    from datasets import Dataset
     from PIL import Image
 
     released = (Path(trl.__file__).parent / "chat_templates" / "qwen2_5_vl.jinja").read_text(encoding="utf-8")

@@ -81,3 +81,24 @@ def test_the_other_backends_options_are_refused(work, tiny_qwen2_5_vl, capsys):
         with pytest.raises(SystemExit) as exit_:
             inference.main(_args(work_dir, tiny_qwen2_5_vl, work_dir / "x", *flag))
         assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_sample_longer_than_the_context_is_one_line_and_the_others_are_answered(work, tiny_qwen2_5_vl, capsys):
+    """A checkpoint whose context is 1,500 tokens: the published prompts (2,900-3,900 characters, about 700-950
+    tokens) fit; the third sample's prompt said four times (about 2,700 tokens) does not."""
+    work_dir, samples = work
+    short = work_dir / "short-context"
+    shutil.copytree(tiny_qwen2_5_vl, short)
+    config = json.loads((short / "config.json").read_text())
+    config["text_config"]["max_position_embeddings"] = 1500
+    (short / "config.json").write_text(json.dumps(config))
+    samples[2]["conversations"][0]["value"] *= 4
+    (work_dir / "test" / "comment_test.json").write_text(json.dumps(samples, ensure_ascii=False, indent=4))
+    out = work_dir / "answers"
+    assert inference.main(_args(work_dir, short, out)) == 3
+    err = capsys.readouterr().err
+    long_lines = [line for line in err.splitlines() if samples[2]["id"] in line]
+    assert len(long_lines) == 1 and "comment_test.json" in long_lines[0] and f"checkpoint {short}" in long_lines[0]
+    assert "longer than the model's context of 1500 tokens" in long_lines[0] and "Traceback" not in err
+    answered = json.loads((out / "comment_test.json").read_text())
+    assert ["answer" in s["conversations"][1] for s in answered] == [True, False, False]  # the second: its image

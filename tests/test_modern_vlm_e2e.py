@@ -53,8 +53,8 @@ def fine_tune(checkpoint, data_file, output_dir):
     model = AutoModelForImageTextToText.from_pretrained(checkpoint, dtype=torch.float32, local_files_only=True)
     args = SFTConfig(output_dir=str(output_dir), assistant_only_loss=True, max_length=None, max_steps=3,
                      per_device_train_batch_size=1, learning_rate=3e-3, lr_scheduler_type="constant", warmup_steps=0,
-                     logging_steps=1, save_strategy="no", report_to="none", use_cpu=True, gradient_checkpointing=False,
-                     dataloader_num_workers=0, seed=0)
+                     logging_steps=1, save_strategy="no", report_to="none", use_cpu=True,
+                     activation_checkpointing=False, dataloader_num_workers=0, seed=0)
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor)
     return trainer, processor, dataset
 

@@ -46,3 +46,11 @@ def mmrole_reference() -> Path:
 def qwen_reference() -> Path:
     """Outputs of the original Qwen-VL-Chat code on a tiny random checkpoint."""
     return _shared_path("qwen_vl_reference")
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2_5_vl(tmp_path_factory) -> Path:
+    """A tiny random Qwen2.5-VL checkpoint (`python -m mmrole.tiny --family qwen2_5_vl`), made once per session."""
+    from mmrole.demo.tiny_vlm import write_tiny_vlm
+
+    return write_tiny_vlm(tmp_path_factory.mktemp("tiny-qwen2_5_vl") / "checkpoint", seed=0)

@@ -149,9 +149,9 @@ def test_a_key_on_the_command_line_is_refused_without_repeating_it(work, capsys)
     (["--api_key_e", "OTHER_KEY"], "API keys are not taken on the command line"),  # never read as --api_key_env
     (["--input_di", "x"], "unrecognized arguments"),  # no prefix matching
     (["--concurren", "3"], "unrecognized arguments"),
-    (["--batch_size", "4"], "--batch_size applies to --backend hf only"),
+    (["--batch_size", "4"], "--batch_size applies to --backend hf or transformers only"),
     (["--use_lora"], "--use_lora applies to --backend hf only"),
-    (["--model_path", "x"], "--model_path applies to --backend hf only"),
+    (["--model_path", "x"], "--model_path applies to --backend hf or transformers only"),
     (["--no_random", "--temperature", "0.9"], "--temperature has no effect with --no_random"),
     (["--no_random", "--top_p", "0.5"], "--top_p has no effect with --no_random"),
     (["--concurrency", "0"], "must be at least 1"),

@@ -1,4 +1,5 @@
-"""Backends: local Qwen-VL (`hf`) and any OpenAI-compatible endpoint (`openai`)."""
+"""Backends: local Qwen-VL (`hf`), any OpenAI-compatible endpoint (`openai`) and any local image-text-to-text
+checkpoint through transformers (`transformers`)."""
 
 from .base import Backend, BackendError, ChatRequest, ChatResult, GenerationParams, Part
 
@@ -6,9 +7,9 @@ __all__ = ["Backend", "BackendError", "ChatRequest", "ChatResult", "GenerationPa
 
 
 def make_backend(name: str, **options) -> Backend:
-    """A backend by name: "hf" (mmrole.backends.hf.HFBackend) or "openai"
-    (mmrole.backends.openai.OpenAIBackend); options go to its constructor. Imported lazily so
-    that the openai backend never loads torch."""
+    """A backend by name: "hf" (mmrole.backends.hf.HFBackend), "openai" (mmrole.backends.openai.OpenAIBackend)
+    or "transformers" (mmrole.backends.transformers.TransformersBackend); options go to its constructor.
+    Imported lazily so that the openai backend never loads torch."""
     if name == "hf":
         from .hf import HFBackend
 
@@ -17,4 +18,8 @@ def make_backend(name: str, **options) -> Backend:
         from .openai import OpenAIBackend
 
         return OpenAIBackend(**options)
-    raise ValueError(f"unknown backend {name!r}; expected 'hf' or 'openai'")
+    if name == "transformers":
+        from .transformers import TransformersBackend
+
+        return TransformersBackend(**options)
+    raise ValueError(f"unknown backend {name!r}; expected 'hf', 'openai' or 'transformers'")

@@ -10,6 +10,7 @@ import abc
 import hashlib
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 # A message part in Qwen-VL's list format: {"text": "..."} or {"image": "<local path>"}.
@@ -63,6 +64,15 @@ class ChatRequest:
         history = [(shown(turn), reply) for turn, reply in self.history]
         text = json.dumps([self.system, history, shown(self.query)], ensure_ascii=False, sort_keys=True)
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def file_digest(path: str) -> str:
+    """An image as a backend that sends or decodes its bytes sees it (rather than by its path): journals notice new
+    content at the same path, and another spelling of the same folder changes nothing."""
+    try:
+        return "sha256:" + hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:  # the request fails when it is run; its digest can only name the path
+        return "unreadable:" + path
 
 
 DEFAULT_SEED = 1234  # the original scripts seeded torch with it

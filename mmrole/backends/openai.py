@@ -8,11 +8,10 @@ user/assistant messages. Concurrency, retries, secrets and accounting are the cl
 from __future__ import annotations
 
 import functools
-import hashlib
-from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
-from .base import Backend, BackendError, ChatRequest, ChatResult, FatalBackendError, GenerationParams, Part
+from .base import (Backend, BackendError, ChatRequest, ChatResult, FatalBackendError, GenerationParams, Part,
+                   file_digest)
 from .client import ChatCall, ChatClient, Completion, EndpointRejected, RequestFailed, image_data_url, system_message
 
 
@@ -75,7 +74,7 @@ class OpenAIBackend(Backend):
         self.send_seed = send_seed
         # The 8 judge requests of a sample share one image: encode it once, not 8 times.
         self._encode = functools.lru_cache(maxsize=32)(image_data_url)
-        self._image_digest = functools.lru_cache(maxsize=4096)(_file_digest)
+        self._image_digest = functools.lru_cache(maxsize=4096)(file_digest)
 
     def generate_iter(
         self, requests: Sequence[ChatRequest], params: GenerationParams
@@ -121,13 +120,6 @@ class OpenAIBackend(Backend):
 
     def close(self) -> None:
         self.client.close()
-
-
-def _file_digest(path: str) -> str:
-    try:
-        return "sha256:" + hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    except OSError:  # the request fails when it is built; its digest can only name the path
-        return "unreadable:" + path
 
 
 def _result(completion: Completion) -> ChatResult:

@@ -184,6 +184,9 @@ def build_parser() -> ArgumentParser:
         description="Write a tiny random Qwen-VL-Chat-format checkpoint (real vocabulary, random weights) "
         "for tests and the demo. Same seed and sizes give identical weights.",
     )
+    parser.add_argument("--family", choices=("qwen_vl",), default="qwen_vl", metavar="{qwen_vl,qwen2_5_vl}",
+                        help="qwen_vl (default): Qwen-VL-Chat. `--family qwen2_5_vl` writes a tiny Qwen2.5-VL instead "
+                             "(its flags: python -m mmrole.tiny --family qwen2_5_vl --help)")
     parser.add_argument("--output_dir", required=True, help="folder to write the checkpoint into")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the weights (default 0)")
     defaults = TinySizes()

@@ -16,10 +16,12 @@ from ..common.cli import (EXIT_UNUSABLE, EXIT_USAGE, WRITE_ERRNOS, ArgumentParse
                           int_at_least, redact_keys, worst_status, write_error_message)
 
 
-BACKENDS = ("hf", "openai")
-BACKEND_ONLY_FLAGS = {
-    "hf": ("model_path", "use_lora", "device", "dtype", "batch_size"),
+BACKENDS = ("hf", "openai", "transformers")
+LOCAL_MODEL_FLAGS = ("model_path", "device", "dtype", "batch_size")
+BACKEND_FLAGS = {  # the options each backend takes; any other backend's option is refused
+    "hf": LOCAL_MODEL_FLAGS + ("use_lora",),
     "openai": ENDPOINT_FLAGS,
+    "transformers": LOCAL_MODEL_FLAGS,
 }
 
 
@@ -28,12 +30,15 @@ def add_backend_arguments(parser: argparse.ArgumentParser, *, backend: str, mode
     backend's are the endpoint flags every script that talks to an endpoint has (backends.client)."""
     group = parser.add_argument_group("backend")
     group.add_argument("--backend", choices=BACKENDS, default=backend,
-                       help=f"hf: local Qwen-VL checkpoint; openai: any OpenAI-compatible endpoint (default {backend})")
-    group = parser.add_argument_group("--backend hf: a local Qwen-VL-Chat-format checkpoint")
+                       help="hf: local Qwen-VL checkpoint; openai: any OpenAI-compatible endpoint; transformers: any "
+                            f"local image-text-to-text checkpoint (Qwen2.5-VL, LLaVA-OneVision, ...) (default {backend})")
+    group = parser.add_argument_group("--backend hf or transformers: a local checkpoint (hf: Qwen-VL-Chat format; "
+                                      "transformers: any AutoModelForImageTextToText folder with a chat template)")
     group.add_argument("--model_path", default=model_path, help="checkpoint folder")
-    group.add_argument("--use_lora", action="store_true", help="--model_path holds a LoRA adapter")
+    group.add_argument("--use_lora", action="store_true", help="--model_path holds a LoRA adapter (hf only)")
     group.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    group.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: float32 on cpu)")
+    group.add_argument("--dtype", default=None,
+                       help="float32, bfloat16 or float16 (default: float32 on cpu, bfloat16 on a gpu that has it)")
     group.add_argument("--batch_size", type=int_at_least(1), default=8, help="requests per forward pass (default 8)")
     add_endpoint_arguments(parser.add_argument_group("--backend openai: any OpenAI-compatible endpoint"), model=model)
 
@@ -58,11 +63,14 @@ def refuse_inapplicable_flags(parser: argparse.ArgumentParser, args: argparse.Na
     """A usage error (exit 2) for flags written out that would be ignored: the other backend's options, and
     sampling settings with --no_random unless something still samples (sampling_used: review retries)."""
     given = given_flags(parser, argv)
-    other = "openai" if args.backend == "hf" else "hf"
-    problems = [f"--{dest} applies to --backend {other} only" for dest in BACKEND_ONLY_FLAGS[other] if dest in given]
+    problems = []
+    for dest in dict.fromkeys(flag for flags in BACKEND_FLAGS.values() for flag in flags):
+        if dest in given and dest not in BACKEND_FLAGS[args.backend]:
+            takers = " or ".join(name for name in BACKENDS if dest in BACKEND_FLAGS[name])
+            problems.append(f"--{dest} applies to --backend {takers} only")
     if args.no_random and not sampling_used:
-        # hf greedy decoding uses no seed; an openai endpoint still gets the seed it is given
-        unused = ("temperature", "top_p") + (("seed",) if args.backend == "hf" else ())
+        # local greedy decoding uses no seed; an openai endpoint still gets the seed it is given
+        unused = ("temperature", "top_p") + (("seed",) if args.backend != "openai" else ())
         problems += [f"--{dest} has no effect with --no_random (greedy decoding)" for dest in unused if dest in given]
     if problems:
         parser.error("; ".join(problems))
@@ -78,12 +86,15 @@ def generation_params(args: argparse.Namespace) -> GenerationParams:
 
 
 def backend_from_args(args: argparse.Namespace):
-    """The Backend the flags ask for (imports torch only for hf)."""
+    """The Backend the flags ask for (imports torch only for the local ones)."""
     from ..backends import make_backend
 
     if args.backend == "hf":
         return make_backend("hf", model_path=args.model_path, use_lora=args.use_lora, device=args.device,
                             dtype=args.dtype, batch_size=args.batch_size)
+    if args.backend == "transformers":
+        return make_backend("transformers", model_path=args.model_path, device=args.device, dtype=args.dtype,
+                            batch_size=args.batch_size)
     return make_backend("openai", client=client_from_args(args), send_seed=args.seed is not None)
 
 

@@ -12,29 +12,25 @@ Before training every sample is checked once (`scan`): its structure, its images
 token length (so truncation is counted and length-grouped batching needs no second pass). A sample that cannot be
 trained on is reported with its id and left out: malformed JSON, an unknown role, no assistant turn, a missing or
 unreadable image, or no assistant token left within model_max_length. Tensors are built when a sample is drawn.
+
+The data file is read with mmrole.common.records.read_records (shared with data_prep/export.py).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import re
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch.utils.data import Dataset
 
 from ..common.problems import Problem
+from ..common.records import DataFileError, read_records  # noqa: F401  (DataFileError: part of this module's API)
 from ..common.store import PathLike, atomic_write_jsonl
 from ..qwen_vl.image_processing_qwen import load_image, preprocess_image, span_image_path
 from .preprocess import DEFAULT_SYSTEM, ROLES, USER, ChatMLEncoder, collate_padded
-
-
-class DataFileError(ValueError):
-    """A data file that cannot be read at all (the message names the file and the place)."""
 
 
 class BatchImageError(RuntimeError):
@@ -72,37 +68,6 @@ class DataOptions:
 
 
 # --- reading and checking records ---------------------------------------------------------------------------
-
-def read_records(path: PathLike) -> Tuple[List[Tuple[str, object]], List[Problem]]:
-    """[(place, record)] from a JSON list ("#index") or JSON lines ("line N"); malformed lines become Problems.
-
-    A JSON list that does not parse cannot be split into samples: DataFileError names the line and column.
-    """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise DataFileError(f"cannot read the data file {path}: {err}") from err
-    if text.lstrip().startswith("["):
-        try:
-            records = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise DataFileError(
-                f"{path}: malformed JSON at line {err.lineno}, column {err.colno}: {err.msg} "
-                "(a JSON list cannot be read past an error; JSON lines files skip only the bad line)"
-            ) from err
-        return [(f"#{i}", record) for i, record in enumerate(records)], []
-    entries, problems = [], []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            entries.append((f"line {number}", json.loads(line)))
-        except json.JSONDecodeError as err:
-            sample_id = _id_in_text(line) or f"at line {number}"
-            problems.append(Problem(str(path), sample_id, f"malformed JSON: line {number}, column {err.colno}: {err.msg}"))
-    return entries, problems
-
 
 def check_record(record: object, place: str, path: PathLike) -> Union[TrainSample, Problem]:
     """A TrainSample, or a Problem naming the sample (its id, else its place in the file) and what is wrong."""
@@ -244,12 +209,6 @@ class DataReport:
 def _reason(message: str) -> str:
     """The kind of a problem: every message starts with it, details follow the first colon."""
     return message.split(":")[0]
-
-
-def _id_in_text(line: str) -> Optional[str]:
-    """The "id" of a record that does not parse, when it can still be read off the text."""
-    match = re.search(r'"id"\s*:\s*"((?:[^"\\]|\\.)*)"', line)
-    return match.group(1) if match else None
 
 
 # --- dataset and collator -------------------------------------------------------------------------------------

@@ -149,3 +149,24 @@ def train_ids(path: Path):
                 break
             ids.append(json.loads(line.rstrip().rstrip(","))["id"])
     return ids
+
+
+def real_slice(mmrole_data: Path, root: Path, script: str = "Toy Story", owner: str = "Woody") -> Path:
+    """A slice of the real raw MMRole-Data in the raw layout under root: the script's characters and profiles, the
+    owner's character-image dialogues of all three types, the script's images (in the snapshot) and annotations."""
+    source = mmrole_data / "profiles" / "in-distribution"
+    roles = {script: json.loads((source / "roles.json").read_text(encoding="utf-8"))[script]}
+    profiles = json.loads((source / "profiles.json").read_text(encoding="utf-8"))
+    write_json(root / "profiles" / "in-distribution" / "roles.json", roles)
+    write_json(root / "profiles" / "in-distribution" / "profiles.json", {name: profiles[name] for name in roles[script]})
+    for kind in ("comment", "human-role", "inter-role"):
+        name = f"{owner.replace(' ', '_')}_script.json"
+        target = root / "dialogues" / "in-distribution" / kind / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes((mmrole_data / "dialogues" / "in-distribution" / kind / name).read_bytes())
+    folder = SCRIPT_FOLDERS[script]
+    for image in sorted((mmrole_data / "images" / folder).iterdir()):
+        (root / "images" / folder).mkdir(parents=True, exist_ok=True)
+        (root / "images" / folder / image.name).write_bytes(image.read_bytes())
+    (root / "images" / "annotations.json").write_bytes((mmrole_data / "images" / "annotations.json").read_bytes())
+    return root

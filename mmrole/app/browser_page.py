@@ -184,11 +184,12 @@ def sample_image(sample: Sample, image_dir: Optional[Path]):
 
 
 def problems_html(problems: List[str], limit: int = 30) -> str:
+    """Files or items a folder could not offer, listed (escaped) as a warning; the rest of the page works."""
     if not problems:
-        return "<div id='eval-problems-text'></div>"
+        return "<div class='problems'></div>"
     items = "".join(f"<li>{html.escape(p)}</li>" for p in problems[:limit])
     more = f"<li>… and {len(problems) - limit} more</li>" if len(problems) > limit else ""
-    return f"<div id='eval-problems-text' class='status-error'>⚠ <ul>{items}{more}</ul></div>"
+    return f"<div class='problems status-warning'>⚠ not shown:<ul>{items}{more}</ul></div>"
 
 
 def choices_of(folder: EvalFolder) -> Dict[str, List]:

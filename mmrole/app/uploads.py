@@ -34,7 +34,7 @@ def check_upload(path: PathLike, *, max_bytes: int = int(DEFAULT_MAX_MB * 2**20)
     except OSError:
         raise UploadError(f"{name}: the upload cannot be read; upload it again") from None
     if size > max_bytes:
-        raise UploadError(f"{name}: the file has {size / 2**20:.1f} MB; at most {max_bytes / 2**20:g} MB are "
+        raise UploadError(f"{name}: the file has {size / 2**20:.1f} MB; at most {max_bytes / 2**20:.3g} MB are "
                           "accepted")
     if image_type(head) is None:
         raise UploadError(f"{name}: not an image (JPEG, PNG, GIF or WebP expected)")

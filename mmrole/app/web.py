@@ -25,6 +25,7 @@ from .uploads import UploadError
 CSS = """
 .plain { white-space: pre-wrap; }
 .status-error { color: #b00020; font-weight: 600; }
+.status-warning { color: #8a5300; font-size: 0.9em; }
 table.answers { width: 100%; table-layout: fixed; border-collapse: collapse; }
 table.reviews th:first-child { width: 11em; }
 table.answers td, table.answers th { vertical-align: top; text-align: left; padding: 6px; border: 1px solid #ddd; }
@@ -69,7 +70,8 @@ def _chat_tab(page: ChatPage, concurrency: int) -> None:
             image_pick = gr.Dropdown(page.book.pickable_images(), value=None, label="Pick an image of the data",
                                      elem_id="image-pick")
             upload = gr.File(file_types=["image"], label="or upload an image", elem_id="upload")
-            preview = gr.Image(label="The image", interactive=False, elem_id="preview", height=220)
+            preview = gr.Image(label="The image", interactive=False, elem_id="preview", height=220,
+                               buttons=["fullscreen"])
             greedy = gr.Checkbox(value=page.greedy, label="greedy decoding (as inference.py --no_random)",
                                  elem_id="greedy")
             max_new = gr.Slider(1, 2048, value=page.max_new_tokens, step=1, label="max new tokens",
@@ -78,14 +80,15 @@ def _chat_tab(page: ChatPage, concurrency: int) -> None:
             backend = page.replies.describe() if page.replies else "no model (start with --model_path or --base_url)"
             gr.Markdown(f"Replies from: {backend}", elem_id="backend")
             chatbot = gr.Chatbot(label="Conversation", elem_id="chatbot", render_markdown=False, height=460,
-                                 feedback_options=None)
+                                 feedback_options=None, buttons=["copy", "copy_all"])
             status = gr.HTML(status_html(), elem_id="chat-status")
             message = gr.Textbox(label="Your message", elem_id="message", lines=2)
             with gr.Row():
                 send = gr.Button("Send", variant="primary", elem_id="send")
                 opens = gr.Button("Let the character open (inter-role)", elem_id="character-opens")
                 new = gr.Button("New conversation", elem_id="new-conversation")
-            with gr.Accordion("The exact prompt (what the evaluation sends for this turn)", open=False):
+            with gr.Accordion("The exact prompt (what the evaluation sends for this turn)", open=False,
+                              elem_id="prompt-accordion"):
                 prompt = gr.Textbox(lines=12, max_lines=40, show_label=False, interactive=False, elem_id="prompt",
                                     buttons=["copy"])
     card, partner = setup["card"], setup["partner"]
@@ -98,23 +101,28 @@ def _chat_tab(page: ChatPage, concurrency: int) -> None:
         value = choice.partner if choice.partner in partners else None
         choice.partner = value
         state.turns = []
-        return (state, page.card(choice), gr.update(choices=partners, value=value), [], status_html(), "")
+        written = gr.update(open=True) if choice.source == WRITTEN else gr.update()
+        return (state, page.card(choice), gr.update(choices=partners, value=value), [], status_html(), "", written)
 
+    setup_outputs = [state, card, partner, chatbot, status, prompt, setup["written_box"]]
     for control in (setup["mode"], setup["source"], setup["character"], partner):
-        control.input(on_setup, [state, *setup_inputs], [state, card, partner, chatbot, status, prompt])
+        control.input(on_setup, [state, *setup_inputs], setup_outputs)
     for control in (setup["written_name"], setup["written_script"], setup["written_profile"]):
-        control.blur(on_setup, [state, *setup_inputs], [state, card, partner, chatbot, status, prompt])
+        control.blur(on_setup, [state, *setup_inputs], setup_outputs)
 
     def on_image(state: ChatState, picked: Optional[str], uploaded: Optional[str], source: str):
+        """A picked or uploaded image starts a new conversation about it; the upload box is emptied either way, ready
+        for the next upload (the preview shows the image in use)."""
         try:
             image = page.picked_image(picked) if source == "pick" else page.uploaded_image(uploaded)
         except UploadError as e:
-            return state, gr.update(), status_html(str(e)), gr.update()
+            return state, gr.update(), status_html(str(e)), gr.update(), None
         state.image, state.turns = image, []
-        return state, _picture(image.path), status_html(), []
+        return state, _picture(image.path), status_html(), [], None
 
-    image_pick.input(lambda s, p: on_image(s, p, None, "pick"), [state, image_pick], [state, preview, status, chatbot])
-    upload.upload(lambda s, u: on_image(s, None, u, "upload"), [state, upload], [state, preview, status, chatbot])
+    image_outputs = [state, preview, status, chatbot, upload]
+    image_pick.input(lambda s, p: on_image(s, p, None, "pick"), [state, image_pick], image_outputs)
+    upload.upload(lambda s, u: on_image(s, None, u, "upload"), [state, upload], image_outputs)
 
     def run_turn(message_text: Optional[str], state: ChatState, *values):
         *setup_values, greedy_value, max_new_value = values
@@ -138,15 +146,16 @@ def _setup_controls(page: ChatPage) -> dict:
                                   label="Character", elem_id="source")
     controls["character"] = gr.Dropdown(page.character_choices(), value=None, label="The character the model plays",
                                         elem_id="character")
-    with gr.Accordion("Write a profile (choose 'written here' above)", open=not has_folder):
+    controls["card"] = gr.HTML(elem_id="character-card")
+    controls["partner"] = gr.Dropdown([], value=None, label="The character you play (inter-role)", elem_id="partner")
+    with gr.Accordion("Write a profile (choose 'written here' above)", open=not has_folder,
+                      elem_id="written-profile-box") as controls["written_box"]:
         controls["written_name"] = gr.Textbox(label="Name", elem_id="written-name")
         controls["written_script"] = gr.Textbox(label="Script (e.g. Harry Potter, or Hypothetical Characters)",
                                                 elem_id="written-script")
         controls["written_profile"] = gr.Textbox(label="Profile (markdown: brief introduction, personality, life "
                                                        "story, relationships, catchphrases)", lines=6,
                                                  elem_id="written-profile")
-    controls["partner"] = gr.Dropdown([], value=None, label="The character you play (inter-role)", elem_id="partner")
-    controls["card"] = gr.HTML(elem_id="character-card")
     if page.book.problems:
         gr.HTML(problems_html([f"in the profiles folder: {p}" for p in page.book.problems]),
                 elem_id="profile-problems")
@@ -168,11 +177,14 @@ class _BrowserTab:
         self._tables(folder)
         self.controls = self._controls(folder)
         self.samples = gr.Dataframe(headers=SAMPLE_HEADERS, interactive=False, elem_id="samples", max_height=320,
+                                    column_widths=["46%", "14%", "9%", "8%", "8%", "8%", "7%"],
                                     label="Samples (scores: evaluated / ground truth; click a row to show it)")
         with gr.Row():
-            self.image = gr.Image(label="Image", interactive=False, elem_id="sample-image", height=260, scale=1,
-                                  min_width=220)
-            self.detail = gr.HTML(elem_id="sample-detail", scale=3)
+            with gr.Column(scale=1, min_width=220):
+                self.image = gr.Image(label="Image", interactive=False, elem_id="sample-image", height=260,
+                                      buttons=["fullscreen"])
+            with gr.Column(scale=3):
+                self.detail = gr.HTML(elem_id="sample-detail")
         self.link = gr.Textbox(label="Link to this view", interactive=False, elem_id="view-link", buttons=["copy"])
         self.query = gr.Textbox(visible="hidden", elem_id="view-query")
         self.outputs = [self.samples, self.controls[-1], self.image, self.detail, self.query, self.view_problems]
@@ -184,14 +196,11 @@ class _BrowserTab:
     def _tables(self, folder: EvalFolder) -> None:
         with gr.Accordion("Table 5 and the radar chart", open=True):
             if folder.table:
-                with gr.Row():
-                    with gr.Column(scale=3):
-                        gr.Dataframe(table_rows(folder), headers=TABLE_HEADERS, interactive=False, elem_id="table5",
-                                     max_height=420, label="Table 5, computed from the result CSVs as eval/report.py "
-                                                           "computes it")
-                    with gr.Column(scale=2):
-                        gr.Image(radar_image(folder), label="Radar chart", interactive=False, elem_id="radar",
-                                 height=420)
+                gr.Dataframe(table_rows(folder), headers=TABLE_HEADERS, interactive=False, elem_id="table5",
+                             max_height=420, column_widths=["28%"] + ["8%"] * 9,
+                             label="Table 5, computed from the result CSVs as eval/report.py computes it")
+                gr.Image(radar_image(folder), label="Radar chart", interactive=False, elem_id="radar", height=460,
+                         buttons=["fullscreen", "download"])
             if folder.published_table:
                 with gr.Accordion("table5.csv shipped with the folder", open=False):
                     gr.Dataframe(published_rows(folder), headers=TABLE_HEADERS, interactive=False,
@@ -231,9 +240,10 @@ class _BrowserTab:
     def show(self, *values) -> list:
         return self.render(view_from_controls(*values))
 
-    def pick_row(self, *values, evt: gr.SelectData) -> list:
+    def pick_row(self, split, dialogue_type, character, metric, model_a, model_b, sort, sample,
+                 evt: gr.SelectData) -> list:
         row = evt.row_value or []
-        view = view_from_controls(*values)
+        view = view_from_controls(split, dialogue_type, character, metric, model_a, model_b, sort, sample)
         return self.render(View(**{**view.__dict__, "sample": row[0] if row else view.sample}))
 
     def wire_load(self, app: gr.Blocks, tabs: gr.Tabs) -> None:

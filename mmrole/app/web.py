@@ -102,9 +102,11 @@ def _chat_tab(page: ChatPage, concurrency: int) -> None:
         choice.partner = value
         state.turns = []
         written = gr.update(open=True) if choice.source == WRITTEN else gr.update()
-        return (state, page.card(choice), gr.update(choices=partners, value=value), [], status_html(), "", written)
+        from_folder = gr.update(interactive=choice.source != WRITTEN)  # one character at a time
+        return (state, page.card(choice), gr.update(choices=partners, value=value), [], status_html(), "", written,
+                from_folder)
 
-    setup_outputs = [state, card, partner, chatbot, status, prompt, setup["written_box"]]
+    setup_outputs = [state, card, partner, chatbot, status, prompt, setup["written_box"], setup["character"]]
     for control in (setup["mode"], setup["source"], setup["character"], partner):
         control.input(on_setup, [state, *setup_inputs], setup_outputs)
     for control in (setup["written_name"], setup["written_script"], setup["written_profile"]):

@@ -70,10 +70,10 @@ def free_port():
         return probe.getsockname()[1]
 
 
-def launch(page, folder):
+def launch(page, folder, image_dir=None):
     from mmrole.app.web import CSS, build_app, theme
 
-    app = build_app(page, folder, None, concurrency=8)
+    app = build_app(page, folder, image_dir, concurrency=8)
     app.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
                ssr_mode=False, footer_links=[], theme=theme(), css=CSS, max_file_size=2**20)
     return app
@@ -85,7 +85,7 @@ def app(folders, backend):
     replies = LocalReplies(backend, batch_size=4)
     page = ChatPage(load_character_book(folders["data"] / "profiles"), replies, max_image_bytes=200_000,
                     max_image_pixels=4096 * 4096, greedy=True, max_new_tokens=TOKENS)
-    running = launch(page, load_eval_folder(folders["eval"]))
+    running = launch(page, load_eval_folder(folders["eval"]), folders["data"] / "images")
     yield running
     running.close()
     replies.close()
@@ -354,7 +354,12 @@ def test_the_browser_shows_a_known_sample_its_reviews_and_scores(app, browser, f
     assert "mmrole-agent " + " ".join(agent[1:]) in " ".join(table.split())  # the paper's In-Test row, from the CSVs
     assert css(browser, "#radar img")
     assert "broken-model/comment_test.json: malformed JSON" in by_id(browser, "eval-problems").text
+    assert "(not shown: no readable image at " in detail  # the COCO images are not in the data's images folder
     screenshot(browser, shots, "browser-known-sample")
+    open_page(browser, f"{app.local_url}?tab=eval&sample=in/comment/Thor_comment_script_10_1")
+    wait_for(lambda: "Thor_comment_script_10_1" in by_id(browser, "sample-detail").text, "a sample with its image")
+    assert "The_Avengers/11.jpg" in by_id(browser, "sample-detail").text and css(browser, "#sample-image img")
+    screenshot(browser, shots, "browser-sample-image")
 
 
 def test_two_models_side_by_side_and_a_link_that_reopens_the_view(app, browser, mmrole_reference, shots):

@@ -99,14 +99,14 @@ def load_eval_folder(path: PathLike) -> EvalFolder:
     """Everything the browser shows of one folder; unreadable files are listed in `problems`."""
     folder = EvalFolder(Path(path))
     for split in SPLITS:
-        reviewed = set()
+        reviewed = set()  # (model, file name): a reviews file holds the answers too
         for model_dir in _model_folders(folder.path, split, "reviews"):
-            reviewed.add(model_dir.name)
             for file in sorted(model_dir.glob("*_test.json")):
+                reviewed.add((model_dir.name, file.name))
                 _read_file(folder, split, model_dir.name, file, with_reviews=True)
-        for model_dir in _model_folders(folder.path, split, "answers"):
-            if model_dir.name not in reviewed:  # a reviews file holds the answers too
-                for file in sorted(model_dir.glob("*_test.json")):
+        for model_dir in _model_folders(folder.path, split, "answers"):  # answers not reviewed (yet): shown alone
+            for file in sorted(model_dir.glob("*_test.json")):
+                if (model_dir.name, file.name) not in reviewed:
                     _read_file(folder, split, model_dir.name, file, with_reviews=False)
     _read_tables(folder)
     if not folder.samples and not folder.table:

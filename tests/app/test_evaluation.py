@@ -100,3 +100,25 @@ def test_damaged_and_empty_folders_are_named(tmp_path, mmrole_reference):
     empty = load_eval_folder(tmp_path / "in-test_results" / "gpt-4-turbo")
     assert empty.samples == {} and empty.table == []
     assert "no evaluation files here (expected the published layout" in empty.problems[0]
+
+
+def test_a_folder_as_demo_sh_leaves_it(tmp_path, mmrole_reference):
+    """demo.sh's eval/ folder: one model's answers with the runs' journals beside them, reviews of some files (the
+    reviewer's lock file in its folder) and no result CSVs yet: shown as far as it goes, with nothing called broken."""
+    answers = tmp_path / "in-test_answers" / "demo-agent"
+    shutil.copytree(mmrole_reference / "in-test_answers" / "mmrole-agent", answers)
+    reviews = tmp_path / "in-test_reviews" / "demo-agent"
+    reviews.mkdir(parents=True)
+    shutil.copy(mmrole_reference / "in-test_reviews" / "mmrole-agent" / "comment_test.json", reviews)
+    for folder in (answers, reviews):
+        (folder / "human-role_test.journal.jsonl").write_text('{"id": "x", "status": "ok", "answer": "a"}\n')
+    (reviews / ".mmrole.lock").write_text("pid 1 host h\n")
+    folder = load_eval_folder(tmp_path)
+    assert folder.problems == [] and folder.models == ["demo-agent"] and folder.table == []
+    published = {t: json.loads((answers / f"{t}_test.json").read_text()) for t in ("comment", "human-role")}
+    assert sum(s.split == "in" for s in folder.samples.values()) == len(folder.samples) == \
+        sum(len(json.loads(p.read_text())) for p in answers.glob("*_test.json"))
+    comment = folder.samples[f"in/comment/{published['comment'][0]['id']}"].outputs["demo-agent"]
+    assert comment.answer == published["comment"][0]["conversations"][1]["answer"] and len(comment.reviews) == 8
+    human = folder.samples[f"in/human-role/{published['human-role'][0]['id']}"].outputs["demo-agent"]
+    assert human.answer == published["human-role"][0]["conversations"][1]["answer"] and human.reviews == {}

@@ -197,7 +197,11 @@ class _BrowserTab:
 
     def _tables(self, folder: EvalFolder) -> None:
         with gr.Accordion("Table 5 and the radar chart", open=True):
-            if folder.table:
+            if not folder.table:
+                gr.Markdown("No result CSVs here yet (`{in,out}-test_results/<model>/`, written by "
+                            "`eval/RM_result.py`), so no Table 5: the samples below show what there is.",
+                            elem_id="no-table5")
+            else:
                 gr.Dataframe(table_rows(folder), headers=TABLE_HEADERS, interactive=False, elem_id="table5",
                              max_height=420, column_widths=["28%"] + ["8%"] * 9,
                              label="Table 5, computed from the result CSVs as eval/report.py computes it")

@@ -399,6 +399,7 @@ def test_two_models_side_by_side_and_a_link_that_reopens_the_view(app, browser, 
 def test_an_empty_evaluation_folder_is_named(down_app, browser, shots):
     open_page(browser, f"{down_app.local_url}?tab=eval")
     wait_for(lambda: "no evaluation files here" in by_id(browser, "eval-problems").text, "the empty folder's note")
+    assert "No result CSVs here yet" in by_id(browser, "no-table5").text and not css(browser, "#table5")
     screenshot(browser, shots, "browser-empty-folder")
 
 

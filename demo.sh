@@ -133,3 +133,4 @@ step "eval/report.py: Table 5 and charts"
 "$PYTHON" -m mmrole.demo.summary --eval_dir "$OUT/eval" --report_dir "$OUT/report" --models demo-agent \
     --output_file "$OUT/summary.json"
 echo "demo finished in $(( SECONDS - STARTED )) s; everything is in $OUT/"
+echo "to browse these results and talk with the demo agent: $PYTHON app.py --profiles $DATA/profiles --model_path $OUT/checkpoints/demo-agent --eval_dir $OUT/eval --image_dir $IMAGES --no_random"

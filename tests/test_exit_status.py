@@ -376,7 +376,7 @@ def test_temporary_files_of_killed_writes_are_removed_and_only_those(work, capsy
 
 SCRIPTS = ("inference.py", "eval/GPT_review.py", "eval/RM_review.py", "eval/RM_result.py", "eval/report.py",
            "eval/build_RM_data.py", "eval/RM_agreement.py", "data_prep/build_data.py", "data_prep/filter_dialogues.py",
-           "data_prep/gen_profiles.py", "data_prep/gen_dialogues.py", "finetune/merge_lora.py")
+           "data_prep/gen_profiles.py", "data_prep/gen_dialogues.py", "finetune/merge_lora.py", "app.py")
 
 
 def _script_mains():

@@ -1,17 +1,18 @@
 """The package layout shows the pipeline: the import graph of mmrole/ (every import, also those inside functions)
 has no cycle, and a stage imports only itself and the stages below it:
 
-    common  <-  qwen_vl  <-  backends  <-  data | finetune | eval | serve  <-  demo
+    common  <-  qwen_vl  <-  backends  <-  data | finetune | eval | serve  <-  demo | app
 
 data, finetune, eval and serve are siblings: none imports another (each needs only the shared pieces below it), so
-each can be read, tested and changed on its own. demo runs the whole pipeline, so it sits on top."""
+each can be read, tested and changed on its own. demo runs the whole pipeline, and app (the web pages) shows data,
+evaluation and serving to people: both sit on top, siblings again."""
 
 import ast
 from pathlib import Path
 from typing import Dict, List, Set
 
 PACKAGE = Path(__file__).resolve().parents[1] / "mmrole"
-RANK = {"common": 0, "qwen_vl": 1, "backends": 2, "data": 3, "finetune": 3, "eval": 3, "serve": 3, "demo": 4}
+RANK = {"common": 0, "qwen_vl": 1, "backends": 2, "data": 3, "finetune": 3, "eval": 3, "serve": 3, "demo": 4, "app": 4}
 # Modules outside the stage folders: the package itself (it registers qwen_vl, and the top may import anything),
 # and `python -m mmrole.tiny`, the command of demo/tiny.py.
 OUTSIDE = {"mmrole": ("package", 5), "mmrole.tiny": ("demo", RANK["demo"])}

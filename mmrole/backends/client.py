@@ -49,7 +49,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import openai
 
@@ -333,6 +333,52 @@ class ChatClient:
                 future.cancel()
             pool.shutdown(wait=True, cancel_futures=True)
 
+    def chat_stream(self, messages: Sequence[Message], *, label: str = "stream", **params: Any) -> Iterator[str]:
+        """One call with `stream: true`: the reply's text, piece by piece as it arrives. Failures before the first
+        piece are retried as every call is; once text has arrived a failure ends the call (another attempt would
+        repeat what the caller already has). Raises RequestFailed (its message redacted) when the call fails, and
+        EndpointRejected when the endpoint refuses the key or the model (then, as for `chat`, every later call)."""
+        if self._rejected is not None:
+            raise self._rejected
+        with self._usage_lock:
+            self.usage.calls += 1
+        call = ChatCall(messages=list(messages), params=params, label=label)
+        stream, attempts = self._open_stream(call)
+        try:
+            with stream:
+                for chunk in stream:
+                    choices = getattr(chunk, "choices", None) or []
+                    piece = getattr(getattr(choices[0], "delta", None), "content", None) if choices else None
+                    if piece:
+                        yield piece
+        except (openai.APIError, json.JSONDecodeError, ValueError) as e:  # the stream broke off after it began
+            raise self._failed(call, self._redact(f"the reply broke off: {type(e).__name__}: {e}"), attempts,
+                               True) from None
+        with self._usage_lock:
+            self.usage.succeeded += 1
+
+    def _open_stream(self, call: ChatCall) -> Tuple[Any, int]:
+        """(the opened stream, attempts made), retrying as _run does; raises RequestFailed or EndpointRejected."""
+        message = "no attempt made"
+        for attempt in range(1, self.max_attempts + 1):
+            with self._usage_lock:
+                self.usage.attempts += 1
+                self.usage.retries += attempt > 1
+            try:
+                return self._create(list(call.messages), {**self.default_params, **call.params, "stream": True}), attempt
+            except _Retryable as e:
+                message = self._redact(str(e))
+                if attempt < self.max_attempts:
+                    self._sleep(self._delay(attempt, e.retry_after))
+            except openai.APIStatusError as e:
+                message = self._redact(f"HTTP {e.status_code}: {_error_text(e)}")
+                if e.status_code in REJECTED_STATUS:
+                    self._reject(e.status_code, message)
+                    self._failed(call, message, attempt, False, log=False)
+                    raise self._rejected from None
+                raise self._failed(call, message, attempt, False) from None
+        raise self._failed(call, message, self.max_attempts, True)
+
     def close(self) -> None:
         self._sdk.close()
 
@@ -403,10 +449,11 @@ class ChatClient:
                 f"{where} answered {message}: {REJECTED_STATUS[status]}, so no request can succeed; stopped at once "
                 f"({hint})")
 
-    def _attempt(self, call: ChatCall, messages: List[Message]) -> Completion:
-        params = {**self.default_params, **call.params}
+    def _create(self, messages: List[Message], params: Dict[str, Any]) -> Any:
+        """One request to the endpoint: its response (a stream with `stream=True`); _Retryable for what another
+        attempt may fix, openai.APIStatusError for what it cannot."""
         try:
-            response = self._sdk.chat.completions.create(model=self.model, messages=messages, **params)
+            return self._sdk.chat.completions.create(model=self.model, messages=messages, **params)
         except (openai.APITimeoutError, openai.APIConnectionError) as e:
             raise _Retryable(f"{type(e).__name__}: {e}") from None
         except openai.APIStatusError as e:
@@ -415,6 +462,9 @@ class ChatClient:
             raise
         except (json.JSONDecodeError, openai.APIResponseValidationError) as e:
             raise _Retryable(f"malformed response body ({type(e).__name__}: {e})") from None
+
+    def _attempt(self, call: ChatCall, messages: List[Message]) -> Completion:
+        response = self._create(messages, {**self.default_params, **call.params})
         if isinstance(response, str):  # some SDK paths hand back the raw text of a non-JSON body
             raise _Retryable("malformed response body (not a JSON object)")
         completion = self._completion(call, response)

@@ -74,7 +74,7 @@ class IntervalSettings:
         return np.random.default_rng([self.seed, zlib.crc32(key.encode("utf-8"))])
 
 
-def _stratum_means(values: np.ndarray, positions: np.ndarray) -> np.ndarray:
+def stratum_means(values: np.ndarray, positions: np.ndarray) -> np.ndarray:
     """Per-metric mean over the samples at `positions` (shape (..., n)) of a (samples x metrics) array: (..., metrics).
     A metric without any score among them is nan."""
     # How often each sample was drawn, per resample: (resamples, samples); then sums and counts are two matrix
@@ -110,7 +110,7 @@ def cells(means: Sequence[np.ndarray], weights: np.ndarray) -> np.ndarray:
 
 def point_cells(values: Sequence[np.ndarray], weights: np.ndarray) -> np.ndarray:
     """The cells of every row (rows x 9) from all samples (no resampling)."""
-    return cells([_stratum_means(v, np.arange(len(v))) for v in values], weights)
+    return cells([stratum_means(v, np.arange(len(v))) for v in values], weights)
 
 
 @dataclass(frozen=True)
@@ -137,7 +137,7 @@ def bootstrap_cells(values: Sequence[np.ndarray], weights: np.ndarray, settings:
 
     def statistic(*positions, axis=-1):
         # positions: one integer array per stratum, (..., n_k) with the resamples on the leading axes
-        return cells([_stratum_means(v, np.moveaxis(p, axis, -1)) for v, p in zip(values, positions)], weights)
+        return cells([stratum_means(v, np.moveaxis(p, axis, -1)) for v, p in zip(values, positions)], weights)
 
     estimate = point_cells(values, weights)
     data = [np.arange(len(v)) for v in values]

@@ -8,8 +8,8 @@ writes its PNG atomically and returns the matplotlib Figure, whose lines and bar
 values (tests read them back).
 
 Rows that carry intervals (`row.intervals`, mmrole.eval.report) get them drawn: a whisker per bar in the
-dimension chart, and a short radial segment in the model's colour at each metric of the radar (a little apart
-per model, so that two models' segments at one metric do not hide each other).
+dimension chart, and a thick translucent radial segment in the model's colour on each metric's axis of the radar
+(two models' segments meet only where their intervals overlap).
 """
 
 from __future__ import annotations
@@ -82,11 +82,12 @@ def radar_chart(rows: Sequence, path: PathLike,
         values = _values([row], METRIC_NAMES)
         ax.plot(closed, values + values[:1], color=color, linewidth=1.8, marker="o", markersize=3.5,
                 label=row.label, zorder=3)
-    for index, (row, color) in enumerate(zip(rows, _colors(len(rows)))):
-        shift = (index - (len(rows) - 1) / 2) * 0.03  # radians: each model's segments a little apart
+    for row, color in zip(rows, _colors(len(rows))):
+        # On the metric's own axis: two models' segments meet only where their intervals overlap, which is the
+        # point of drawing them.
         for angle, (lower, upper) in zip(angles, _intervals(row, METRIC_NAMES)):
-            ax.plot([angle + shift] * 2, [lower, upper], color=color, linewidth=3, alpha=0.55,
-                    solid_capstyle="butt", label="_interval", zorder=2)
+            ax.plot([angle, angle], [lower, upper], color=color, linewidth=5, alpha=0.45, solid_capstyle="butt",
+                    label="_interval", zorder=2)
     ax.plot(closed, [1.0] * len(closed), color="black", linestyle=(0, (4, 3)), linewidth=1.1,
             label=GROUND_TRUTH_LABEL, zorder=4)
     ax.set_ylim(low, high)
@@ -113,10 +114,10 @@ def radar_chart(rows: Sequence, path: PathLike,
     ax.tick_params(axis="x", pad=6)
     ax.spines["polar"].set_color("0.6")
     fig.suptitle(title, fontsize=12, y=0.99)
-    segments = "\nthick segments: bootstrap intervals" if _any_intervals(rows) else ""
     ax.set_title(f"radius starts at {low:.2f}, not 0, so differences look larger; "
-                 f"outside the dashed line = judged better than the ground truth{segments}", fontsize=8, color="0.3",
-                 pad=52)
+                 "outside the dashed line = judged better than the ground truth", fontsize=8, color="0.3", pad=52)
+    if _any_intervals(rows):  # a legend entry for the segments (a grey proxy: each model's are in its colour)
+        ax.plot([], [], color="0.5", linewidth=5, alpha=0.45, solid_capstyle="butt", label="bootstrap interval")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=min(len(rows) + 1, 4), fontsize=8, frameon=False)
     _save(fig, path)
     return fig

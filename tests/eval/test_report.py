@@ -333,3 +333,44 @@ def test_the_papers_order_holds_pair_by_pair_on_the_published_in_test_reviews(pu
         assert f"| {rank} | {model} |" in ranking
     compared = (published_report / "compare_mmrole-agent_vs_llava-next-mistral-7b.md").read_text()
     assert "mmrole-agent vs llava-next-mistral-7b: 215 shared samples" in compared
+
+
+def _row_with_intervals(label, centre, half_width):
+    from types import SimpleNamespace
+
+    names = [*METRIC_NAMES, "Overall"]
+    scores = {name: centre + 0.01 * i for i, name in enumerate(METRIC_NAMES)}
+    overall = sum(scores.values()) / len(scores)
+    values = {**scores, "Overall": overall}
+    intervals = {name: (values[name] - half_width, values[name] + half_width) for name in names}
+    return SimpleNamespace(label=label, scores=scores, overall=overall, intervals=intervals)
+
+
+def test_the_charts_draw_each_rows_intervals_where_they_are(tmp_path):
+    """The dimension chart has a whisker per bar from the interval's low to its high end; the radar a segment on
+    each metric's axis. Read back from the figures, not from the code's own arithmetic."""
+    import numpy as np
+
+    from mmrole.eval.charts import dimension_bar_chart, radar_chart
+
+    rows = [_row_with_intervals("a", 0.80, 0.03), _row_with_intervals("b", 1.05, 0.05)]
+    figure = dimension_bar_chart(rows, tmp_path / "dimensions.png")
+    whiskers = sorted((round(float(s[0][1]), 6), round(float(s[1][1]), 6))
+                      for ax in figure.axes for collection in ax.collections for s in collection.get_segments()
+                      if np.isclose(s[0][0], s[1][0]))  # vertical segments: the whiskers
+    expected = sorted((round(row.intervals[name][0], 6), round(row.intervals[name][1], 6))
+                      for row in rows for name in [*METRIC_NAMES, "Overall"])
+    assert whiskers == expected
+    assert "whiskers: intervals" in figure.axes[0].get_ylabel()
+
+    ax = radar_chart(rows, tmp_path / "radar.png").axes[0]
+    segments = sorted((round(float(line.get_ydata()[0]), 6), round(float(line.get_ydata()[1]), 6))
+                      for line in ax.lines if line.get_label() == "_interval")
+    assert segments == sorted((round(row.intervals[name][0], 6), round(row.intervals[name][1], 6))
+                              for row in rows for name in METRIC_NAMES)
+    assert "bootstrap interval" in [text.get_text() for text in ax.get_legend().get_texts()]
+
+    without = [_row_with_intervals("c", 0.9, 0.02)]
+    without[0].intervals = {}
+    plain = dimension_bar_chart(without, tmp_path / "plain.png")
+    assert not [c for ax in plain.axes for c in ax.collections] and "whiskers" not in plain.axes[0].get_ylabel()

@@ -272,7 +272,14 @@ def system_agreement(paired_by_model: Mapping[str, Mapping[str, Sequence[PairedS
                      settings: Optional[IntervalSettings] = None) -> List[SystemAgreement]:
     """paired_by_model: model -> paired_samples(...) of its reviews under A and B. Each model's score is the plain
     mean of its files' means (on the paired samples), Overall the mean of the eight metrics; the correlations run
-    across the models. Intervals resample the samples within each file of each model, both reviewers together."""
+    across the models. Intervals resample the samples within each file of each model, both reviewers together.
+    A model (or a file) without any paired sample has no score to compare and is left out; with fewer than two
+    models left there is no system level ([])."""
+    paired_by_model = {model: {name: samples for name, samples in paired.items() if samples}
+                       for model, paired in paired_by_model.items()}
+    paired_by_model = {model: paired for model, paired in paired_by_model.items() if paired}
+    if len(paired_by_model) < 2:
+        return []
     models = tuple(paired_by_model)
     strata_a, strata_b, owner = [], [], []
     for index, model in enumerate(models):

@@ -195,3 +195,16 @@ def test_batch_kendall_is_scipys_kendall_tau_b(n):
     xs, ys = rng.integers(0, 4, size=(6, n)).astype(float), rng.integers(0, 5, size=(6, n)).astype(float)
     expected = [scipy_stats.kendalltau(x, y).statistic for x, y in zip(xs, ys)]
     assert batch_kendall(xs, ys) == pytest.approx(expected, abs=1e-12)
+
+
+def test_system_level_leaves_out_models_without_paired_samples(tmp_path):
+    """A model whose reviews under one reviewer never parsed (a briefly trained reward model) has no score to rank:
+    it is left out; with fewer than two models left there is no system level, and no crash."""
+    a, b = _system_folders(tmp_path, [0.5, 0.7, 0.9], [0.6, 0.75, 1.0])
+    by_model = {m: paired_samples(a / m, b / m)[0] for m in ("m0", "m1", "m2")}
+    by_model["m1"] = {name: [] for name in by_model["m1"]}  # files, but not one sample paired
+    rows = {r.column: r for r in system_agreement(by_model, IntervalSettings(n_resamples=200))}
+    assert rows["Overall"].models == ("m0", "m2")
+    assert rows["Overall"].scores_a == pytest.approx((0.5, 0.9))
+    by_model["m2"] = {}
+    assert system_agreement(by_model, IntervalSettings(n_resamples=200)) == []

@@ -216,12 +216,14 @@ def paired_columns(differences: Sequence[np.ndarray], stratum_weights: np.ndarra
         signs = np.sign(np.moveaxis(signed_positions, axis, -1))
         return np.einsum("...n,nc->...c", signs, shares)
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", category=RuntimeWarning)
-        permutation = scipy_stats.permutation_test(
-            (np.arange(1, len(shares) + 1),), flipped_sum, permutation_type="samples", vectorized=True,
-            n_resamples=settings.n_resamples, alternative="two-sided", batch=BATCH,
-            rng=settings.rng(key + "/permutation"))
+    p_permutation = np.full(len(COLUMNS), np.nan)  # one shared sample: no test (scipy needs two observations)
+    if len(shares) >= 2:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", category=RuntimeWarning)
+            p_permutation = np.atleast_1d(scipy_stats.permutation_test(
+                (np.arange(1, len(shares) + 1),), flipped_sum, permutation_type="samples", vectorized=True,
+                n_resamples=settings.n_resamples, alternative="two-sided", batch=BATCH,
+                rng=settings.rng(key + "/permutation")).pvalue)
     columns = []
     for c, column in enumerate(COLUMNS):
         d = per_sample[:, c]
@@ -231,5 +233,5 @@ def paired_columns(differences: Sequence[np.ndarray], stratum_weights: np.ndarra
         p_sign = scipy_stats.binomtest(wins, wins + losses).pvalue if wins + losses else 1.0
         columns.append(PairedColumn(column, len(d), float(boot.estimate[0, c]),
                                     Interval(float(boot.low[0, c]), float(boot.high[0, c])), wins, ties, losses,
-                                    float(np.atleast_1d(permutation.pvalue)[c]), float(p_sign)))
+                                    float(p_permutation[c]), float(p_sign)))
     return columns

@@ -173,3 +173,14 @@ def test_ties_and_missing_scores_count_per_column():
     ia = columns["Instruction Adherence"]
     assert (ia.pairs, ia.wins, ia.ties, ia.losses) == (4, 1, 2, 1)
     assert columns["Overall"].pairs == 5  # every sample has some shared metric
+
+
+def test_one_shared_sample_has_a_difference_and_no_permutation_test():
+    """One sample in common (a quick demo): the difference is that sample's, wins are counted, the sign test runs,
+    and the permutation test (it needs two observations) gives nan instead of stopping the report."""
+    differences = [np.full((1, 8), 0.25)]
+    columns = {c.column: c for c in paired_columns(differences, np.array([1.0]), IntervalSettings(n_resamples=99),
+                                                   "one")}
+    overall = columns["Overall"]
+    assert overall.difference == pytest.approx(0.25) and (overall.wins, overall.ties, overall.losses) == (1, 0, 0)
+    assert math.isnan(overall.p_permutation) and overall.p_sign == pytest.approx(1.0)

@@ -135,13 +135,19 @@ def bootstrap_cells(values: Sequence[np.ndarray], weights: np.ndarray, settings:
     if any(len(v) == 0 for v in values):
         raise ValueError("every stratum needs at least one sample")
 
+    # A stratum of one sample resamples to itself: it is held fixed (scipy refuses a sample of one observation).
+    resampled = [k for k, v in enumerate(values) if len(v) > 1]
+
     def statistic(*positions, axis=-1):
-        # positions: one integer array per stratum, (..., n_k) with the resamples on the leading axes
-        return cells([stratum_means(v, np.moveaxis(p, axis, -1)) for v, p in zip(values, positions)], weights)
+        # positions: one integer array per resampled stratum, (..., n_k) with the resamples on the leading axes
+        moved = [np.moveaxis(p, axis, -1) for p in positions]
+        fixed = np.zeros(moved[0].shape[:-1] + (1,), dtype=int)
+        by_stratum = dict(zip(resampled, moved))
+        return cells([stratum_means(v, by_stratum.get(k, fixed)) for k, v in enumerate(values)], weights)
 
     estimate = point_cells(values, weights)
-    data = [np.arange(len(v)) for v in values]
-    if all(len(v) == 1 for v in values):  # nothing to resample (scipy refuses single observations)
+    data = [np.arange(len(values[k])) for k in resampled]
+    if not resampled:  # nothing to resample
         return BootstrapCells(estimate, estimate.copy(), estimate.copy(), np.zeros_like(estimate))
     with warnings.catch_warnings():
         # BCa warns about (and returns nan for) a distribution without spread; handled below. Means of resamples

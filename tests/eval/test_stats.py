@@ -184,3 +184,14 @@ def test_one_shared_sample_has_a_difference_and_no_permutation_test():
     overall = columns["Overall"]
     assert overall.difference == pytest.approx(0.25) and (overall.wins, overall.ties, overall.losses) == (1, 0, 0)
     assert math.isnan(overall.p_permutation) and overall.p_sign == pytest.approx(1.0)
+
+
+def test_a_stratum_of_one_sample_is_held_fixed_while_the_others_resample():
+    """One file with a single sample beside a file of several (a quick demo's test sets): the single sample is in
+    every resample, so the interval is the other file's, shifted by the fixed file's share."""
+    single, several = np.full((1, 8), 0.5), np.repeat(np.array([[0.0], [1.0]]), 8, axis=1).repeat(10, axis=0)
+    boot = bootstrap_cells([single, several], np.array([[0.5, 0.5]]), IntervalSettings(n_resamples=999), "mixed")
+    alone = bootstrap_cells([several], np.array([[1.0]]), IntervalSettings(n_resamples=999), "mixed")
+    assert boot.estimate[0] == pytest.approx(0.25 + 0.5 * alone.estimate[0])
+    low, high = boot.low[0, -1], boot.high[0, -1]
+    assert 0.25 + 0.5 * 0.2 < low < 0.5 < high < 0.25 + 0.5 * 0.8  # it varies: only the several-sample file moves

@@ -5,14 +5,17 @@
 #        │                                                            │ data_prep/build_data.py
 #        ├──────── finetune/finetune_ds.sh (DeepSpeed, CPU) ◀── train.json          test sets
 #        │                  │ demo-agent                                                │
-#        │                  └──────────────────── inference.py ◀────────────────────────┘
-#        │                                            │ answers
-#        │  templated judge reviews (python -m mmrole.demo.judge: no GPT-4 here, scores by a stated rule)
-#        │          │ eval/build_RM_data.py                │
+#        │                  └──────────────────── inference.py ◀────────────────────────┤
+#        │                                            │ answers      scripted agent ◀───┘ (python -m mmrole.demo.scripted)
+#        │  rule-based judge reviews candidate answers (python -m mmrole.demo.judge: no GPT-4 here, stated rules)
+#        │          │ eval/build_RM_data.py                │ answers of both agents
 #        └── finetune/finetune_RM_ds.sh ──▶ demo-RM ──▶ eval/RM_review.py ──▶ eval/RM_result.py ──▶ eval/report.py
+#                                                           └── the rule judge reviews the same answers ──▶ eval/RM_agreement.py
 #
-# Every step is the script a GPU user runs, with small settings. At the end it prints Table 5 of the run,
-# the share of reward-model reviews that parse into a score pair, and the path of the radar chart.
+# Every step is the script a GPU user runs, with small settings. Two agents are evaluated: the tiny fine-tuned
+# demo-agent and a scripted agent that answers as the dataset's templates do (the strong model of this demo). At the
+# end it prints Table 5 with bootstrap intervals, the ranking of the two, how well the reward model agrees with the
+# rule judge on the test answers (which it never saw), the reviews' parse rate and the paths of the charts.
 #
 # Usage:  bash demo.sh                  (about 10-15 minutes on 2 cores)
 #         DEMO_QUICK=1 bash demo.sh     (a few minutes: fewer samples and steps; what the test suite runs)
@@ -97,6 +100,7 @@ MODEL="$OUT/base" DATA="$OUT/data/train/train.json" OUTPUT_DIR="$OUT/checkpoints
 
 # build_data's test folders and the evaluation folders of the original layout, side by side
 SPLITS=("in-distribution in-test" "out-of-distribution out-test")
+AGENTS=(demo-scripted demo-agent)
 for pair in "${SPLITS[@]}"; do
     read -r split split_eval <<< "$pair"
     step "inference.py: the agent answers the $split test set"
@@ -104,33 +108,50 @@ for pair in "${SPLITS[@]}"; do
         --input_dir "$OUT/data/test/$split" "${ONLY_FILE[@]}" \
         --output_dir "$OUT/eval/${split_eval}_answers/demo-agent" \
         --no_random --max_new_tokens "$ANSWER_TOKENS" --batch_size 8 --no_progress
+    step "python -m mmrole.demo.scripted: the scripted agent answers the $split test set"
+    "$PYTHON" -m mmrole.demo.scripted --data_root "$DATA" --input_dir "$OUT/data/test/$split" "${ONLY_FILE[@]}" \
+        --output_dir "$OUT/eval/${split_eval}_answers/demo-scripted" --seed "$SEED"
 done
 
-step "reward-model data: templated judge reviews of training answers (stand-in for GPT-4), eval/build_RM_data.py"
+step "reward-model data: the rule judge reviews candidate answers to training samples (stand-in for GPT-4), eval/build_RM_data.py"
 "$PYTHON" -m mmrole.demo.judge --data_root "$DATA" --train_file "$OUT/data/train/train.json" \
-    --output_dir "$OUT/judge_reviews/demo-templated-judge" --samples "$RM_SAMPLES" --seed "$SEED"
-"$PYTHON" eval/build_RM_data.py --input_dir "$OUT/judge_reviews/demo-templated-judge" --image_dir "$IMAGES" \
+    --output_dir "$OUT/judge_reviews/demo-rule-judge" --samples "$RM_SAMPLES" --seed "$SEED"
+"$PYTHON" eval/build_RM_data.py --input_dir "$OUT/judge_reviews/demo-rule-judge" --image_dir "$IMAGES" \
     --output_file "$OUT/RM_data/train.json"
 
-step "finetune/finetune_RM_ds.sh: fine-tune the reward model (DeepSpeed ZeRO-3 on CPU)"
+step "finetune/finetune_RM_ds.sh: fine-tune the reward model from the base checkpoint (DeepSpeed ZeRO-3 on CPU)"
 MODEL="$OUT/base" DATA="$OUT/RM_data/train.json" OUTPUT_DIR="$OUT/checkpoints/demo-RM" \
     bash finetune/finetune_RM_ds.sh "${CPU_TRAIN[@]}" "${RM_TRAIN[@]}"
 
 for split_eval in in-test out-test; do
-    step "eval/RM_review.py: the reward model reviews the $split_eval answers (8 metrics each)"
-    allow_unparsed "$PYTHON" eval/RM_review.py --model_path "$OUT/checkpoints/demo-RM" --image_dir "$IMAGES" \
-        --input_dir "$OUT/eval/${split_eval}_answers/demo-agent" \
-        --output_dir "$OUT/eval/${split_eval}_reviews/demo-agent" \
-        --no_random --max_new_tokens "$REVIEW_TOKENS" --batch_size 8 --no_progress "${REVIEW_OPTIONS[@]}"
-    step "eval/RM_result.py: $split_eval scores"
-    "$PYTHON" eval/RM_result.py --input_dir "$OUT/eval/${split_eval}_reviews/demo-agent" \
-        --output_dir "$OUT/eval/${split_eval}_results/demo-agent" --partial
+    for agent in "${AGENTS[@]}"; do
+        step "eval/RM_review.py: the reward model reviews $agent's $split_eval answers (8 metrics each)"
+        allow_unparsed "$PYTHON" eval/RM_review.py --model_path "$OUT/checkpoints/demo-RM" --image_dir "$IMAGES" \
+            --input_dir "$OUT/eval/${split_eval}_answers/$agent" --output_dir "$OUT/eval/${split_eval}_reviews/$agent" \
+            --no_random --max_new_tokens "$REVIEW_TOKENS" --batch_size 8 --no_progress "${REVIEW_OPTIONS[@]}"
+        "$PYTHON" eval/RM_result.py --input_dir "$OUT/eval/${split_eval}_reviews/$agent" \
+            --output_dir "$OUT/eval/${split_eval}_results/$agent" --partial
+        # The same answers by the rule judge: the reward model never saw them (it learned from training samples).
+        "$PYTHON" -m mmrole.demo.judge --data_root "$DATA" --answers_dir "$OUT/eval/${split_eval}_answers/$agent" \
+            --output_dir "$OUT/rule_judge/${split_eval}_reviews/$agent" > /dev/null
+        "$PYTHON" eval/RM_result.py --input_dir "$OUT/rule_judge/${split_eval}_reviews/$agent" \
+            --output_dir "$OUT/rule_judge/${split_eval}_results/$agent" > /dev/null
+    done
+    step "eval/RM_agreement.py: the reward model against the rule judge on the $split_eval answers"
+    mkdir -p "$OUT/report"
+    "$PYTHON" eval/RM_agreement.py --reviews_a "$OUT/eval/${split_eval}_reviews" \
+        --reviews_b "$OUT/rule_judge/${split_eval}_reviews" --models "${AGENTS[@]}" \
+        --output_file "$OUT/report/agreement_${split_eval}.csv" > "$OUT/report/agreement_${split_eval}.md"
 done
 
-step "eval/report.py: Table 5 and charts"
-"$PYTHON" eval/report.py --eval_dir "$OUT/eval" --models demo-agent --output_dir "$OUT/report" --partial > /dev/null
+step "eval/report.py: Table 5 with intervals, the two agents compared, the judge audit, charts"
+"$PYTHON" eval/report.py --eval_dir "$OUT/eval" --models "${AGENTS[@]}" --output_dir "$OUT/report" \
+    --compare "${AGENTS[@]}" --partial > /dev/null
+step "eval/report.py: the same from the rule judge's reviews (the Table 5 a GPT-4 judge would give in the paper)"
+"$PYTHON" eval/report.py --eval_dir "$OUT/rule_judge" --models "${AGENTS[@]}" --output_dir "$OUT/report/rule_judge" \
+    --compare "${AGENTS[@]}" > /dev/null
 
-"$PYTHON" -m mmrole.demo.summary --eval_dir "$OUT/eval" --report_dir "$OUT/report" --models demo-agent \
-    --output_file "$OUT/summary.json"
+"$PYTHON" -m mmrole.demo.summary --eval_dir "$OUT/eval" --report_dir "$OUT/report" --models "${AGENTS[@]}" \
+    --judge_report_dir "$OUT/report/rule_judge" --output_file "$OUT/summary.json"
 echo "demo finished in $(( SECONDS - STARTED )) s; everything is in $OUT/"
 echo "to browse these results and talk with the demo agent: $PYTHON app.py --profiles $DATA/profiles --model_path $OUT/checkpoints/demo-agent --eval_dir $OUT/eval --image_dir $IMAGES --no_random"

@@ -6,6 +6,10 @@ radius starts; the bars grow up or down from 1.0, so a bar's length is the dista
 ground truth (a bar chart cut at 0.7 would make 0.8 look like a third of 1.0). Each function
 writes its PNG atomically and returns the matplotlib Figure, whose lines and bars hold the plotted
 values (tests read them back).
+
+Rows that carry intervals (`row.intervals`, mmrole.eval.report) get them drawn: a whisker per bar in the
+dimension chart, and a thick translucent radial segment in the model's colour on each metric's axis of the radar
+(two models' segments meet only where their intervals overlap).
 """
 
 from __future__ import annotations
@@ -29,6 +33,20 @@ OVERALL = "Overall"
 
 def _values(rows: Sequence, names: Sequence[str]) -> List[float]:
     return [row.scores[name] if name != OVERALL else row.overall for row in rows for name in names]
+
+
+def _intervals(row, names: Sequence[str]) -> List[Tuple[float, float]]:
+    """(low, high) per name, or [] when the row has no intervals."""
+    intervals = getattr(row, "intervals", None) or {}
+    return [tuple(intervals[name]) for name in names] if all(name in intervals for name in names) else []
+
+
+def _interval_bounds(rows: Sequence, names: Sequence[str]) -> List[float]:
+    return [bound for row in rows for interval in _intervals(row, names) for bound in interval]
+
+
+def _any_intervals(rows: Sequence) -> bool:
+    return any(_intervals(row, METRIC_NAMES) for row in rows)
 
 
 def _value_range(values: Sequence[float], step: float = 0.05) -> Tuple[float, float]:
@@ -55,7 +73,7 @@ def radar_chart(rows: Sequence, path: PathLike,
     a dashed black line marks 1.0. No fills: six overlapping fills turn grey and hide the lines."""
     count = len(METRIC_NAMES)
     angles = [2 * math.pi * i / count for i in range(count)]
-    low, high = _value_range(_values(rows, METRIC_NAMES))
+    low, high = _value_range(_values(rows, METRIC_NAMES) + _interval_bounds(rows, METRIC_NAMES))
     fig, ax = plt.subplots(figsize=(8.5, 8.8), subplot_kw={"projection": "polar"})
     ax.set_theta_offset(math.pi / 2)
     ax.set_theta_direction(-1)
@@ -64,6 +82,12 @@ def radar_chart(rows: Sequence, path: PathLike,
         values = _values([row], METRIC_NAMES)
         ax.plot(closed, values + values[:1], color=color, linewidth=1.8, marker="o", markersize=3.5,
                 label=row.label, zorder=3)
+    for row, color in zip(rows, _colors(len(rows))):
+        # On the metric's own axis: two models' segments meet only where their intervals overlap, which is the
+        # point of drawing them.
+        for angle, (lower, upper) in zip(angles, _intervals(row, METRIC_NAMES)):
+            ax.plot([angle, angle], [lower, upper], color=color, linewidth=5, alpha=0.45, solid_capstyle="butt",
+                    label="_interval", zorder=2)
     ax.plot(closed, [1.0] * len(closed), color="black", linestyle=(0, (4, 3)), linewidth=1.1,
             label=GROUND_TRUTH_LABEL, zorder=4)
     ax.set_ylim(low, high)
@@ -92,6 +116,8 @@ def radar_chart(rows: Sequence, path: PathLike,
     fig.suptitle(title, fontsize=12, y=0.99)
     ax.set_title(f"radius starts at {low:.2f}, not 0, so differences look larger; "
                  "outside the dashed line = judged better than the ground truth", fontsize=8, color="0.3", pad=52)
+    if _any_intervals(rows):  # a legend entry for the segments (a grey proxy: each model's are in its colour)
+        ax.plot([], [], color="0.5", linewidth=5, alpha=0.45, solid_capstyle="butt", label="bootstrap interval")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=min(len(rows) + 1, 4), fontsize=8, frameon=False)
     _save(fig, path)
     return fig
@@ -103,7 +129,8 @@ def dimension_bar_chart(rows: Sequence, path: PathLike,
     Bars start at 1.0 (the ground truth): up = judged better, down = worse."""
     groups = [(dimension, [(name, ABBR_OF[name]) for name in metrics]) for dimension, metrics in DIMENSIONS.items()]
     groups.append((OVERALL, [(OVERALL, "mean of 8")]))
-    low, high = _value_range(_values(rows, [*METRIC_NAMES, OVERALL]))
+    columns = [*METRIC_NAMES, OVERALL]
+    low, high = _value_range(_values(rows, columns) + _interval_bounds(rows, columns))
     fig, axes = plt.subplots(1, len(groups), figsize=(3.6 * len(METRIC_NAMES) / 2 + 3, 4.8), sharey=True,
                              gridspec_kw={"width_ratios": [len(metrics) for _, metrics in groups]})
     colors = _colors(len(rows))
@@ -114,6 +141,12 @@ def dimension_bar_chart(rows: Sequence, path: PathLike,
             values = _values([row], [name for name, _ in metrics])
             ax.bar(xs, [v - 1.0 for v in values], bottom=1.0, width=width, color=color, label=row.label)
             ax.plot(xs, values, linestyle="none", marker="o", markersize=2.5, color=color, zorder=4)  # visible at ~1.0
+            intervals = _intervals(row, [name for name, _ in metrics])
+            if intervals:
+                ax.vlines(xs, [lo for lo, _ in intervals], [hi for _, hi in intervals], color="0.15", linewidth=1.0,
+                          zorder=5)
+                ax.hlines([v for pair in intervals for v in pair], [x - width / 5 for x in xs for _ in (0, 1)],
+                          [x + width / 5 for x in xs for _ in (0, 1)], color="0.15", linewidth=1.0, zorder=5)
         ax.axhline(1.0, color="black", linewidth=1.0, zorder=3)
         ax.set_xticks(range(len(metrics)))
         ax.set_xticklabels([abbr for _, abbr in metrics])
@@ -121,7 +154,8 @@ def dimension_bar_chart(rows: Sequence, path: PathLike,
         ax.set_ylim(low, high)
         ax.grid(axis="y", color="0.9", zorder=0)
         ax.set_axisbelow(True)
-    axes[0].set_ylabel("score relative to the ground truth\n(bars start at 1.0 = as good as it)")
+    axes[0].set_ylabel("score relative to the ground truth\n(bars start at 1.0 = as good as it"
+                       + ("; whiskers: intervals)" if _any_intervals(rows) else ")"))
     axes[-1].legend(loc="upper left", bbox_to_anchor=(1.04, 1.0), fontsize=8, frameon=False)
     fig.suptitle(title, fontsize=12)
     fig.tight_layout()

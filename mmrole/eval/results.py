@@ -18,12 +18,12 @@ import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import Dict, Iterable, List, Mapping, Optional, Tuple
 
 from ..common.metrics import METRIC_NAMES, mean_ratios
 from ..common.problems import Problem
 from ..common.store import PathLike, atomic_write_text
-from .files import SchemaError, input_files, read_reviews
+from .files import ReviewedSample, SchemaError, ScorePair, input_files, read_reviews
 
 Scores = Dict[str, float]  # metric name -> mean ratio
 
@@ -51,6 +51,22 @@ class FileResult:
         return "" if self.complete else "no score for some metric (nan)"
 
 
+def scored_samples(samples: Iterable[ReviewedSample], *, strict: bool = False
+                   ) -> List[Tuple[str, Dict[str, Optional[ScorePair]]]]:
+    """(sample id, {metric: score pair or None}) of every sample that counts in a file's result, in file order:
+    the reviewed samples (default, as the original), or every sample with each missing or failed review as the
+    ratio 0 (strict). The one place that says which samples and pairs a result is made of (the CSVs here, the
+    per-sample statistics in mmrole.eval.sample_scores)."""
+    counted = []
+    for sample in samples:
+        if not sample.reviewed and not strict:
+            continue
+        # (0, 1) is the ratio 0: the strict policy's penalty for a review that does not exist.
+        counted.append((sample.id, {m: (pair if pair is not None else ((0.0, 1.0) if strict else None))
+                                    for m, pair in sample.scores.items()}))
+    return counted
+
+
 def score_reviews_file(path: PathLike, *, strict: bool = False) -> FileResult:
     """The result row of one reviews file.
 
@@ -60,14 +76,7 @@ def score_reviews_file(path: PathLike, *, strict: bool = False) -> FileResult:
     contributes a ratio of 0. Either way every such sample is listed in `problems`.
     """
     samples, problems = read_reviews(path)
-    per_sample = []
-    for sample in samples:
-        if not sample.reviewed and not strict:
-            continue
-        # (0, 1) is the ratio 0: the strict policy's penalty for a review that does not exist.
-        per_sample.append({m: (pair if pair is not None else ((0.0, 1.0) if strict else None))
-                           for m, pair in sample.scores.items()})
-    count, scores = mean_ratios(per_sample)
+    count, scores = mean_ratios(pairs for _, pairs in scored_samples(samples, strict=strict))
     # A whole record without its reviews misses all eight; a failed review one.
     missing = sum(1 if p.metric else len(METRIC_NAMES) for p in problems if not p.deliberate)
     return FileResult(count, scores, problems, name=Path(path).stem, missing_reviews=missing)

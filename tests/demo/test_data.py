@@ -1,6 +1,7 @@
-"""The synthetic demo dataset (mmrole.demo.data) and the templated judge (mmrole.demo.judge): raw MMRole-Data
-layout that data_prep/build_data.py accepts without a skip, deterministic per seed, learnable content, and
-review files that eval/build_RM_data.py turns into reward-model samples."""
+"""The synthetic demo dataset (mmrole.demo.data), the rule-based judge (mmrole.demo.judge) and the scripted agent
+(mmrole.demo.scripted): raw MMRole-Data layout that data_prep/build_data.py accepts without a skip, deterministic
+per seed, learnable content; a judge whose rules find the flaws planted in candidate answers and none in the ground
+truth, and review files that eval/build_RM_data.py turns into reward-model samples."""
 
 import hashlib
 import json
@@ -13,7 +14,7 @@ import pytest
 from mmrole.common.metrics import METRIC_NAMES, parse_score_pair
 from mmrole.common.prompts import language_of
 from mmrole.demo.data import CHARACTERS, MANIFEST, colour_word, shape_word, write_dataset
-from mmrole.demo.judge import PENALTIES, VARIANTS, write_reviews
+from mmrole.demo.judge import CANDIDATES, PENALTIES, RuleJudge, candidate, review_answers, write_reviews
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -100,15 +101,15 @@ def test_targets_carry_catchphrase_colour_and_shape(built):
                     assert shape_word(image["shape"], character.language) in target
 
 
-def test_templated_judge_follows_its_rule_and_feeds_build_rm_data(built, tmp_path):
+def test_rule_judge_reviews_candidates_and_feeds_build_rm_data(built, tmp_path):
     root, out = built
-    reviews_dir = tmp_path / "judge" / "demo-templated-judge"
-    counts = write_reviews(root, out / "train" / "train.json", reviews_dir, samples=12, seed=1)
-    assert sum(counts.values()) == 12 and set(counts) <= set(VARIANTS)
+    reviews_dir = tmp_path / "judge" / "demo-rule-judge"
+    counts = write_reviews(root, out / "train" / "train.json", reviews_dir, samples=22, seed=1)
+    assert sum(counts.values()) == 22 and set(counts) == set(CANDIDATES)
     test_ids = {s["id"] for split in ("in-distribution", "out-of-distribution") for t in ("comment", "human-role", "inter-role")
                 for s in json.loads((out / "test" / split / f"{t}_test.json").read_text())}
     records = [r for path in sorted(reviews_dir.glob("*.json")) for r in json.loads(path.read_text())]
-    assert len(records) == 12 and not test_ids & {r["id"] for r in records}, "only training samples are reviewed"
+    assert len(records) == 22 and not test_ids & {r["id"] for r in records}, "only training samples are reviewed"
     for record in records:
         answer, truth = record["conversations"][1]["answer"], record["conversations"][1]["value"]
         for metric in METRIC_NAMES:
@@ -117,8 +118,7 @@ def test_templated_judge_follows_its_rule_and_feeds_build_rm_data(built, tmp_pat
             assert entry["score"][1] == 9.0 and 1.0 <= entry["score"][0] <= 9.0
             if answer == truth:
                 assert entry["score"][0] == 9.0, "a faithful answer loses nothing"
-        if answer != truth:
-            assert min(e["score"][0] for e in record["rm_review"].values()) < 9.0, "a flawed answer loses points"
+    assert sum(min(e["score"][0] for e in r["rm_review"].values()) < 9.0 for r in records) >= 12, "flaws lose points"
     assert all(set(penalties) <= set(METRIC_NAMES) for penalties in PENALTIES.values())
 
     rm_file = tmp_path / "rm_train.json"
@@ -126,4 +126,62 @@ def test_templated_judge_follows_its_rule_and_feeds_build_rm_data(built, tmp_pat
                              "--image_dir", str(root / "images"), "--output_file", str(rm_file)],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert len(json.loads(rm_file.read_text())) == 12 * 8, result.stderr
+    assert len(json.loads(rm_file.read_text())) == 22 * 8, result.stderr
+
+
+PLANTED = {"no_catchphrase": "no_catchphrase", "wrong_colour": "wrong_colour", "word_salad": "word_salad",
+           "other_character": "wrong_character", "assistant": "assistant_style", "off_topic": "off_topic",
+           "repetitive": "repetitive", "loop": "repetitive"}
+
+
+def _test_records(out):
+    return [s for split in ("in-distribution", "out-of-distribution") for t in ("comment", "human-role", "inter-role")
+            for s in json.loads((out / "test" / split / f"{t}_test.json").read_text())]
+
+
+def test_rule_judge_finds_each_planted_flaw_and_none_in_the_ground_truth(built):
+    import random
+
+    root, out = built
+    judge = RuleJudge(root)
+    rng = random.Random(0)
+    found = {kind: 0 for kind in PLANTED}
+    for record in _test_records(out):
+        truth = record["conversations"][1]["value"]
+        assert judge.defects(record, truth) == (), record["id"]
+        _, image = judge.facts(record)
+        assert judge.defects(record, candidate("scripted", record, image, rng)) == ()
+        language = judge.facts(record)[0].language
+        talks_about_image = any(word in truth.lower() for word in (colour_word(image.colour, language),
+                                                                    shape_word(image.shape, language)))
+        for kind, defect in PLANTED.items():
+            answer = candidate(kind, record, image, rng)
+            # Only where the kind applies: a colour to swap in the ground truth; an image talk to leave (a closing
+            # line such as "We agree on this one" does not talk about the image, so leaving it is no flaw).
+            if answer != truth and (kind != "off_topic" or talks_about_image):
+                assert defect in judge.defects(record, answer), (kind, record["id"], answer)
+                found[kind] += 1
+    assert all(found.values()), found
+    record = _test_records(out)[0]
+    empty = judge.review(record, "")
+    assert {entry["score"][0] for entry in empty.values()} == {1.0}  # nothing said: the lowest score everywhere
+
+
+def test_rule_judge_and_scripted_agent_on_test_files(built, tmp_path):
+    """The scripted agent answers every test sample in other words than the ground truth; the judge reviews the
+    answers files into reviews files that RM_result scores: the scripted answers lose nothing."""
+    from mmrole.demo.scripted import answer_files
+    from mmrole.eval.results import score_reviews_file
+
+    root, out = built
+    answers, reviews = tmp_path / "answers", tmp_path / "reviews"
+    files, count = answer_files(root, out / "test" / "in-distribution", answers, seed=0)
+    tests = [r for t in ("comment", "human-role", "inter-role")
+             for r in json.loads((out / "test" / "in-distribution" / f"{t}_test.json").read_text())]
+    assert files == 3 and count == len(tests)
+    answered = [r for path in sorted(answers.glob("*.json")) for r in json.loads(path.read_text())]
+    assert sum(r["conversations"][1]["answer"] != r["conversations"][1]["value"] for r in answered) > len(answered) / 2
+    assert review_answers(root, answers, reviews) == (count, 0)
+    for path in sorted(reviews.glob("*.json")):
+        result = score_reviews_file(path)
+        assert result.complete and all(value == 1.0 for value in result.scores.values()), path.name

@@ -6,7 +6,9 @@ mean over all reviewed samples misses several cells by more than the table's rou
 """
 
 import csv
+import json
 import math
+import statistics
 
 import pytest
 from PIL import Image
@@ -30,10 +32,19 @@ def _unrounded(rows):
     return {row.label: dict(row.scores, Overall=row.overall) for row in rows}
 
 
-def test_report_reproduces_every_published_table5_cell(mmrole_reference, tmp_path, capsys):
-    assert report.main(["--eval_dir", str(mmrole_reference), "--models", *MODELS, "--output_dir", str(tmp_path)]) == 0
+@pytest.fixture(scope="module")
+def published_report(mmrole_reference, tmp_path_factory):
+    """report.py on the six published models, default settings (intervals, comparisons, audit): run once."""
+    output = tmp_path_factory.mktemp("published_report")
+    args = ["--eval_dir", str(mmrole_reference), "--models", *MODELS, "--output_dir", str(output),
+            "--compare", "mmrole-agent", "llava-next-mistral-7b"]
+    assert report.main(args) == 0
+    return output
+
+
+def test_report_reproduces_every_published_table5_cell(mmrole_reference, published_report):
     published = _published(mmrole_reference)
-    ours = read_table_csv(tmp_path / "table5.csv")
+    ours = read_table_csv(published_report / "table5.csv")
     shared = [label for label in published if label in ours]
     # 6 models + mmrole-agent's In-Test and Out-Test rows: 8 rows x 9 columns.
     assert len(shared) == 8 and "mmrole-agent (In-Test)" in shared and "mmrole-agent (Out-Test)" in shared
@@ -45,7 +56,7 @@ def test_report_reproduces_every_published_table5_cell(mmrole_reference, tmp_pat
     assert worst <= 0.0005 + 1e-12
     # Every model has both splits, so every model gets its In-Test and Out-Test rows.
     assert len(ours) == 3 * len(MODELS)
-    assert "| mmrole-agent (Out-Test) | 0.992 | 0.999 |" in (tmp_path / "table5.md").read_text()
+    assert "| mmrole-agent (Out-Test) | 0.992 | 0.999 |" in (published_report / "table5.md").read_text()
 
 
 def test_paper_aggregation_is_three_to_one_of_plain_file_means(mmrole_reference):
@@ -79,11 +90,13 @@ def test_mean_over_all_samples_does_not_reproduce_table5(mmrole_reference):
 
 def test_charts_are_drawn(mmrole_reference, tmp_path, capsys):
     assert report.main(["--eval_dir", str(mmrole_reference), "--models", "mmrole-agent", "qwen-vl-chat",
-                        "--output_dir", str(tmp_path)]) == 0
+                        "--output_dir", str(tmp_path), "--n_resamples", "999"]) == 0
     for name in ("radar.png", "dimensions.png"):
         with Image.open(tmp_path / name) as image:
             assert image.format == "PNG" and image.width > 600 and image.height > 400
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["dimensions.png", "radar.png", "table5.csv", "table5.md"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "audit.csv", "audit.json", "audit.md", "comparisons.csv", "dimensions.png", "radar.png", "ranking.md",
+        "table5.csv", "table5.json", "table5.md"]
     rows = read_table_csv(tmp_path / "table5.csv")
     assert list(rows) == ["mmrole-agent", "mmrole-agent (In-Test)", "mmrole-agent (Out-Test)",
                           "qwen-vl-chat", "qwen-vl-chat (In-Test)", "qwen-vl-chat (Out-Test)"]
@@ -214,6 +227,150 @@ def test_the_charts_legend_says_a_model_is_incomplete(mmrole_reference, tmp_path
     assert legends == [["m (incomplete)", "ground truth (1.0)"]]
 
 
-def test_a_published_table_has_no_incomplete_column(mmrole_reference, tmp_path, capsys):
-    assert report.main(["--eval_dir", str(mmrole_reference), "--models", *MODELS, "--output_dir", str(tmp_path)]) == 0
-    assert (tmp_path / "table5.csv").read_text().splitlines()[0] == "model,IA,Flu,Coh,ITR,RA,PC,KC,TC,Overall"
+def test_a_published_table_has_no_incomplete_column(published_report):
+    header = (published_report / "table5.csv").read_text().splitlines()[0].split(",")
+    assert header[:10] == "model,IA,Flu,Coh,ITR,RA,PC,KC,TC,Overall".split(",")  # the published layout first
+    assert "incomplete" not in header
+
+
+def test_published_in_test_rows_get_intervals_and_rows_with_out_test_say_why_not(published_report):
+    """The published Out-Test results come without their reviews: rows that average them get no interval (one
+    over the In-Test samples alone would look narrower than it is); the In-Test rows get theirs."""
+    from mmrole.eval.report import read_table_intervals
+
+    intervals = read_table_intervals(published_report / "table5.csv")
+    assert sorted(intervals) == sorted(f"{m} (In-Test)" for m in MODELS)
+    values = read_table_csv(published_report / "table5.csv")
+    for label, by_column in intervals.items():
+        for column, interval in by_column.items():
+            assert interval.low <= values[label][column] <= interval.high, (label, column)
+    with open(published_report / "table5.csv", newline="") as f:
+        notes = {r["model"]: r["no_interval"] for r in csv.DictReader(f)}
+    assert "out-test_reviews/mmrole-agent" in notes["mmrole-agent"] and notes["mmrole-agent (In-Test)"] == ""
+    assert "| mmrole-agent (In-Test) | 1.000 [0.997, 1.004] |" in (published_report / "table5.md").read_text()
+
+
+def test_published_interval_width_matches_the_normal_approximation(mmrole_reference, published_report):
+    """Cross-check on real data: the Overall interval of each In-Test row is close to estimate +- 1.96 standard
+    errors, the standard error computed here from the per-sample mean ratios of each file (1/3 weight each)."""
+    from mmrole.eval.report import read_table_intervals
+
+    intervals = read_table_intervals(published_report / "table5.csv")
+    for model in MODELS:
+        variance = 0.0
+        for path in sorted((mmrole_reference / "in-test_reviews" / model).glob("*.json")):
+            means = [sum(e["score"][0] / e["score"][1] for e in r["rm_review"].values()) / 8
+                     for r in json.loads(path.read_text()) if r.get("rm_review")]
+            variance += (1 / 3) ** 2 * statistics.variance(means) / len(means)
+        interval = intervals[f"{model} (In-Test)"]["Overall"]
+        assert (interval.high - interval.low) / 2 == pytest.approx(1.96 * math.sqrt(variance), rel=0.15), model
+
+
+def test_intervals_need_reviews_that_give_the_results_back(mmrole_reference, tmp_path, capsys):
+    """Reviews of another model beside mmrole-agent's CSVs: no interval, and the table says the files disagree."""
+    eval_dir = tmp_path / "eval"
+    results, reviews = eval_dir / "in-test_results" / "m", eval_dir / "in-test_reviews" / "m"
+    results.mkdir(parents=True)
+    reviews.mkdir(parents=True)
+    for p in (mmrole_reference / "in-test_results" / "mmrole-agent").glob("*.csv"):
+        (results / p.name).write_bytes(p.read_bytes())
+    for p in (mmrole_reference / "in-test_reviews" / "qwen-vl-chat").glob("*.json"):
+        (reviews / p.name).write_bytes(p.read_bytes())
+    assert report.main(["--eval_dir", str(eval_dir), "--models", "m", "--output_dir", str(tmp_path / "o"),
+                        "--n_resamples", "99"]) == 0
+    with open(tmp_path / "o" / "table5.csv", newline="") as f:
+        row = next(csv.DictReader(f))
+    assert row["Overall_low"] == "" and "does not give its result CSV back" in row["no_interval"]
+
+
+def test_strict_results_are_matched_by_their_reviews(mmrole_reference, tmp_path, capsys):
+    """A file scored with RM_result --strict (a failed review counts as ratio 0) still gets intervals: the reviews
+    give its CSV back under the strict policy."""
+    from mmrole.eval.results import write_result_csvs
+
+    reviews = tmp_path / "eval" / "in-test_reviews" / "m"
+    reviews.mkdir(parents=True)
+    records = json.loads((mmrole_reference / "in-test_reviews" / "yi-vl-6b" / "comment_test.json").read_text())
+    records[0]["rm_review"]["Fluency"]["score"] = {}
+    (reviews / "comment_test.json").write_text(json.dumps(records), encoding="utf-8")
+    write_result_csvs(reviews, tmp_path / "eval" / "in-test_results" / "m", strict=True)
+    assert report.main(["--eval_dir", str(tmp_path / "eval"), "--models", "m", "--output_dir", str(tmp_path / "o"),
+                        "--n_resamples", "99", "--partial"]) == 0
+    with open(tmp_path / "o" / "table5.csv", newline="") as f:
+        row = next(csv.DictReader(f))
+    assert float(row["Overall_low"]) <= float(row["Overall"]) <= float(row["Overall_high"])
+
+
+PAPER_ORDER = [("claude-3-opus", "gpt-4-turbo"), ("gpt-4-turbo", "mmrole-agent"),
+               ("mmrole-agent", "llava-next-mistral-7b"), ("llava-next-mistral-7b", "qwen-vl-chat"),
+               ("llava-next-mistral-7b", "yi-vl-6b")]
+
+
+def test_the_papers_order_holds_pair_by_pair_on_the_published_in_test_reviews(published_report):
+    """docs/evaluation.md reports it: on the In-Test samples (the published Out-Test results have no reviews) every
+    adjacent pair of the paper's order differs at p < 0.01, except Qwen-VL-Chat vs Yi-VL-6B (0.843 vs 0.829 in the
+    paper), which no test separates."""
+    with open(published_report / "comparisons.csv", newline="") as f:
+        overall = {(r["model_a"], r["model_b"]): r for r in csv.DictReader(f) if r["column"] == "Overall"}
+    assert len(overall) == 15  # every pair of the six
+
+    def a_minus_b(a, b):  # (low, high, p) of A - B, whichever way round the file has the pair
+        row = overall.get((a, b))
+        if row is not None:
+            return float(row["low"]), float(row["high"]), float(row["p_permutation"]), row["files"]
+        row = overall[(b, a)]
+        return -float(row["high"]), -float(row["low"]), float(row["p_permutation"]), row["files"]
+
+    for a, b in PAPER_ORDER:
+        low, _, p, files = a_minus_b(a, b)
+        assert files == "in/comment_test in/human-role_test in/inter-role_test"
+        assert low > 0 and p < 0.01, (a, b)
+    low, high, p, _ = a_minus_b("qwen-vl-chat", "yi-vl-6b")
+    assert low < 0 < high and p > 0.05
+    ranking = (published_report / "ranking.md").read_text()
+    for rank, model in [(1, "claude-3-opus"), (2, "gpt-4-turbo"), (3, "mmrole-agent"), (4, "llava-next-mistral-7b"),
+                        (5, "qwen-vl-chat"), (5, "yi-vl-6b")]:
+        assert f"| {rank} | {model} |" in ranking
+    compared = (published_report / "compare_mmrole-agent_vs_llava-next-mistral-7b.md").read_text()
+    assert "mmrole-agent vs llava-next-mistral-7b: 215 shared samples" in compared
+
+
+def _row_with_intervals(label, centre, half_width):
+    from types import SimpleNamespace
+
+    names = [*METRIC_NAMES, "Overall"]
+    scores = {name: centre + 0.01 * i for i, name in enumerate(METRIC_NAMES)}
+    overall = sum(scores.values()) / len(scores)
+    values = {**scores, "Overall": overall}
+    intervals = {name: (values[name] - half_width, values[name] + half_width) for name in names}
+    return SimpleNamespace(label=label, scores=scores, overall=overall, intervals=intervals)
+
+
+def test_the_charts_draw_each_rows_intervals_where_they_are(tmp_path):
+    """The dimension chart has a whisker per bar from the interval's low to its high end; the radar a segment on
+    each metric's axis. Read back from the figures, not from the code's own arithmetic."""
+    import numpy as np
+
+    from mmrole.eval.charts import dimension_bar_chart, radar_chart
+
+    rows = [_row_with_intervals("a", 0.80, 0.03), _row_with_intervals("b", 1.05, 0.05)]
+    figure = dimension_bar_chart(rows, tmp_path / "dimensions.png")
+    whiskers = sorted((round(float(s[0][1]), 6), round(float(s[1][1]), 6))
+                      for ax in figure.axes for collection in ax.collections for s in collection.get_segments()
+                      if np.isclose(s[0][0], s[1][0]))  # vertical segments: the whiskers
+    expected = sorted((round(row.intervals[name][0], 6), round(row.intervals[name][1], 6))
+                      for row in rows for name in [*METRIC_NAMES, "Overall"])
+    assert whiskers == expected
+    assert "whiskers: intervals" in figure.axes[0].get_ylabel()
+
+    ax = radar_chart(rows, tmp_path / "radar.png").axes[0]
+    segments = sorted((round(float(line.get_ydata()[0]), 6), round(float(line.get_ydata()[1]), 6))
+                      for line in ax.lines if line.get_label() == "_interval")
+    assert segments == sorted((round(row.intervals[name][0], 6), round(row.intervals[name][1], 6))
+                              for row in rows for name in METRIC_NAMES)
+    assert "bootstrap interval" in [text.get_text() for text in ax.get_legend().get_texts()]
+
+    without = [_row_with_intervals("c", 0.9, 0.02)]
+    without[0].intervals = {}
+    plain = dimension_bar_chart(without, tmp_path / "plain.png")
+    assert not [c for ax in plain.axes for c in ax.collections] and "whiskers" not in plain.axes[0].get_ylabel()

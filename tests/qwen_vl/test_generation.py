@@ -182,12 +182,19 @@ def _record_chat_ids(model, monkeypatch):
 
 
 def _watch_forwards(model):
-    """Lists that fill with (rows, tokens) of every forward of the language model and with one item per
-    vision-tower call; and the hooks to remove."""
+    """Lists that fill with (kind, rows, tokens) of every forward of the language model (kind "step" for a decoding
+    step, fed ids; "prefill" for prompt pieces, fed embeddings) and with the number of images of every vision-tower
+    call; and the hooks to remove."""
     shapes, encodings = [], []
-    hooks = [model.transformer.register_forward_pre_hook(
-                 lambda module, args, kwargs: shapes.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True),
-             model.transformer.visual.register_forward_hook(lambda *args: encodings.append(1))]
+
+    def record(module, args, kwargs):
+        fed = kwargs.get("input_ids")
+        kind, fed = ("step", fed) if fed is not None else ("prefill", kwargs["inputs_embeds"])
+        shapes.append((kind, *fed.shape[:2]))
+
+    hooks = [model.transformer.register_forward_pre_hook(record, with_kwargs=True),
+             model.transformer.visual.register_forward_hook(
+                 lambda module, args, out: encodings.append(len(args[0])))]
     return shapes, encodings, hooks
 
 
@@ -260,7 +267,8 @@ def test_continuous_batching_refills_rows_and_each_request_equals_its_chat(short
     monkeypatch.setattr(continuous, "_headroom_capacity", lambda columns: columns + 2)
     shapes, encodings, hooks = _watch_forwards(model)
     try:
-        finished = list(generate_greedy(model, tasks, batch_size=3, pad_token_id=EOD))
+        stats = {}
+        finished = list(generate_greedy(model, tasks, batch_size=3, pad_token_id=EOD, stats=stats))
     finally:
         for hook in hooks:
             hook.remove()
@@ -269,16 +277,19 @@ def test_continuous_batching_refills_rows_and_each_request_equals_its_chat(short
     problems = [p for i in range(len(tasks)) for p in _score_differences(i, task_scores[i].steps, chat_scores[i].steps)]
     assert not problems, "\n".join(problems)
 
-    steps = [rows for rows, tokens in shapes if tokens == 1]
-    prefills = [i for i, (rows, tokens) in enumerate(shapes) if tokens > 1]
-    assert max(rows for rows, _ in shapes) <= 3 and all(shapes[i][0] == 1 for i in prefills)
-    assert prefills[-1] > shapes.index(next(s for s in shapes if s[1] == 1))  # requests joined a running batch
+    steps = [rows for kind, rows, tokens in shapes if kind == "step"]
+    prefills = [i for i, (kind, rows, tokens) in enumerate(shapes) if kind == "prefill"]
+    assert max(rows for _, rows, _ in shapes) <= 3 and all(tokens == 1 for kind, _, tokens in shapes if kind == "step")
+    assert prefills[-1] > shapes.index(next(s for s in shapes if s[0] == "step"))  # requests joined a running batch
     # A static batch of 3 requests at a time decodes until its longest row ends.
     static_steps = sum(max(len(ids) for ids in expected[i:i + 3]) - 1 for i in range(0, len(expected), 3))
     assert len(steps) < static_steps
-    # One encoding per run of requests showing the same images: scene (1, 2), scene+portrait (4), scene (5, 7;
-    # request 6 shows none).
-    assert len(encodings) == 3
+    # Each image is encoded once: the scene for request 1 (request 2 copies its prefix, image included), the
+    # portrait for request 4 (the scene still known); requests 5 and 7 copy the scene's columns from running rows.
+    assert sum(encodings) == 2, encodings
+    # Shared prefixes were copied, not computed (requests 1, 2, 5, 7 share the system prompt and the scene).
+    assert 0 < stats["reused_tokens"] and stats["prefill_tokens"] + stats["reused_tokens"] == stats["prompt_tokens"]
+    assert stats["prompt_tokens"] == sum(len(task.context_tokens) for task in tasks)
 
 
 class _EndAfterPromptDependentLength(LogitsProcessor):

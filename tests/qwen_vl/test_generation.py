@@ -5,6 +5,7 @@ generation defaults."""
 import json
 import threading
 
+import numpy as np
 import pytest
 import torch
 from transformers import (AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LogitsProcessor, LogitsProcessorList,
@@ -486,3 +487,95 @@ def test_stop_words_processor_forces_eos_only_after_a_full_stop_sequence():
     assert scores[:, 1:].abs().sum() == 0
     with pytest.raises(ValueError):
         StopWordsLogitsProcessor([[]], eos_token_id=0)
+
+
+def _judge_like_requests(tokenizer, model):
+    """Groups of prompts that are the same up to a sentence near their end, as a sample's judge prompts are, with
+    endings of different lengths, so that rows of one group fall on both sides of seq_length (48) or of a step of the
+    dynamic-NTK factor. (query, max_new_tokens, group name)."""
+    aspects = ["Fluency.", "Is it coherent?", "Tone " * 3, "Knowledge " * 6, "Personality " * 9, "Accuracy " * 13,
+               "Relevance " * 18, "Adherence " * 24]
+    tail = "\nAnswer with a score."
+    groups = {  # prefix, group name
+        "around seq_length": "Rate the reply. " * 3,
+        "two images, alpha 31 and 63": TWO_IMAGES + "Compare them. " * 60,
+        "alpha 15 and 31": IMAGE + "Question: why? " * 15,
+    }
+    requests = []
+    for name, prefix in groups.items():
+        orders = ("A first. ", "B first. ") if name == "alpha 15 and 31" else ("",)  # 16 rows, like --swap
+        for order in orders:
+            for k, aspect in enumerate(aspects):
+                requests.append((prefix + order + aspect + tail, 1 if (k, order) == (3, "") else 5, name))
+    return requests
+
+
+@pytest.mark.usefixtures("in_reference_dir")
+def test_rows_sharing_a_prompt_prefix_each_get_their_chat(short_context_model, monkeypatch):
+    """Eight rows sharing a prefix (around seq_length; two images across alpha 31/63) and sixteen (two orders x eight,
+    across alpha 15/31), admitted together and as running rows end: every row's ids and every step's scores (top 5,
+    logsumexp, to 1e-4) equal its one-at-a-time `chat`, although most of the prefill was copied. A row whose NTK
+    factor differs from its group's computes its prefix itself; a row ends at its first token."""
+    model, tokenizer = short_context_model
+    requests = _judge_like_requests(tokenizer, model)
+    contexts = [make_context(tokenizer, query, system="Be a judge.")[1] for query, _, _ in requests]
+    alphas = {}
+    for (_, _, group), ids in zip(requests, contexts):
+        alphas.setdefault(group, set()).add(model.transformer.ntk_alpha_for_length(len(ids)))
+    assert alphas == {"around seq_length": {1, 3}, "two images, alpha 31 and 63": {31, 63}, "alpha 15 and 31": {15, 31}}
+    short = [len(ids) for (_, _, g), ids in zip(requests, contexts) if g == "around seq_length"]
+    assert min(short) <= 48 < max(short)  # both sides of seq_length: log-n for some rows only
+    chat_ids = _record_chat_ids(model, monkeypatch)
+    stops = get_stop_words_ids("chatml", tokenizer)
+    chat_scores, task_scores, tasks = [], [], []
+    for (query, max_new_tokens, _), context in zip(requests, contexts):
+        chat_scores.append(_ScoreRecorder())
+        model.chat(tokenizer, query, system="Be a judge.", do_sample=False, max_new_tokens=max_new_tokens,
+                   logits_processor=LogitsProcessorList([chat_scores[-1]]))
+        task_scores.append(_ScoreRecorder())
+        tasks.append(DecodeTask(context, max_new_tokens, [EOD], stops, LogitsProcessorList([task_scores[-1]])))
+    assert len(chat_ids[3]) == 1  # this row ends at its first token
+
+    for batch_size in (8, 16):  # 8: a group joins together, the next one as rows end; 16: sixteen rows at once
+        for recorder in task_scores:
+            recorder.steps.clear()
+        stats = {}
+        finished = dict(generate_greedy(model, tasks, batch_size=batch_size, pad_token_id=EOD, stats=stats))
+        assert finished == dict(enumerate(chat_ids)), batch_size
+        problems = [p for i in range(len(tasks))
+                    for p in _score_differences(i, task_scores[i].steps, chat_scores[i].steps)]
+        assert not problems, "\n".join([f"batch_size {batch_size}"] + problems)
+        # Most prompt tokens were copied: each group's shared prefix is computed once per NTK factor.
+        assert stats["prompt_tokens"] == sum(map(len, contexts))
+        assert stats["prefill_tokens"] + stats["reused_tokens"] == stats["prompt_tokens"]
+        assert stats["prefill_tokens"] < 0.35 * stats["prompt_tokens"], stats
+
+
+def test_a_prefix_is_shared_only_under_the_same_ntk_factor_and_images():
+    """The planner: same ids but another NTK factor (another full length) share nothing; a span naming another image
+    (or carrying other pixels) cuts the shared part before it; a joiner follows another joiner only for enough ids."""
+    from mmrole.qwen_vl.generation import prefill
+
+    def prompt(ids, alpha=1, spans=(), carried=None, slot=0):
+        return prefill.Joiner(ids=np.asarray(ids), alpha=alpha, spans=list(spans), carried=carried, slot=slot)
+
+    base = list(range(100))
+    assert prefill.shareable_length(prompt(base + [1]), prompt(base + [2])) == 100
+    assert prefill.shareable_length(prompt(base + [1], alpha=3), prompt(base + [2], alpha=1)) == 0
+    span = prefill.ImageSpan(10, 20, "a.png")
+    assert prefill.shareable_length(prompt(base, spans=[span]), prompt(base, spans=[span])) == 100
+    other = prefill.ImageSpan(10, 20, "b.png")
+    assert prefill.shareable_length(prompt(base, spans=[span]), prompt(base, spans=[other])) == 10
+    pixels = torch.zeros(3, 4, 4)
+    assert prefill.shareable_length(prompt(base, spans=[span], carried={"a.png": pixels}),
+                                    prompt(base, spans=[span], carried={"a.png": pixels.clone()})) == 100
+    assert prefill.shareable_length(prompt(base, spans=[span], carried={"a.png": pixels}),
+                                    prompt(base, spans=[span], carried={"a.png": pixels + 1})) == 10
+    assert prefill.shareable_length(prompt(base, spans=[span], carried={"a.png": pixels}),
+                                    prompt(base, spans=[span])) == 10
+    running = prompt(base[:60] + [7] * 40, slot=5)
+    joiners = [prompt(base + [1], slot=0), prompt(base + [2], slot=1), prompt(base[:20] + [9] * 81, slot=2),
+               prompt(base + [3], alpha=3, slot=3)]
+    prefill.plan_sharing(joiners, [running])
+    assert [(j.source and j.source.slot, j.reused, j.rank) for j in joiners] == [
+        (5, 60, 0), (0, 100, 1), (5, 20, 0), (None, 0, 0)]

@@ -139,12 +139,11 @@ def plan_sharing(joiners: Sequence[Joiner], running: Sequence[CachedPrompt]) -> 
     for position, joiner in enumerate(joiners):
         joiner.source, joiner.reused, joiner.rank = None, 0, 0
         best = (0, 0)  # (shared ids, -rank of the pass the joiner would wait for)
-        candidates = [(source, 0) for source in running] + [(other, other.rank + 1) for other in joiners[:position]]
-        for source, rank in candidates:
+        candidates = [(source, 0, 1) for source in running] + \
+            [(other, other.rank + 1, MIN_SHARED_IDS) for other in joiners[:position]]
+        for source, rank, at_least in candidates:
             shared = shareable_length(joiner, source)
-            if isinstance(source, Joiner) and shared < MIN_SHARED_IDS:
-                continue
-            if shared > 0 and (shared, -rank) > best:
+            if shared >= at_least and (shared, -rank) > best:
                 best = (shared, -rank)
                 joiner.source, joiner.reused, joiner.rank = source, shared, rank
 

@@ -579,3 +579,30 @@ def test_a_prefix_is_shared_only_under_the_same_ntk_factor_and_images():
     prefill.plan_sharing(joiners, [running])
     assert [(j.source and j.source.slot, j.reused, j.rank) for j in joiners] == [
         (5, 60, 0), (0, 100, 1), (5, 20, 0), (None, 0, 0)]
+
+
+def test_a_joiner_copying_a_prefix_beside_one_that_copies_nothing_gets_its_own_answer(short_context_model):
+    """Prefill pieces of one forward: a joiner that copies a running row's prefix, beside a joiner of the same length
+    that copies nothing (its first id is another). Both, and the running row, get what `generate` gives each alone."""
+    model, _ = short_context_model
+    rng = np.random.default_rng(5)
+    shared, own, other = (rng.integers(100, 3000, size=60).tolist() for _ in range(3))
+    prompts = {"running": shared, "copies 20": shared[:20] + own[20:], "copies nothing": [shared[0] + 1] + other[1:]}
+    limits = {"running": 8, "copies 20": 4, "copies nothing": 4}
+    alone = {}
+    for name, ids in prompts.items():
+        out = model.generate(torch.tensor([ids]), do_sample=False, max_new_tokens=limits[name], eos_token_id=EOD,
+                             pad_token_id=EOD, stop_words_ids=[], logits_processor=None)
+        alone[name] = out[0, len(ids):].tolist()
+    names = list(prompts)
+    tasks = [DecodeTask(prompts[name], limits[name], [EOD], []) for name in names]
+    batch = continuous.DecodingBatch(model, 3, EOD)
+    got = {}
+    with torch.inference_mode():
+        batch.admit(0, 0, tasks[0])
+        got.update(batch.step())
+        assert not batch.admit_all([(1, 1, tasks[1]), (2, 2, tasks[2])])
+        assert batch.stats["reused_tokens"] == 20 and batch.stats["prefill_forwards"] == 2  # one forward each time
+        while batch.live:
+            got.update(batch.step())
+    assert {names[index]: ids for index, ids in got.items()} == alone

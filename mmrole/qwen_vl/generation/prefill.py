@@ -254,6 +254,9 @@ class PrefillWriter:
         self.pieces = [joiner.computed for joiner in bucket]
         self.width = width
         self.tokens = tokens
+        # The forward's own keys serve attention only when no row copied a prefix: a row that did holds, left of
+        # its piece, the padding's keys where its copied columns belong.
+        self.only_computed = all(joiner.reused == 0 for joiner in bucket)
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.width - self.tokens
@@ -266,7 +269,7 @@ class PrefillWriter:
         for row, (slot, count) in enumerate(zip(self.slots, self.pieces)):
             cache.keys[layer_idx][slot, :, end - count : end] = key[row, :, self.tokens - count :]
             cache.values[layer_idx][slot, :, end - count : end] = value[row, :, self.tokens - count :]
-        if self.width == self.tokens:
+        if self.only_computed:
             return key, value
         return cache.columns(layer_idx, self.slots, end - self.width, end)
 

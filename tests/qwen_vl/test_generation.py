@@ -510,6 +510,7 @@ def _judge_like_requests(tokenizer, model):
     return requests
 
 
+@pytest.mark.slow  # 40 chats and two batched runs: ~2 minutes on 2 busy cores
 @pytest.mark.usefixtures("in_reference_dir")
 def test_rows_sharing_a_prompt_prefix_each_get_their_chat(short_context_model, monkeypatch):
     """Eight rows sharing a prefix (around seq_length; two images across alpha 31/63) and sixteen (two orders x eight,

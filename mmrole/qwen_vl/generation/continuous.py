@@ -350,7 +350,7 @@ class DecodingBatch:
 
     `stats`: prompt_tokens (of the admitted prompts), prefill_tokens (prompt tokens computed: prefill pieces plus
     each prompt's last token, computed in its first step), reused_tokens (copied from a shared prefix), padding_tokens
-    (computed for padding), prefill_forwards."""
+    (computed for padding), prefill_forwards, generated_tokens (tokens chosen)."""
 
     def __init__(self, model, slots: int, pad_token_id: int):
         self.model = model
@@ -360,7 +360,7 @@ class DecodingBatch:
         self.rows: List[Optional[_Row]] = [None] * slots
         self.images = ImageMemo(model)
         self.stats = {"prompt_tokens": 0, "prefill_tokens": 0, "reused_tokens": 0, "padding_tokens": 0,
-                      "prefill_forwards": 0}
+                      "prefill_forwards": 0, "generated_tokens": 0}
 
     @property
     def live(self) -> int:
@@ -462,6 +462,7 @@ class DecodingBatch:
             tokens = [self.rows[slot].choose(scores[position]) for position, slot in enumerate(live)]
         else:
             tokens = scores.argmax(dim=-1).tolist()
+        self.stats["generated_tokens"] += len(live)
         ended = []
         for slot, token in zip(live, tokens):
             row = self.rows[slot]

@@ -61,8 +61,6 @@ from .prefill import CachedPrompt, ImageMemo, Joiner, image_spans, plan_sharing,
 FORCED_EOS_SCORE = float(2**15)
 # Columns kept free beyond what the rows need when the buffers are (re)allocated: a fifth of it, at least 64.
 MIN_HEADROOM = 64
-# Vocabulary rows projected at a time on a CPU (see vocabulary_scores): 8 MB of a 128-wide float32 head.
-VOCABULARY_SLICE = 4096
 
 
 @dataclass
@@ -302,25 +300,15 @@ class _Row:
 
 
 def vocabulary_scores(lm_head: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
-    """[N, V] float32 scores of N final hidden states [N, C].
+    """[N, V] float32 scores of N final hidden states [N, C]: the head called as the model's forward calls it (for
+    one row exactly what `chat` computes; for several, the same up to float rounding, like any change of batch size).
 
-    One row, a head that is not a plain bias-free Linear (e.g. LoRA-wrapped), or a GPU: the head is called as
-    the model's forward calls it (for one row that is exactly what `chat` computes). Several rows on a CPU: the
-    vocabulary is projected in slices of VOCABULARY_SLICE rows, weight_slice @ hidden.T, each written into the
-    [N, V] scores. Measured on 2 cores with the 151,936-row head (128 wide): 10-11 ms instead of F.linear's
-    19-21 ms (which repacks the whole weight at every call) for 4-8 rows, 15 instead of 19 for 16, about the same
-    from 12 or 24 rows on. One weight @ hidden.T is as fast but leaves [V, N] scores, whose argmax over V is
-    slow from 24 rows on (up to 50 ms). The products are the same up to float rounding, like any change of
-    batch size."""
-    weight = getattr(lm_head, "weight", None)
-    rows = hidden_states.size(0)
-    if rows == 1 or type(lm_head) is not nn.Linear or lm_head.bias is not None or weight.device.type != "cpu":
-        return lm_head(hidden_states[:, None])[:, -1].to(copy=True, dtype=torch.float32)
-    columns = hidden_states.T  # [C, N]
-    scores = torch.empty(rows, weight.size(0), dtype=torch.float32)
-    for start in range(0, weight.size(0), VOCABULARY_SLICE):
-        scores[:, start : start + VOCABULARY_SLICE] = (weight[start : start + VOCABULARY_SLICE] @ columns).T
-    return scores
+    One call, not a hand-sliced projection: slices of 4,096 vocabulary rows (37 matrix products per step) were 2x
+    faster on 2 idle cores (10 instead of 20 ms for 4-8 rows of the 151,936 x 128 head), but measured side by side
+    on the same 2 cores shared with other jobs (load average ~13) they took 2.0-4.8 s against 0.2-0.3 s for 3-16
+    rows: every product waits for the busy cores again, and the vocabulary projection became 74 % of the decoding
+    time (cProfile of bench/full_eval.py)."""
+    return lm_head(hidden_states[:, None])[:, -1].to(copy=True, dtype=torch.float32)
 
 
 def prompt_image_paths(model, ids: Sequence[int]) -> Tuple[str, ...]:

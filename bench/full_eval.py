@@ -9,9 +9,9 @@ the MMRole-Eval reward model as --judge_path), over the 294 test samples (--test
 their images), it runs exactly what eval/inference + eval/RM_review.py --no_random run (the same pipeline and
 engine, greedy, continuous batching, shared prefixes prefilled once) and prints per stage: wall time, outputs/s,
 generated and prompt tokens/s, the prompt tokens computed against the naive count, and the time inside the language
-model's prefill forwards, its decoding forwards, and the vision encoder (the rest: the vocabulary projection,
-scheduling, tokenizing, files). With --output_dir the outputs stay there and a rerun resumes (the pipeline's
-journals); a rerun of finished stages is timed as nearly nothing.
+model's prefill forwards, its decoding forwards, the vocabulary projection and the vision encoder (the rest:
+logits processors, scheduling, tokenizing, files). With --output_dir the outputs stay there and a rerun resumes (the
+pipeline's journals); a rerun of finished stages is timed as nearly nothing.
 
 Without --test_dir it takes the published In-Test samples (216 of the 294: the Out-Test inputs are not in ../shared)
 with the reference PNGs as their images; --samples N keeps N of them. The tiny random checkpoints never end an output
@@ -37,7 +37,8 @@ from workload import (  # noqa: E402
 
 class ForwardTimer:
     """Time spent inside the language model's forwards, by kind (prefill: prompt pieces; decoding: one id per row),
-    and inside the vision encoder. On CUDA each hook synchronizes, so kernels are timed where they run."""
+    in the vocabulary projection (the head, outside those forwards) and in the vision encoder. On CUDA each hook
+    synchronizes, so kernels are timed where they run."""
 
     def __init__(self, model):
         import torch
@@ -49,7 +50,9 @@ class ForwardTimer:
         self.hooks = [transformer.register_forward_pre_hook(self._start_language, with_kwargs=True),
                       transformer.register_forward_hook(self._stop("language")),
                       transformer.visual.register_forward_pre_hook(self._start("vision")),
-                      transformer.visual.register_forward_hook(self._stop("vision"))]
+                      transformer.visual.register_forward_hook(self._stop("vision")),
+                      model.lm_head.register_forward_pre_hook(self._start("vocabulary")),
+                      model.lm_head.register_forward_hook(self._stop("vocabulary"))]
 
     def _start_language(self, module, args, kwargs):
         ids = kwargs.get("input_ids", args[0] if args else None)
@@ -87,7 +90,7 @@ def run_stage(name, backend, work, outputs_of):
     made, wanted = outputs_of(summaries)
     stats, seconds = backend.stats, timer.seconds
     shares = ", ".join(f"{kind} {seconds[kind]:.1f} s ({seconds[kind] / wall:.0%})"
-                       for kind in ("prefill", "decoding", "vision"))
+                       for kind in ("prefill", "decoding", "vocabulary", "vision"))
     other = wall - sum(seconds.values())
     # Vision runs inside the language forward on the sampling path only; the greedy path encodes before prefill.
     print(f"{name}: {made}/{wanted} in {wall:.1f} s ({made / wall:.2f}/s); generated "

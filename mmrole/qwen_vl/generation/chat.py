@@ -7,7 +7,8 @@ forced to `<|endoftext|>` (score 2**15), and generation of that row ends there.
 
 `batch_chat` with greedy decoding uses continuous batching (see continuous.py beside this module): the queries that
 join at one step are prefilled together, a prompt prefix another row holds is copied (prefill.py), every query decodes
-in a shared batch of at most batch_size rows and leaves it when it ends, its place going to the next query. Otherwise (sampling, or settings only transformers' `generate` implements) it left-pads the prompts of
+in a shared batch of at most batch_size rows and leaves it when it ends, its place going to the next query.
+Otherwise (sampling, or settings only transformers' `generate` implements) it left-pads the prompts of
 each batch into one `generate` call (the scripts' sampling: a seed set per batch, as the original).
 
 `prepare_chat` turns one prompt into a task for a `DecodingBatch` that a caller drives itself (the server):

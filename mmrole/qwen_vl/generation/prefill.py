@@ -31,7 +31,7 @@ joiner of the same step waits for a later pass). Each row's piece attends to its
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 import torch

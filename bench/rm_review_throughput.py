@@ -3,7 +3,10 @@
 The original RM_review.py asks `model.chat` once per sample and metric (8 calls per sample, batch 1).
 Ours (mmrole.eval.review with the hf backend) decodes up to --batch_size prompts together with
 continuous batching (a review that ends leaves the batch and the next prompt takes its place), each
-image encoded once per sample. Both run greedy on the same tiny checkpoint;
+image encoded once per sample, the prompts that join at one step prefilled together, and the prefix a
+sample's eight prompts share (all but the aspect sentence near their end) computed once and copied.
+Each batched run also prints the prompt tokens it computed against the naive count (every prompt
+prefilled whole, as the loop does). Both run greedy on the same tiny checkpoint;
 the script checks that every review is identical, then prints both rates and their ratio. A
 benchmark, not a test (timings depend on the machine and its load).
 
@@ -23,76 +26,17 @@ a batch never spans two answers files (the review works file by file), so 12 sam
 requests per file. Each --batch_size is one batched run, all compared with one run of the loop.
 """
 import argparse
-import hashlib
 import json
 import os
-import shutil
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("MMROLE_SHARED", REPO.parent / "shared"))
-REFERENCE_IMAGES = ("portrait_200x300.png", "scene_300x200.png", "shapes_64x48.png")
-FILES = ("comment_test.json", "human-role_test.json", "inter-role_test.json")
-
-
-def published_review_lengths(tokenizer):
-    """Token lengths of every published In-Test review (the distribution the stop rule draws from)."""
-    lengths = []
-    for path in sorted((SHARED / "mmrole_reference" / "in-test_reviews").glob("*/*.json")):
-        for sample in json.loads(path.read_text(encoding="utf-8")):
-            lengths += [len(tokenizer.encode(entry["review"])) for entry in (sample.get("rm_review") or {}).values()]
-    return lengths
-
-
-def review_length_stop(lengths, pad_id, end_id):
-    """Fresh logits processors for one generate call: one that forces end_id once a row has
-    generated the length drawn for its prompt (the row's ids without left padding, hashed); none
-    when lengths is None (every review runs to max_new_tokens)."""
-    from transformers import LogitsProcessor, LogitsProcessorList
-
-    class ReviewLengthStop(LogitsProcessor):
-        def __init__(self):
-            self.prompt_width = None  # input width at the first step of this generate call
-            self.targets = None
-
-        def __call__(self, input_ids, scores):
-            if self.prompt_width is None:
-                self.prompt_width = input_ids.shape[1]
-                self.targets = []
-                for row in input_ids.tolist():
-                    start = next(i for i, token in enumerate(row) if token != pad_id)
-                    digest = hashlib.sha256(json.dumps(row[start:]).encode()).digest()
-                    self.targets.append(lengths[int.from_bytes(digest[:8], "big") % len(lengths)])
-            generated = input_ids.shape[1] - self.prompt_width
-            for row, target in enumerate(self.targets):
-                if generated == target:
-                    scores[row] = -float("inf")
-                    scores[row, end_id] = 0.0
-            return scores
-
-    return LogitsProcessorList([] if lengths is None else [ReviewLengthStop()])
-
-
-def prepare(args, workdir: Path):
-    """An answers file per dialogue type (together --samples published samples, spread over each
-    file) and an image folder (the reference PNGs)."""
-    chosen = []
-    per_file = [args.samples // len(FILES) + (i < args.samples % len(FILES)) for i in range(len(FILES))]
-    (workdir / "answers").mkdir()
-    for name, count in zip(FILES, per_file):
-        samples = json.loads((SHARED / "mmrole_reference" / "in-test_answers" / args.model / name).read_text(encoding="utf-8"))
-        picked = samples[:: max(1, len(samples) // max(count, 1))][:count]
-        (workdir / "answers" / name).write_text(json.dumps(picked, ensure_ascii=False), encoding="utf-8")
-        chosen += picked
-    for i, sample in enumerate(chosen):
-        target = workdir / "images" / sample["image"]
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(SHARED / "qwen_vl_reference" / "images" / REFERENCE_IMAGES[i % 3], target)
-    return chosen
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/workload.py, also when a test loads this file
+from workload import (  # noqa: E402
+    TINY_CHECKPOINT, length_stop, prefill_line, prepare_samples, published_review_lengths, stopping_backend)
 
 
 def original_loop(model, tokenizer, samples, image_dir, max_new_tokens, stop):
@@ -116,40 +60,25 @@ def original_loop(model, tokenizer, samples, image_dir, max_new_tokens, stop):
 def batched_review(model, tokenizer, workdir, batch_size, max_new_tokens, stop, output="reviews"):
     """Ours: the full review pipeline (journal, output file) with the batched hf backend."""
     from mmrole.backends.base import GenerationParams
-    from mmrole.backends.hf import HFBackend
     from mmrole.eval.files import input_files
     from mmrole.eval.review import ReviewConfig, review_files
 
-    class StoppingBackend(HFBackend):
-        """The hf backend with the benchmark's stop rule: fresh processors for every request, which see
-        that request's ids alone, as in the loop's chat() calls."""
-
-        def generation_kwargs(self, params):
-            return {**super().generation_kwargs(params), "make_logits_processor": stop}
-
-    steps = []  # rows of every decoding step (prefills are one prompt each)
-    hook = model.transformer.register_forward_pre_hook(
-        lambda module, args, kwargs: steps.append(len(kwargs["input_ids"])) if kwargs["input_ids"].shape[1] == 1 else None,
-        with_kwargs=True)
     config = ReviewConfig(image_dir=str(workdir / "images"), params=GenerationParams(greedy=True, max_new_tokens=max_new_tokens),
                           progress=False)
-    backend = StoppingBackend(model=model, tokenizer=tokenizer, batch_size=batch_size)
-    try:
-        review_files(input_files(workdir / "answers", None), workdir / output, backend, config)
-    finally:
-        hook.remove()
+    backend = stopping_backend(stop)(model=model, tokenizer=tokenizer, batch_size=batch_size)
+    review_files(input_files(workdir / "answers", None), workdir / output, backend, config)
     reviews = {}
     for path in (workdir / output).glob("*.json"):
         for record in json.loads(path.read_text(encoding="utf-8")):
             for metric, entry in record.get("rm_review", {}).items():
                 reviews[(record["id"], metric)] = entry["review"]
-    return reviews, steps
+    return reviews, backend.stats
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                      allow_abbrev=False)
-    parser.add_argument("--model_path", default=str(SHARED / "qwen_vl_reference" / "tiny-qwen-vl-chat"))
+    parser.add_argument("--model_path", default=str(TINY_CHECKPOINT))
     parser.add_argument("--model", default="mmrole-agent", help="whose published answers to review")
     parser.add_argument("--samples", type=int, default=12, help="spread over the three dialogue types")
     parser.add_argument("--batch_size", type=int, nargs="+", default=[8, 16, 32], help="one batched run per value")
@@ -164,11 +93,11 @@ def main(argv=None) -> int:
     model, tokenizer = load_model_and_tokenizer(args.model_path, device="cpu")
     model.generation_config.do_sample = False
     lengths = None if args.fixed_length else published_review_lengths(tokenizer)
-    stop = lambda: review_length_stop(lengths, model.generation_config.pad_token_id, tokenizer.im_end_id)  # noqa: E731
+    stop = lambda: length_stop(lengths, model.generation_config.pad_token_id, tokenizer.im_end_id)  # noqa: E731
     batched = {}
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        samples = prepare(args, workdir)
+        samples = prepare_samples(args.samples, args.model, workdir)
         n = len(samples) * 8
         rule = ("fixed length" if lengths is None else
                 f"stop at published review lengths (mean {statistics.mean(lengths):.0f}, max {max(lengths)})")
@@ -178,11 +107,11 @@ def main(argv=None) -> int:
             model.chat(tokenizer, query="warm-up", history=None, max_new_tokens=2)
             for batch_size in args.batch_size:
                 start = time.perf_counter()
-                reviews, steps = batched_review(model, tokenizer, workdir, batch_size, args.max_new_tokens, stop,
+                reviews, stats = batched_review(model, tokenizer, workdir, batch_size, args.max_new_tokens, stop,
                                                 output=f"reviews_{batch_size}")
-                batched[batch_size] = (time.perf_counter() - start, reviews, steps)
-                print(f"  batch {batch_size}: {batched[batch_size][0]:.1f} s, {len(steps)} decoding steps",
-                      flush=True)
+                batched[batch_size] = (time.perf_counter() - start, reviews, stats)
+                print(f"  batch {batch_size}: {batched[batch_size][0]:.1f} s, {stats['decoding_steps']} decoding "
+                      f"steps; {prefill_line(stats)}", flush=True)
             start = time.perf_counter()
             theirs = original_loop(model, tokenizer, samples, str(workdir / "images"), args.max_new_tokens, stop)
             theirs_s = time.perf_counter() - start

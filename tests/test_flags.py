@@ -99,7 +99,8 @@ SCRIPTS = ("inference.py", "eval/GPT_review.py", "eval/RM_review.py", "eval/RM_r
            "eval/build_RM_data.py", "eval/RM_agreement.py", "data_prep/build_data.py", "data_prep/filter_dialogues.py",
            "data_prep/gen_profiles.py", "data_prep/gen_dialogues.py", "finetune/merge_lora.py", "mmrole.serve.server",
            "mmrole.demo.tiny", "mmrole.demo.data", "mmrole.demo.judge", "mmrole.demo.summary", "bench/serve_load.py",
-           "bench/rm_review_throughput.py", "bench/train_throughput.py", "app.py")
+           "bench/rm_review_throughput.py", "bench/train_throughput.py", "bench/inference_throughput.py",
+           "bench/full_eval.py", "app.py")
 
 
 @pytest.mark.parametrize("script", SCRIPTS)

@@ -5,11 +5,14 @@ Every request is rendered as the original scripts did: the query parts through
 is part of the prompt tokens), the request's system prompt, history turns likewise.
 
 Greedy requests (--no_random) are decoded with continuous batching (`iter_batch_chat_detailed`): at
-most `batch_size` rows decode at once, every request is prefilled alone, and a request that ends
-leaves the batch at once and the next one takes its place, so the decoding steps are about the
-tokens generated / batch_size instead of the longest answer of every batch. Each result is yielded
-as soon as it ends. Consecutive requests that show the same images (the 8 judge requests of a
-sample, 16 with --swap, or the retries of a sample) share one image encoding.
+most `batch_size` rows decode at once, and a request that ends leaves the batch at once and the next
+one takes its place, so the decoding steps are about the tokens generated / batch_size instead of
+the longest answer of every batch. Each result is yielded as soon as it ends. The requests that join
+at one step are prefilled together, and a prompt prefix that another row holds (the 8 judge requests
+of a sample share all but their aspect sentence, 16 with --swap) is copied, not computed
+(mmrole/qwen_vl/generation/prefill.py); consecutive requests that show the same images share one
+image encoding. `stats` sums the counters of these runs (prompt, prefill, reused and padding tokens,
+prefill forwards, decoding steps): what bench/ prints.
 
 Sampled requests go in static batches of up to `batch_size` through `batch_chat_detailed` (left
 padding; per row positions, NTK and log-n; the seed is set per batch, so sampling is repeatable).
@@ -75,6 +78,7 @@ class HFBackend(Backend):
             self._model_name = getattr(model, "name_or_path", None) or type(model).__name__
         self.model, self.tokenizer = model, tokenizer
         self.batch_size = batch_size
+        self.stats: Dict[str, int] = {}  # continuous-batching counters, summed over runs (see the module doc)
 
     def identity(self) -> Dict[str, Any]:
         # The weights' folder (adapter folder for LoRA) and dtype: bf16 and fp32 answers differ.
@@ -141,12 +145,17 @@ class HFBackend(Backend):
                 admitted.append(index)
             except (OSError, ValueError) as e:
                 yield index, _error(requests[index], e)
+        run_stats: Dict[str, int] = {}
         outcomes = iter_batch_chat_detailed(
             self.model, self.tokenizer, [q for q, _ in rendered], [h for _, h in rendered],
-            [requests[i].system for i in admitted], batch_size=self.batch_size, **kwargs)
-        for position, outcome in outcomes:
-            index = admitted[position]
-            yield index, _error(requests[index], outcome) if isinstance(outcome, Exception) else _result(outcome)
+            [requests[i].system for i in admitted], batch_size=self.batch_size, stats=run_stats, **kwargs)
+        try:
+            for position, outcome in outcomes:
+                index = admitted[position]
+                yield index, _error(requests[index], outcome) if isinstance(outcome, Exception) else _result(outcome)
+        finally:
+            for name, count in run_stats.items():
+                self.stats[name] = self.stats.get(name, 0) + count
 
     def _answer(self, chunk: Sequence[ChatRequest], kwargs: Dict[str, Any]) -> List[ChatResult]:
         from ..qwen_vl.generation.chat import batch_chat_detailed

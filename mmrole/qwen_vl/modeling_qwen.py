@@ -334,9 +334,11 @@ class QWenModel(QWenPreTrainedModel):
         whose name is missing is an error. With pixel_values or image_features nothing is loaded from a path
         written in input_ids; only a call with neither opens those paths (the original's behaviour).
         `cache` is `past_key_values` under transformers' newer name (CACHE_FIELD).
-        ntk_alpha: [B] the dynamic-NTK factors for decoding on a cache: pass on the prefill output's `ntk_alpha`
-        (as `generate`, `chat`, `batch_chat` and continuous batching do) to keep the prefill's factor, as the
-        original did; without it a cached step uses the factor of the whole sequence. Ignored at prefill.
+        ntk_alpha: [B] the dynamic-NTK factors to use. Decoding on a cache: pass on the prefill output's
+        `ntk_alpha` (as `generate`, `chat`, `batch_chat` and continuous batching do) to keep the prefill's factor,
+        as the original did; without it a cached step uses the factor of the whole sequence. A prompt prefilled
+        in pieces (continuous batching reuses a shared prefix's keys) passes its full length's factor to every
+        piece; without it a prefill takes each row's factor from its own length (max position + 1).
         Returns last_hidden_state [B, T, C], the cache, hidden_states, attentions, ntk_alpha [B]."""
         past_key_values = _one_cache(past_key_values, cache)
         if (input_ids is None) == (inputs_embeds is None):
@@ -447,20 +449,28 @@ class QWenModel(QWenPreTrainedModel):
             hidden_states[row, start + 1 : end] = features.to(device=hidden_states.device, dtype=hidden_states.dtype)
         return hidden_states
 
+    def ntk_alpha_for_length(self, length: int) -> float:
+        """The dynamic-NTK factor the original gives every position of a `length`-token prompt prefilled alone
+        (1 in training or without dynamic NTK)."""
+        if self.training or not self.config.use_dynamic_ntk:
+            return 1
+        return dynamic_ntk_alpha(length, self.config.seq_length)
+
     def _ntk_alphas(self, positions: torch.Tensor, past_length: int,
                     given: Optional[Union[Sequence[float], torch.Tensor]]) -> List[float]:
-        """One NTK alpha per row: at prefill from the row's own length; when decoding on a cache, the alphas the
-        caller passes on from the prefill's output (`ntk_alpha`), else those of the whole sequence."""
+        """One NTK alpha per row: the alphas the caller gives (`ntk_alpha`: the prefill output's, passed on when
+        decoding; or, for a prompt prefilled in pieces, the factor of its full length); else at prefill from
+        the row's own length and on a cache from the whole sequence's."""
         batch = positions.size(0)
         if self.training or not self.config.use_dynamic_ntk:
             return [1] * batch
-        if past_length > 0 and given is not None:
+        if given is not None:
             alphas = given.tolist() if isinstance(given, torch.Tensor) else list(given)
             if len(alphas) != batch:
                 raise ValueError(f"ntk_alpha holds {len(alphas)} values for a batch of {batch} rows")
             return alphas
         lengths = (positions.max(dim=1).values + 1).tolist()
-        return [dynamic_ntk_alpha(n, self.config.seq_length) for n in lengths]
+        return [self.ntk_alpha_for_length(n) for n in lengths]
 
 
 def load_image_pixels(paths: Sequence[str], image_size: int) -> torch.Tensor:

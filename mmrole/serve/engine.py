@@ -2,8 +2,10 @@
 in the same `DecodingBatch` (mmrole.qwen_vl.generation.continuous) that inference and review use.
 
 One scheduler thread owns the model. Each turn of its loop
-- admits waiting jobs, oldest first, into free rows of the decoding batch: each prompt is prefilled alone, as
-  `chat` prefills it, with the pixels its request carried (the model never loads a path);
+- admits waiting jobs, oldest first, into free rows of the decoding batch: their prompts are prefilled together,
+  as `chat` prefills each (its own positions and NTK factor), with the pixels its request carried (the model never
+  loads a path); a prompt prefix that a running row or another joiner holds for the same ids and images (a shared
+  system prompt, a character's profile, the judge's eight prompts of a sample) is copied, not computed;
 - runs one decoding step for all rows together, whatever their max_tokens, stop strings, streaming or
   sampling settings;
 - answers the jobs whose rows ended.
@@ -280,55 +282,74 @@ class ChatEngine:
     def _run(self) -> None:
         try:
             while not self._closed.is_set():
+                first: List[Job] = []
                 if not self._admitted:  # nothing decodes: wait for work
                     job = self._queue.get()
                     if job is None:
                         break
-                    self._admit(job)
-                if self._admit_waiting() and self._admitted:
+                    first.append(job)
+                if self._admit_waiting(first) and self._admitted:
                     self._step()
         finally:
             for index in list(self._admitted):
                 self._admitted.pop(index).job.fail("the server is shutting down")
             self._fail_waiting()
 
-    def _admit_waiting(self) -> bool:
-        """Admit waiting jobs while rows are free (growing the batch up to max_batch_size); False when the
-        close sentinel came."""
-        while True:
-            batch = self._batch
-            if batch is not None and batch.free_slot() is None:
-                wanted = min(self.max_batch_size, batch.live + self._queue.qsize())
-                if wanted <= len(batch.rows):
-                    return True
-                batch.add_slots(wanted - len(batch.rows))
+    def _admit_waiting(self, jobs: List[Job]) -> bool:
+        """Admit `jobs` and the waiting jobs, oldest first, while rows are free (the batch grows up to
+        max_batch_size), prefilled together (shared prompt prefixes computed once); False when the close sentinel
+        came."""
+        open_rows = self.max_batch_size - len(self._admitted)
+        closing = False
+        while len(jobs) < open_rows:
             try:
                 job = self._queue.get_nowait()
             except queue.Empty:
-                return True
+                break
             if job is None:
-                return False
-            self._admit(job)
+                closing = True
+                break
+            jobs.append(job)
+        if jobs:
+            self._admit(jobs)
+        return not closing
 
-    def _admit(self, job: Job) -> None:
-        if job.cancelled.is_set():
-            self.stats["dropped_jobs"] += 1
-            job.drop()
+    def _admit(self, jobs: List[Job]) -> None:
+        joining: Dict[int, _Admitted] = {}
+        for job in jobs:
+            if job.cancelled.is_set():
+                self.stats["dropped_jobs"] += 1
+                job.drop()
+                continue
+            text = _RowText(job, self.backend.tokenizer, self.terminators)
+            index, self._next_index = self._next_index, self._next_index + 1
+            try:
+                joining[index] = _Admitted(job, self._prepare(job, on_token=text.add), text)
+            except Exception:  # noqa: BLE001  the request was validated: this is the server's fault
+                self._fail_unprefilled(job, None)
+        if not joining:
             return
-        text = _RowText(job, self.backend.tokenizer, self.terminators)
-        index, self._next_index = self._next_index, self._next_index + 1
+        batch = self._batch_with_room(len(joining))
+        assignments = [(slot, index, admitted.prepared.task)
+                       for slot, (index, admitted) in zip(batch.free_slots(), joining.items())]
         try:
-            prepared = self._prepare(job, on_token=text.add)
-            batch = self._batch_with_room()
             with torch.inference_mode():
-                batch.admit(batch.free_slot(), index, prepared.task)
-        except Exception:  # noqa: BLE001  the request was validated: this is the server's fault, not the client's
-            logger.exception("a request could not be prefilled")
-            self.stats["failed_jobs"] += 1
-            job.fail(GENERATION_FAILED)
-            return
-        self._admitted[index] = _Admitted(job, prepared, text)
-        self.stats["rows"] += 1
+                failures = dict(batch.admit_all(assignments))
+        except Exception:  # noqa: BLE001  the shared prefill failed: none of these rows can start
+            failures = {index: None for index in joining}
+        for index, admitted in joining.items():
+            if index in failures:
+                self._fail_unprefilled(admitted.job, failures[index])
+            else:
+                self._admitted[index] = admitted
+                self.stats["rows"] += 1
+
+    def _fail_unprefilled(self, job: Job, error: Optional[Exception]) -> None:
+        """A job whose prompt could not be prefilled (error: what admit_all reported; None: the exception being
+        handled)."""
+        logger.error("a request could not be prefilled", exc_info=error if error is not None else True)
+        self.stats["failed_jobs"] += 1
+        job.fail(GENERATION_FAILED)
 
     def _prepare(self, job: Job, on_token):
         from ..qwen_vl.generation.chat import prepare_chat
@@ -340,14 +361,16 @@ class ChatEngine:
         return prepare_chat(backend.model, backend.tokenizer, job.context_tokens, images=images,
                             seed=job.params.seed, on_token=on_token, **kwargs)
 
-    def _batch_with_room(self):
+    def _batch_with_room(self, rows: int):
+        """The decoding batch with at least `rows` free slots (created, or grown, as needed)."""
         from ..qwen_vl.generation.continuous import DecodingBatch
 
         if self._batch is None:
-            slots = min(self.max_batch_size, 1 + self._queue.qsize())
+            slots = min(self.max_batch_size, max(rows, len(self._admitted) + rows + self._queue.qsize()))
             self._batch = DecodingBatch(self.backend.model, slots, self.pad_id)
-        elif self._batch.free_slot() is None:
-            self._batch.add_slots(1)
+        missing = rows - len(self._batch.free_slots())
+        if missing > 0:
+            self._batch.add_slots(missing)
         return self._batch
 
     def _step(self) -> None:

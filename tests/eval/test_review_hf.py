@@ -80,7 +80,7 @@ def test_batched_no_random_reviews_equal_this_projects_one_at_a_time_chat(setup,
 def test_each_image_is_encoded_once_per_sample_also_with_swap(setup, greedy):
     """--swap: 16 requests per sample, 24 rows. Greedy: continuous batching, 8 requests of the second
     sample join the first sample's 16 and the rest refill rows; the consecutive requests showing one image
-    share its encoding. Sampling: static batches; cutting every 24 requests would put the second sample's
+    share its encoding, and the prompt prefix they share is prefilled once (backend.stats). Sampling: static batches; cutting every 24 requests would put the second sample's
     image in two batches; batches end at sample boundaries instead."""
     from mmrole.backends.base import GenerationParams
     from mmrole.backends.hf import HFBackend
@@ -89,7 +89,13 @@ def test_each_image_is_encoded_once_per_sample_also_with_swap(setup, greedy):
 
     encoded, static_batches, decoding_rows = [], [], []
 
+    reviewed = []
+
     class CountingBackend(HFBackend):
+        def generate_iter(self, requests, params):
+            reviewed.extend(requests)
+            return super().generate_iter(requests, params)
+
         def _answer(self, chunk, kwargs):
             static_batches.append(len(chunk))
             return super()._answer(chunk, kwargs)
@@ -98,7 +104,8 @@ def test_each_image_is_encoded_once_per_sample_also_with_swap(setup, greedy):
     hooks = [model.transformer.visual.register_forward_hook(lambda m, args, out: encoded.append(len(args[0]))),
              model.transformer.register_forward_pre_hook(
                  lambda m, args, kwargs: decoding_rows.append(len(kwargs["input_ids"]))
-                 if kwargs["input_ids"].shape[1] == 1 else None, with_kwargs=True)]
+                 if kwargs.get("input_ids") is not None and kwargs["input_ids"].shape[1] == 1 else None,
+                 with_kwargs=True)]
     try:
         backend = CountingBackend(model=model, tokenizer=setup["tokenizer"], batch_size=24)
         params = GenerationParams(greedy=greedy, max_new_tokens=3, seed=None if greedy else 5)
@@ -109,9 +116,16 @@ def test_each_image_is_encoded_once_per_sample_also_with_swap(setup, greedy):
             hook.remove()
     if greedy:
         assert static_batches == [] and decoding_rows and max(decoding_rows) == 24
+        # A sample's 16 prompts differ only from the aspect sentence on: most of their prefill is copied.
+        stats = backend.stats
+        assert stats["prompt_tokens"] > sum(backend.prompt_length(r) for r in reviewed) > 0  # + chat framing
+        assert stats["prefill_tokens"] + stats["reused_tokens"] == stats["prompt_tokens"]
+        assert stats["prefill_tokens"] < 0.25 * stats["prompt_tokens"], stats
     else:
         assert static_batches == [16, 16]
-    assert encoded == [1, 1]  # two samples: one image encoding per sample
+    # Two samples: each image encoded once (greedy: both in one vision forward, when the second sample's rows join
+    # with the first's).
+    assert encoded == ([2] if greedy else [1, 1])
 
 
 def _image_runs(sizes):

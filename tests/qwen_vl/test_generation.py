@@ -5,6 +5,7 @@ generation defaults."""
 import json
 import threading
 
+import numpy as np
 import pytest
 import torch
 from transformers import (AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LogitsProcessor, LogitsProcessorList,
@@ -182,12 +183,19 @@ def _record_chat_ids(model, monkeypatch):
 
 
 def _watch_forwards(model):
-    """Lists that fill with (rows, tokens) of every forward of the language model and with one item per
-    vision-tower call; and the hooks to remove."""
+    """Lists that fill with (kind, rows, tokens) of every forward of the language model (kind "step" for a decoding
+    step, fed ids; "prefill" for prompt pieces, fed embeddings) and with the number of images of every vision-tower
+    call; and the hooks to remove."""
     shapes, encodings = [], []
-    hooks = [model.transformer.register_forward_pre_hook(
-                 lambda module, args, kwargs: shapes.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True),
-             model.transformer.visual.register_forward_hook(lambda *args: encodings.append(1))]
+
+    def record(module, args, kwargs):
+        fed = kwargs.get("input_ids")
+        kind, fed = ("step", fed) if fed is not None else ("prefill", kwargs["inputs_embeds"])
+        shapes.append((kind, *fed.shape[:2]))
+
+    hooks = [model.transformer.register_forward_pre_hook(record, with_kwargs=True),
+             model.transformer.visual.register_forward_hook(
+                 lambda module, args, out: encodings.append(len(args[0])))]
     return shapes, encodings, hooks
 
 
@@ -260,7 +268,8 @@ def test_continuous_batching_refills_rows_and_each_request_equals_its_chat(short
     monkeypatch.setattr(continuous, "_headroom_capacity", lambda columns: columns + 2)
     shapes, encodings, hooks = _watch_forwards(model)
     try:
-        finished = list(generate_greedy(model, tasks, batch_size=3, pad_token_id=EOD))
+        stats = {}
+        finished = list(generate_greedy(model, tasks, batch_size=3, pad_token_id=EOD, stats=stats))
     finally:
         for hook in hooks:
             hook.remove()
@@ -269,16 +278,19 @@ def test_continuous_batching_refills_rows_and_each_request_equals_its_chat(short
     problems = [p for i in range(len(tasks)) for p in _score_differences(i, task_scores[i].steps, chat_scores[i].steps)]
     assert not problems, "\n".join(problems)
 
-    steps = [rows for rows, tokens in shapes if tokens == 1]
-    prefills = [i for i, (rows, tokens) in enumerate(shapes) if tokens > 1]
-    assert max(rows for rows, _ in shapes) <= 3 and all(shapes[i][0] == 1 for i in prefills)
-    assert prefills[-1] > shapes.index(next(s for s in shapes if s[1] == 1))  # requests joined a running batch
+    steps = [rows for kind, rows, tokens in shapes if kind == "step"]
+    prefills = [i for i, (kind, rows, tokens) in enumerate(shapes) if kind == "prefill"]
+    assert max(rows for _, rows, _ in shapes) <= 3 and all(tokens == 1 for kind, _, tokens in shapes if kind == "step")
+    assert prefills[-1] > shapes.index(next(s for s in shapes if s[0] == "step"))  # requests joined a running batch
     # A static batch of 3 requests at a time decodes until its longest row ends.
     static_steps = sum(max(len(ids) for ids in expected[i:i + 3]) - 1 for i in range(0, len(expected), 3))
     assert len(steps) < static_steps
-    # One encoding per run of requests showing the same images: scene (1, 2), scene+portrait (4), scene (5, 7;
-    # request 6 shows none).
-    assert len(encodings) == 3
+    # Each image is encoded once: the scene for request 1 (request 2 copies its prefix, image included), the
+    # portrait for request 4 (the scene still known); requests 5 and 7 copy the scene's columns from running rows.
+    assert sum(encodings) == 2, encodings
+    # Shared prefixes were copied, not computed (requests 1, 2, 5, 7 share the system prompt and the scene).
+    assert 0 < stats["reused_tokens"] and stats["prefill_tokens"] + stats["reused_tokens"] == stats["prompt_tokens"]
+    assert stats["prompt_tokens"] == sum(len(task.context_tokens) for task in tasks)
 
 
 class _EndAfterPromptDependentLength(LogitsProcessor):
@@ -475,3 +487,123 @@ def test_stop_words_processor_forces_eos_only_after_a_full_stop_sequence():
     assert scores[:, 1:].abs().sum() == 0
     with pytest.raises(ValueError):
         StopWordsLogitsProcessor([[]], eos_token_id=0)
+
+
+def _judge_like_requests(tokenizer, model):
+    """Groups of prompts that are the same up to a sentence near their end, as a sample's judge prompts are, with
+    endings of different lengths, so that rows of one group fall on both sides of seq_length (48) or of a step of the
+    dynamic-NTK factor. (query, max_new_tokens, group name)."""
+    aspects = ["Fluency.", "Is it coherent?", "Tone " * 3, "Knowledge " * 6, "Personality " * 9, "Accuracy " * 13,
+               "Relevance " * 18, "Adherence " * 24]
+    tail = "\nAnswer with a score."
+    groups = {  # prefix, group name
+        "around seq_length": "Rate the reply. " * 3,
+        "two images, alpha 31 and 63": TWO_IMAGES + "Compare them. " * 60,
+        "alpha 15 and 31": IMAGE + "Question: why? " * 15,
+    }
+    requests = []
+    for name, prefix in groups.items():
+        orders = ("A first. ", "B first. ") if name == "alpha 15 and 31" else ("",)  # 16 rows, like --swap
+        for order in orders:
+            for k, aspect in enumerate(aspects):
+                requests.append((prefix + order + aspect + tail, 1 if (k, order) == (3, "") else 5, name))
+    return requests
+
+
+@pytest.mark.slow  # 40 chats and two batched runs: ~2 minutes on 2 busy cores
+@pytest.mark.usefixtures("in_reference_dir")
+def test_rows_sharing_a_prompt_prefix_each_get_their_chat(short_context_model, monkeypatch):
+    """Eight rows sharing a prefix (around seq_length; two images across alpha 31/63) and sixteen (two orders x eight,
+    across alpha 15/31), admitted together and as running rows end: every row's ids and every step's scores (top 5,
+    logsumexp, to 1e-4) equal its one-at-a-time `chat`, although most of the prefill was copied. A row whose NTK
+    factor differs from its group's computes its prefix itself; a row ends at its first token."""
+    model, tokenizer = short_context_model
+    requests = _judge_like_requests(tokenizer, model)
+    contexts = [make_context(tokenizer, query, system="Be a judge.")[1] for query, _, _ in requests]
+    alphas = {}
+    for (_, _, group), ids in zip(requests, contexts):
+        alphas.setdefault(group, set()).add(model.transformer.ntk_alpha_for_length(len(ids)))
+    assert alphas == {"around seq_length": {1, 3}, "two images, alpha 31 and 63": {31, 63}, "alpha 15 and 31": {15, 31}}
+    short = [len(ids) for (_, _, g), ids in zip(requests, contexts) if g == "around seq_length"]
+    assert min(short) <= 48 < max(short)  # both sides of seq_length: log-n for some rows only
+    chat_ids = _record_chat_ids(model, monkeypatch)
+    stops = get_stop_words_ids("chatml", tokenizer)
+    chat_scores, task_scores, tasks = [], [], []
+    for (query, max_new_tokens, _), context in zip(requests, contexts):
+        chat_scores.append(_ScoreRecorder())
+        model.chat(tokenizer, query, system="Be a judge.", do_sample=False, max_new_tokens=max_new_tokens,
+                   logits_processor=LogitsProcessorList([chat_scores[-1]]))
+        task_scores.append(_ScoreRecorder())
+        tasks.append(DecodeTask(context, max_new_tokens, [EOD], stops, LogitsProcessorList([task_scores[-1]])))
+    assert len(chat_ids[3]) == 1  # this row ends at its first token
+
+    for batch_size in (8, 16):  # 8: a group joins together, the next one as rows end; 16: sixteen rows at once
+        for recorder in task_scores:
+            recorder.steps.clear()
+        stats = {}
+        finished = dict(generate_greedy(model, tasks, batch_size=batch_size, pad_token_id=EOD, stats=stats))
+        assert finished == dict(enumerate(chat_ids)), batch_size
+        problems = [p for i in range(len(tasks))
+                    for p in _score_differences(i, task_scores[i].steps, chat_scores[i].steps)]
+        assert not problems, "\n".join([f"batch_size {batch_size}"] + problems)
+        # Most prompt tokens were copied: each group's shared prefix is computed once per NTK factor.
+        assert stats["prompt_tokens"] == sum(map(len, contexts))
+        assert stats["prefill_tokens"] + stats["reused_tokens"] == stats["prompt_tokens"]
+        assert stats["prefill_tokens"] < 0.35 * stats["prompt_tokens"], stats
+
+
+def test_a_prefix_is_shared_only_under_the_same_ntk_factor_and_images():
+    """The planner: same ids but another NTK factor (another full length) share nothing; a span naming another image
+    (or carrying other pixels) cuts the shared part before it; a joiner follows another joiner only for enough ids."""
+    from mmrole.qwen_vl.generation import prefill
+
+    def prompt(ids, alpha=1, spans=(), carried=None, slot=0):
+        return prefill.Joiner(ids=np.asarray(ids), alpha=alpha, spans=list(spans), carried=carried, slot=slot)
+
+    base = list(range(100))
+    assert prefill.shareable_length(prompt(base + [1]), prompt(base + [2])) == 100
+    assert prefill.shareable_length(prompt(base + [1], alpha=3), prompt(base + [2], alpha=1)) == 0
+    span = prefill.ImageSpan(10, 20, "a.png")
+    assert prefill.shareable_length(prompt(base, spans=[span]), prompt(base, spans=[span])) == 100
+    other = prefill.ImageSpan(10, 20, "b.png")
+    assert prefill.shareable_length(prompt(base, spans=[span]), prompt(base, spans=[other])) == 10
+    pixels = torch.zeros(3, 4, 4)
+    assert prefill.shareable_length(prompt(base, spans=[span], carried={"a.png": pixels}),
+                                    prompt(base, spans=[span], carried={"a.png": pixels.clone()})) == 100
+    assert prefill.shareable_length(prompt(base, spans=[span], carried={"a.png": pixels}),
+                                    prompt(base, spans=[span], carried={"a.png": pixels + 1})) == 10
+    assert prefill.shareable_length(prompt(base, spans=[span], carried={"a.png": pixels}),
+                                    prompt(base, spans=[span])) == 10
+    running = prompt(base[:60] + [7] * 40, slot=5)
+    joiners = [prompt(base + [1], slot=0), prompt(base + [2], slot=1), prompt(base[:20] + [9] * 81, slot=2),
+               prompt(base + [3], alpha=3, slot=3)]
+    prefill.plan_sharing(joiners, [running])
+    assert [(j.source and j.source.slot, j.reused, j.rank) for j in joiners] == [
+        (5, 60, 0), (0, 100, 1), (5, 20, 0), (None, 0, 0)]
+
+
+def test_a_joiner_copying_a_prefix_beside_one_that_copies_nothing_gets_its_own_answer(short_context_model):
+    """Prefill pieces of one forward: a joiner that copies a running row's prefix, beside a joiner of the same length
+    that copies nothing (its first id is another). Both, and the running row, get what `generate` gives each alone."""
+    model, _ = short_context_model
+    rng = np.random.default_rng(5)
+    shared, own, other = (rng.integers(100, 3000, size=60).tolist() for _ in range(3))
+    prompts = {"running": shared, "copies 20": shared[:20] + own[20:], "copies nothing": [shared[0] + 1] + other[1:]}
+    limits = {"running": 8, "copies 20": 4, "copies nothing": 4}
+    alone = {}
+    for name, ids in prompts.items():
+        out = model.generate(torch.tensor([ids]), do_sample=False, max_new_tokens=limits[name], eos_token_id=EOD,
+                             pad_token_id=EOD, stop_words_ids=[], logits_processor=None)
+        alone[name] = out[0, len(ids):].tolist()
+    names = list(prompts)
+    tasks = [DecodeTask(prompts[name], limits[name], [EOD], []) for name in names]
+    batch = continuous.DecodingBatch(model, 3, EOD)
+    got = {}
+    with torch.inference_mode():
+        batch.admit(0, 0, tasks[0])
+        got.update(batch.step())
+        assert not batch.admit_all([(1, 1, tasks[1]), (2, 2, tasks[2])])
+        assert batch.stats["reused_tokens"] == 20 and batch.stats["prefill_forwards"] == 2  # one forward each time
+        while batch.live:
+            got.update(batch.step())
+    assert {names[index]: ids for index, ids in got.items()} == alone

@@ -5,9 +5,10 @@ top_p, top_k, do_sample, ...) unless a `generation_config` or keyword arguments 
 The stop words of chatml are `<|im_end|>` and `<|im_start|>`: once a row has generated one, the next step is
 forced to `<|endoftext|>` (score 2**15), and generation of that row ends there.
 
-`batch_chat` with greedy decoding uses continuous batching (see continuous.py beside this module): every query is
-prefilled alone, decodes in a shared batch of at most batch_size rows, and leaves it when it ends, its place going to
-the next query. Otherwise (sampling, or settings only transformers' `generate` implements) it left-pads the prompts of
+`batch_chat` with greedy decoding uses continuous batching (see continuous.py beside this module): the queries that
+join at one step are prefilled together, a prompt prefix another row holds is copied (prefill.py), every query decodes
+in a shared batch of at most batch_size rows and leaves it when it ends, its place going to the next query.
+Otherwise (sampling, or settings only transformers' `generate` implements) it left-pads the prompts of
 each batch into one `generate` call (the scripts' sampling: a seed set per batch, as the original).
 
 `prepare_chat` turns one prompt into a task for a `DecodingBatch` that a caller drives itself (the server):
@@ -331,7 +332,7 @@ def continuous_batching_applies(
 
 def _continuous_results(
     model, tokenizer, contexts: Sequence[Union[Tuple[str, List[int]], Exception]], setup: _ChatSetup,
-    batch_size: int, make_logits_processor: Optional[Callable[[], LogitsProcessorList]],
+    batch_size: int, make_logits_processor: Optional[Callable[[], LogitsProcessorList]], stats: Optional[dict] = None,
 ) -> Iterator[Tuple[int, Union[ChatGeneration, Exception]]]:
     """(query index, result or the OSError/ValueError of that query) as queries end; contexts that are
     exceptions already (the prompt could not be built) are yielded first. Queries are admitted in runs of
@@ -350,7 +351,7 @@ def _continuous_results(
     tasks = [DecodeTask(contexts[index][1], setup.config.max_new_tokens, eos_ids, setup.stop_words_ids,
                         make_logits_processor() if make_logits_processor is not None else None)
              for index in query_of_task]
-    for task_index, outcome in generate_greedy(model, tasks, batch_size, pad_id):
+    for task_index, outcome in generate_greedy(model, tasks, batch_size, pad_id, stats=stats):
         index = query_of_task[task_index]
         yield index, outcome if isinstance(outcome, Exception) else _generation(tokenizer, contexts[index], outcome, setup)
 
@@ -374,13 +375,16 @@ def iter_batch_chat_detailed(
     stop_words_ids: Optional[List[List[int]]] = None,
     batch_size: Optional[int] = None,
     make_logits_processor: Optional[Callable[[], LogitsProcessorList]] = None,
+    stats: Optional[dict] = None,
     **kwargs: Any,
 ) -> Iterator[Tuple[int, Union[ChatGeneration, Exception]]]:
     """Continuous-batching greedy chats, yielded as (query index, ChatGeneration) as each ends; a query whose
     prompt cannot be built or prefilled (an unreadable image, a malformed image tag) yields its OSError or
     ValueError instead and the others go on. Consecutive queries that show the same images are a run that shares
     one image encoding; runs are admitted longest prompt first. Arguments as `batch_chat_detailed`; raises
-    ValueError for settings that need the `generate` path (see `continuous_batching_applies`)."""
+    ValueError for settings that need the `generate` path (see `continuous_batching_applies`). `stats` (a dict)
+    receives the run's counters as `generate_greedy` gives them (prompt, prefill, reused and padding tokens,
+    prefill forwards, decoding steps)."""
     histories, systems = _per_query(queries, histories, systems)
     setup = _setup(model, tokenizer, generation_config, stop_words_ids, kwargs)
     if not _continuous_applies(setup):
@@ -393,7 +397,7 @@ def iter_batch_chat_detailed(
         except (OSError, ValueError) as error:
             contexts.append(error)
     return _continuous_results(model, tokenizer, contexts, setup, batch_size or max(len(queries), 1),
-                               make_logits_processor)
+                               make_logits_processor, stats)
 
 
 @dataclass

@@ -6,9 +6,11 @@ costs nearly the same for 1 or 16 rows (the vocabulary projection is read once p
 number of steps is the cost. Here it is about (tokens generated) / batch_size plus a short tail.
 
 Every request gets exactly what a one-at-a-time `chat` gives it (greedy):
-- it is prefilled alone, as `chat` prefills it: no padding, so its own length gives its dynamic-NTK factor,
-  rotary positions 0..P-1 and log-n; its first token is chosen from that prefill's last position (scored
-  together with the next decoding step's rows, which saves a vocabulary projection per request);
+- its prompt is prefilled as `chat` prefills it, with its own rotary positions 0..P-1, log-n, and ONE dynamic-NTK
+  factor from its full length P; but the prompt's last token is its first decoding input (computed in the next
+  step with the running rows, and its first token chosen from that position), and a prefix whose keys and values
+  a row of the batch already holds is copied instead of computed (prefill.py says when that is exact: same ids,
+  same NTK factor, same images). The joiners of one step are prefilled in shared forwards (prefill.py);
 - in the shared decoding batch each row feeds its own position and keeps its own prefill NTK factor (kept per
   row in `SlotKVCache.alphas` and passed to every decoding forward as `ntk_alpha`) and attends only to its own
   keys (masked keys add exactly zero);
@@ -19,17 +21,19 @@ Only float rounding of batched products can differ, as in any batched generation
 
 Key/value storage (`SlotKVCache`): one preallocated buffer per layer, [rows, heads, capacity, head_dim]. All rows
 append their new key at the same column at every step (one forward serves them all); row r's keys occupy columns
-[start_r, length), everything left of start_r is masked. A joining row's prompt is written right-aligned at
-`length` into its free slot. So no step copies the cache (DynamicCache concatenates it whole at every step); the
-live columns are moved left only when the buffer is full, which happens once per ~capacity/5 steps. At most
+[start_r, length), everything left of start_r is masked. A joining row's prefill ids are written right-aligned at
+`length` into its free slot (a shared prefix is copied there: every row holds its whole prompt, so one attention
+call per layer serves all rows). So no step copies the cache (DynamicCache concatenates it whole at every step);
+the live columns are moved left only when the buffer is full, which happens once per ~capacity/5 steps. At most
 `batch_size` rows are ever held; when no request waits and half the rows are empty, the buffers shrink.
 
-Images: consecutive requests that show the same images (a sample's eight judge prompts) share one encoding.
-`same_image_runs` orders requests in such runs, longest prompt first (rows decoding together then have similar
-lengths, so little attention is spent on masked columns). A task either lets the model load the images named in
-its prompt's spans (the original's way: the scripts), or carries the pixels of its images by the names its spans
-hold (`DecodeTask.images`, the server's way): then nothing is loaded from a path written in the ids, and a span
-naming an image the task did not carry is an error.
+Images: each image is encoded once per admission and reused while the next joiners show it (a sample's judge
+prompts); a joiner whose image lies in a copied prefix needs no encoding at all. `same_image_runs` orders requests
+in runs that show the same images, longest prompt first (the rows of a run share their prefix, and rows decoding
+together have similar lengths, so little attention is spent on masked columns). A task either lets the model load
+the images named in its prompt's spans (the original's way: the scripts), or carries the pixels of its images by
+the names its spans hold (`DecodeTask.images`, the server's way): then nothing is loaded from a path written in
+the ids, and a span naming an image the task did not carry is an error.
 
 Per row, beyond what `chat` does (for a server, `DecodingBatch` used directly with requests that come and go):
 - sampling: a task with a `sampler` (a torch.Generator) draws its tokens from the softmax of its processed
@@ -45,18 +49,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Dict, Hashable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 from torch import nn
 from transformers import LogitsProcessorList
 
 from ..image_processing_qwen import find_image_spans, span_image_path
+from .prefill import CachedPrompt, ImageMemo, Joiner, image_spans, plan_sharing, prefill_buckets, prefill_forward
 
 # The score the original gives eos right after a stop word (also the stop-word processor's, in generation.py).
 FORCED_EOS_SCORE = float(2**15)
 # Columns kept free beyond what the rows need when the buffers are (re)allocated: a fifth of it, at least 64.
 MIN_HEADROOM = 64
-# Vocabulary rows projected at a time on a CPU (see vocabulary_scores): 8 MB of a 128-wide float32 head.
-VOCABULARY_SLICE = 4096
 
 
 @dataclass
@@ -144,6 +148,7 @@ class SlotKVCache:
 
     def update(self, key: torch.Tensor, value: torch.Tensor, layer_idx: int, *args, **kwargs):
         """key/value: [slots, H, 1, D], every row's newest; returns all columns up to and including it."""
+        self.allocate(layer_idx, key, value)
         keys, values = self.keys[layer_idx], self.values[layer_idx]
         keys[:, :, self.length] = key[:, :, 0]
         values[:, :, self.length] = value[:, :, 0]
@@ -223,49 +228,40 @@ class SlotKVCache:
         self.length = new_length
         self.capacity = capacity
 
-    def drop_column_of_joining_row(self, slot: int) -> None:
-        """After a step that a joining row sat out (its first token was not chosen yet), the step's column holds
-        nothing of it. Keys carry their rotary positions, so attention does not depend on their column order:
-        move the row's first key there and start the row one column later, instead of shifting its prompt."""
-        start, last = self.starts[slot], self.length - 1
+    def allocate(self, layer: int, key: torch.Tensor, value: torch.Tensor) -> None:
+        """Create the layer's buffers on first use, like the keys and values the model computes ([*, H, *, D])."""
+        for store, like in ((self.keys, key), (self.values, value)):
+            if store[layer] is None:
+                store[layer] = like.new_zeros(self.slots, like.shape[1], self.capacity, like.shape[3])
+
+    def columns(self, layer: int, slots: Sequence[int], start: int, end: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of these slots, columns [start, end): [len(slots), H, end - start, D] (a view when the
+        slots are consecutive, else a copy)."""
+        keys, values = self.keys[layer], self.values[layer]
+        if list(slots) == list(range(slots[0], slots[0] + len(slots))):
+            rows = slice(slots[0], slots[0] + len(slots))
+            return keys[rows, :, start:end], values[rows, :, start:end]
+        index = torch.tensor(list(slots), device=keys.device)
+        return keys[:, :, start:end].index_select(0, index), values[:, :, start:end].index_select(0, index)
+
+    def copy_columns(self, source: int, source_start: int, target: int, target_start: int, count: int) -> None:
+        """Copy `count` columns of every layer from one slot to another (a shared prompt prefix)."""
         for store in (self.keys, self.values):
             for buffer in store:
-                buffer[slot, :, last] = buffer[slot, :, start]
-        self.starts[slot] = start + 1
-
-    def write_prompt(self, layer: int, slot: int, key: torch.Tensor, value: torch.Tensor) -> None:
-        """key/value: [1, H, P, D] of one prompt, written right-aligned at `length` in the slot."""
-        for store, new in ((self.keys, key), (self.values, value)):
-            if store[layer] is None:
-                store[layer] = new.new_zeros(self.slots, new.shape[1], self.capacity, new.shape[3])
-            store[layer][slot, :, self.length - new.shape[2] : self.length] = new[0]
-
-
-class _PrefillIntoSlot:
-    """The cache one row's prefill sees: empty (so the forward runs exactly as `chat`'s prefill, with the row's
-    own NTK factor), while the prompt's keys and values go straight into the row's slot."""
-
-    def __init__(self, cache: SlotKVCache, slot: int):
-        self.cache = cache
-        self.slot = slot
-
-    def get_seq_length(self, layer_idx: int = 0) -> int:
-        return 0
-
-    def update(self, key: torch.Tensor, value: torch.Tensor, layer_idx: int, *args, **kwargs):
-        self.cache.write_prompt(layer_idx, self.slot, key, value)
-        return key, value
+                if buffer is not None:
+                    buffer[target, :, target_start : target_start + count] = \
+                        buffer[source, :, source_start : source_start + count]
 
 
 class _Row:
-    """A request in the decoding batch: its prompt and generated ids."""
+    """A request in the decoding batch: its prompt (and where its cached prefill ids are), its generated ids."""
 
-    def __init__(self, index: int, task: DecodeTask):
+    def __init__(self, index: int, task: DecodeTask, cached: CachedPrompt):
         self.index = index
         self.task = task
+        self.cached = cached
         self.ids = list(task.context_tokens)
         self.prompt_length = len(self.ids)
-        self.prompt_hidden: Optional[torch.Tensor] = None  # [C] last prompt position until the first token
         self.ids_tensor: Optional[torch.Tensor] = None  # only for logits processors: [1, P + max_new_tokens]
         if task.logits_processor:
             self.ids_tensor = torch.empty(1, self.prompt_length + task.max_new_tokens, dtype=torch.long)
@@ -304,25 +300,15 @@ class _Row:
 
 
 def vocabulary_scores(lm_head: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
-    """[N, V] float32 scores of N final hidden states [N, C].
+    """[N, V] float32 scores of N final hidden states [N, C]: the head called as the model's forward calls it (for
+    one row exactly what `chat` computes; for several, the same up to float rounding, like any change of batch size).
 
-    One row, a head that is not a plain bias-free Linear (e.g. LoRA-wrapped), or a GPU: the head is called as
-    the model's forward calls it (for one row that is exactly what `chat` computes). Several rows on a CPU: the
-    vocabulary is projected in slices of VOCABULARY_SLICE rows, weight_slice @ hidden.T, each written into the
-    [N, V] scores. Measured on 2 cores with the 151,936-row head (128 wide): 10-11 ms instead of F.linear's
-    19-21 ms (which repacks the whole weight at every call) for 4-8 rows, 15 instead of 19 for 16, about the same
-    from 12 or 24 rows on. One weight @ hidden.T is as fast but leaves [V, N] scores, whose argmax over V is
-    slow from 24 rows on (up to 50 ms). The products are the same up to float rounding, like any change of
-    batch size."""
-    weight = getattr(lm_head, "weight", None)
-    rows = hidden_states.size(0)
-    if rows == 1 or type(lm_head) is not nn.Linear or lm_head.bias is not None or weight.device.type != "cpu":
-        return lm_head(hidden_states[:, None])[:, -1].to(copy=True, dtype=torch.float32)
-    columns = hidden_states.T  # [C, N]
-    scores = torch.empty(rows, weight.size(0), dtype=torch.float32)
-    for start in range(0, weight.size(0), VOCABULARY_SLICE):
-        scores[:, start : start + VOCABULARY_SLICE] = (weight[start : start + VOCABULARY_SLICE] @ columns).T
-    return scores
+    One call, not a hand-sliced projection: slices of 4,096 vocabulary rows (37 matrix products per step) were 2x
+    faster on 2 idle cores (10 instead of 20 ms for 4-8 rows of the 151,936 x 128 head), but measured side by side
+    on the same 2 cores shared with other jobs (load average ~13) they took 2.0-4.8 s against 0.2-0.3 s for 3-16
+    rows: every product waits for the busy cores again, and the vocabulary projection became 74 % of the decoding
+    time (cProfile of bench/full_eval.py)."""
+    return lm_head(hidden_states[:, None])[:, -1].to(copy=True, dtype=torch.float32)
 
 
 def prompt_image_paths(model, ids: Sequence[int]) -> Tuple[str, ...]:
@@ -345,38 +331,14 @@ def image_run_key(model, ids: Sequence[int]) -> Optional[Tuple[str, ...]]:
         return None
 
 
-class _ImageMemo:
-    """The features of the last prompt's images, reused while the next prompts show the same images (by the
-    names in their spans, and from the same kind of source: paths, or pixels carried by the task)."""
-
-    def __init__(self, model):
-        self.model = model
-        self.key: Optional[Tuple[Tuple[str, ...], bool]] = None
-        self.features: Dict[str, torch.Tensor] = {}
-
-    def features_for(self, names: Tuple[str, ...], carried: Optional[Mapping[str, torch.Tensor]]
-                     ) -> Optional[Dict[str, torch.Tensor]]:
-        if carried is not None:
-            missing = [name for name in names if name not in carried]
-            if missing:
-                raise ValueError(f"the prompt shows images its task does not carry: {missing[:3]}")
-        if not names:
-            return None
-        key = (names, carried is not None)
-        if key != self.key:
-            self.key, self.features = None, {}  # never keep the old images beside the new ones
-            visual = self.model.transformer.visual
-            encoded = (self.model.transformer.encode_image_paths(list(names)) if carried is None
-                       else visual(torch.stack([carried[name] for name in names])))
-            self.features = dict(zip(names, encoded))
-            self.key = key
-        return self.features
-
-
 class DecodingBatch:
-    """The rows decoding together, in `slots` places: `admit` prefills a task into a free slot, `step` chooses
-    every row's next token and frees the slots of rows that ended. `generate_greedy` drives it over a fixed list
-    of tasks; a server drives it with requests as they come (mmrole.serve.engine)."""
+    """The rows decoding together, in `slots` places: `admit_all` prefills tasks into free slots (together, shared
+    prefixes once), `step` chooses every row's next token and frees the slots of rows that ended. `generate_greedy`
+    drives it over a fixed list of tasks; a server drives it with requests as they come (mmrole.serve.engine).
+
+    `stats`: prompt_tokens (of the admitted prompts), prefill_tokens (prompt tokens computed: prefill pieces plus
+    each prompt's last token, computed in its first step), reused_tokens (copied from a shared prefix), padding_tokens
+    (computed for padding), prefill_forwards, generated_tokens (tokens chosen)."""
 
     def __init__(self, model, slots: int, pad_token_id: int):
         self.model = model
@@ -384,7 +346,9 @@ class DecodingBatch:
         self.pad_token_id = pad_token_id
         self.cache = SlotKVCache(model.config.num_hidden_layers, slots)
         self.rows: List[Optional[_Row]] = [None] * slots
-        self.images = _ImageMemo(model)
+        self.images = ImageMemo(model)
+        self.stats = {"prompt_tokens": 0, "prefill_tokens": 0, "reused_tokens": 0, "padding_tokens": 0,
+                      "prefill_forwards": 0, "generated_tokens": 0}
 
     @property
     def live(self) -> int:
@@ -392,6 +356,9 @@ class DecodingBatch:
 
     def free_slot(self) -> Optional[int]:
         return next((slot for slot, row in enumerate(self.rows) if row is None), None)
+
+    def free_slots(self) -> List[int]:
+        return [slot for slot, row in enumerate(self.rows) if row is None]
 
     def add_slots(self, count: int) -> None:
         """Room for `count` more rows (a server whose batch shrank while few requests came)."""
@@ -403,44 +370,90 @@ class DecodingBatch:
         return [row.task for row in self.rows if row is not None]
 
     def admit(self, slot: int, index: int, task: DecodeTask) -> None:
-        """Prefill the task alone into the slot; its first token is chosen at the next step. An OSError or
-        ValueError (an unreadable image, a malformed span, an image the task does not carry) leaves the slot
-        free."""
-        row = _Row(index, task)
-        features = self.images.features_for(prompt_image_paths(self.model, row.ids), task.images)
-        self.cache.make_room_for_prompt(row.prompt_length)
-        target = _PrefillIntoSlot(self.cache, slot)
+        """Admit one task (see admit_all); its OSError or ValueError is raised and the slot stays free."""
+        for _, error in self.admit_all([(slot, index, task)]):
+            raise error
+
+    def admit_all(self, assignments: Sequence[Tuple[int, int, DecodeTask]]) -> List[Tuple[int, Exception]]:
+        """Prefill tasks into free slots ((slot, task index, task) each); their first tokens are chosen at the next
+        step. Returns (task index, error) for the tasks that could not be prefilled (an unreadable image, a malformed
+        span, an image the task does not carry: OSError/ValueError); their slots stay free, the others are admitted."""
+        failed: List[Tuple[int, Exception]] = []
+        joiners: List[Joiner] = []
+        for slot, index, task in assignments:
+            try:
+                joiners.append(self._joiner(slot, index, task))
+            except (OSError, ValueError) as error:
+                failed.append((index, error))
+        running = [row.cached for row in self.rows if row is not None]
+        while joiners:
+            plan_sharing(joiners, running)
+            unreadable = self.images.encode(joiners)
+            if not unreadable:
+                break
+            failed += [(joiners[position].index, error) for position, error in unreadable.items()]
+            joiners = [joiner for position, joiner in enumerate(joiners) if position not in unreadable]
+        if joiners:
+            self._prefill(joiners)
+        return failed
+
+    def _joiner(self, slot: int, index: int, task: DecodeTask) -> Joiner:
+        """A task as a joiner in a slot (a ValueError for malformed spans or images the task does not carry)."""
+        if self.rows[slot] is not None:
+            raise AssertionError(f"slot {slot} is not free")
+        ids = list(task.context_tokens)
+        spans = image_spans(self.model, ids)
         if task.images is not None:
-            features = features or {}  # the forward then refuses any span: it never loads a path
-        output = self.model.transformer(input_ids=torch.tensor([row.ids], device=self.device),
-                                        past_key_values=target, use_cache=True, image_features=features)
-        row.prompt_hidden = output.last_hidden_state[0, -1]
-        self.cache.starts[slot] = self.cache.length - row.prompt_length
-        self.cache.alphas[slot] = output.ntk_alpha[0].item()  # the factor this row's own length gave it
-        self.rows[slot] = row
+            missing = [span.name for span in spans if span.name not in task.images]
+            if missing:
+                raise ValueError(f"the prompt shows images its task does not carry: {missing[:3]}")
+        return Joiner(ids=np.asarray(ids[:-1], dtype=np.int64), alpha=self.model.transformer.ntk_alpha_for_length(
+                          len(ids)), spans=spans, carried=task.images, slot=slot, index=index, task=task)
+
+    def _prefill(self, joiners: Sequence[Joiner]) -> None:
+        """Write the joiners' prefill ids into their slots, right-aligned at the cache's length: copied columns of
+        their sources, then their pieces computed, pass by pass (a joiner after the joiner it copies from)."""
+        self.cache.make_room_for_prompt(max(len(joiner.ids) for joiner in joiners))
+        end = self.cache.length
+        for joiner in joiners:
+            joiner.start = end - len(joiner.ids)
+        for rank in range(max(joiner.rank for joiner in joiners) + 1):
+            this_pass = [joiner for joiner in joiners if joiner.rank == rank]
+            for joiner in this_pass:
+                source = joiner.source
+                if source is not None:  # a running row (start: see the cache) or a joiner of an earlier pass
+                    source_start = self.cache.starts[source.slot] if source.start is None else source.start
+                    self.cache.copy_columns(source.slot, source_start, joiner.slot, joiner.start, joiner.reused)
+            for bucket in prefill_buckets(this_pass):
+                prefill_forward(self.model, self.cache, bucket, self.pad_token_id)
+                width = max(joiner.computed for joiner in bucket)
+                self.stats["prefill_forwards"] += 1
+                self.stats["padding_tokens"] += width * len(bucket) - sum(joiner.computed for joiner in bucket)
+        for joiner in joiners:
+            self.cache.starts[joiner.slot] = joiner.start
+            self.cache.alphas[joiner.slot] = joiner.alpha
+            cached = CachedPrompt(joiner.ids, joiner.alpha, joiner.spans, joiner.carried, joiner.slot)  # start: cache's
+            self.rows[joiner.slot] = _Row(joiner.index, joiner.task, cached)
+            self.stats["prompt_tokens"] += len(joiner.ids) + 1
+            self.stats["prefill_tokens"] += joiner.computed + 1
+            self.stats["reused_tokens"] += joiner.reused
 
     def step(self) -> List[Tuple[int, List[int]]]:
-        """Choose the next token of every row: one forward for the rows that have generated tokens, the joining
-        rows from their prefill's last position. Returns (task index, generated ids) of the rows that ended."""
+        """Choose the next token of every row: one forward of every row's last id (a joined row's last prompt token,
+        else its last generated token). Returns (task index, generated ids) of the rows that ended."""
         live = [slot for slot, row in enumerate(self.rows) if row is not None]
-        joining = [slot for slot in live if self.rows[slot].prompt_hidden is not None]
-        if len(joining) < len(live):
-            last_hidden = self._forward()
-            for slot in joining:
-                self.cache.drop_column_of_joining_row(slot)
-        hidden = torch.stack([self.rows[slot].prompt_hidden if self.rows[slot].prompt_hidden is not None
-                              else last_hidden[slot] for slot in live])
-        scores = vocabulary_scores(self.model.lm_head, hidden)
+        last_hidden = self._forward()
+        scores = vocabulary_scores(self.model.lm_head, last_hidden[live])
         for position, slot in enumerate(live):
             self.rows[slot].process(scores[position : position + 1])
         if any(self.rows[slot].task.sampler is not None for slot in live):
             tokens = [self.rows[slot].choose(scores[position]) for position, slot in enumerate(live)]
         else:
             tokens = scores.argmax(dim=-1).tolist()
+        self.stats["generated_tokens"] += len(live)
         ended = []
         for slot, token in zip(live, tokens):
             row = self.rows[slot]
-            row.prompt_hidden = None
             if row.add(token):
                 ended.append((row.index, row.generated))
                 self.rows[slot] = None
@@ -448,12 +461,11 @@ class DecodingBatch:
         return ended
 
     def _forward(self) -> torch.Tensor:
-        """One decoding forward of all slots (joining and empty ones feed a pad whose output is not used);
-        returns the final hidden states [slots, C]."""
+        """One decoding forward of all slots (empty ones feed a pad whose output is not used); returns the final
+        hidden states [slots, C]."""
         self.cache.make_room_for_step()
-        decoding = [row is not None and row.prompt_hidden is None for row in self.rows]
-        last = [[row.ids[-1] if busy else self.pad_token_id] for row, busy in zip(self.rows, decoding)]
-        positions = [[len(row.ids) - 1 if busy else 0] for row, busy in zip(self.rows, decoding)]
+        last = [[row.ids[-1] if row is not None else self.pad_token_id] for row in self.rows]
+        positions = [[len(row.ids) - 1 if row is not None else 0] for row in self.rows]
         output = self.model.transformer(input_ids=torch.tensor(last, device=self.device), past_key_values=self.cache,
                                         attention_mask=self.cache.attention_mask(self.device),
                                         position_ids=torch.tensor(positions, device=self.device), use_cache=True,
@@ -467,18 +479,22 @@ class DecodingBatch:
         if keep and len(keep) <= len(self.rows) // 2:
             self.cache.keep_slots(keep)
             self.rows = [self.rows[slot] for slot in keep]
+            for slot, row in enumerate(self.rows):
+                row.cached.slot = slot
 
 
 def generate_greedy(
-    model, tasks: Sequence[DecodeTask], batch_size: int, pad_token_id: int = 0
+    model, tasks: Sequence[DecodeTask], batch_size: int, pad_token_id: int = 0, stats: Optional[Dict] = None
 ) -> Iterator[Tuple[int, Union[List[int], Exception]]]:
     """Generation for many prompts with continuous batching, at most batch_size rows at a time (greedy unless
     a task has a sampler).
 
-    Tasks are admitted in the given order (put requests that show the same images next to each other).
-    Yields (task index, generated ids up to and including the eos that ended it) as tasks end. A task whose
-    prompt cannot be prefilled (an unreadable image, a malformed image span: OSError/ValueError) yields that
-    exception instead, and the others go on. Gradients are never recorded; the model's mode is left alone."""
+    Tasks are admitted in the given order (put requests that show the same images, or share a prompt prefix, next to
+    each other); the tasks that fill free rows at one step are prefilled together. Yields (task index, generated ids
+    up to and including the eos that ended it) as tasks end. A task whose prompt cannot be prefilled (an unreadable
+    image, a malformed image span: OSError/ValueError) yields that exception instead, and the others go on.
+    `stats` (a dict) receives the batch's counters (DecodingBatch.stats) plus decoding_steps. Gradients are never
+    recorded; the model's mode is left alone."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     for task in tasks:
@@ -487,18 +503,20 @@ def generate_greedy(
                              f"{task.eos_token_ids}")
     waiting = list(range(len(tasks)))[::-1]  # popped from the end
     batch = DecodingBatch(model, min(batch_size, max(len(tasks), 1)), pad_token_id)
+    steps = 0
     while waiting or batch.live:
-        while waiting and (slot := batch.free_slot()) is not None:
-            index = waiting.pop()
-            try:
-                with torch.inference_mode():
-                    batch.admit(slot, index, tasks[index])
-            except (OSError, ValueError) as error:
-                yield index, error
+        joining = [(slot, waiting.pop()) for slot in batch.free_slots()[: len(waiting)]]
+        if joining:
+            with torch.inference_mode():
+                failed = batch.admit_all([(slot, index, tasks[index]) for slot, index in joining])
+            yield from failed
         if not batch.live:
             continue
         with torch.inference_mode():
             ended_rows = batch.step()
+            steps += 1
             if not waiting:
                 batch.shrink()
+        if stats is not None:
+            stats.update(batch.stats, decoding_steps=steps)
         yield from ended_rows

@@ -17,7 +17,7 @@ import shutil
 import sys
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 
 import torch
 
@@ -204,15 +204,22 @@ def build_parser() -> ArgumentParser:
 def main(argv: Optional[list] = None) -> int:
     args = build_parser().parse_args(argv)
     sizes = TinySizes(**{f.name: getattr(args, f.name) for f in fields(TinySizes)})
+    return write_as_command(
+        lambda: write_tiny_checkpoint(args.output_dir, args.seed, sizes, args.vocab_file, args.overwrite),
+        f"a tiny Qwen-VL-Chat checkpoint (seed {args.seed}, {sizes})")
+
+
+def write_as_command(write: Callable[[], Path], what: str) -> int:
+    """Run a checkpoint writer for a command line (both families' `main`): one line and an exit status on failure."""
     try:
-        folder = write_tiny_checkpoint(args.output_dir, args.seed, sizes, args.vocab_file, args.overwrite)
+        folder = write()
     except (ValueError, FileExistsError) as err:  # sizes that cannot work, or --overwrite needed (usage: 2)
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as err:  # no vocabulary file, a write that failed
         print(f"error: {err}", file=sys.stderr)
         return EXIT_UNUSABLE
-    print(f"wrote a tiny Qwen-VL-Chat checkpoint (seed {args.seed}, {sizes}) to {folder}")
+    print(f"wrote {what} to {folder}")
     return 0
 
 

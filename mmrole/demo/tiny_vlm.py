@@ -31,8 +31,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-from ..common.cli import EXIT_UNUSABLE, EXIT_USAGE, ArgumentParser
-from .tiny import QWEN_BPE_RANKS, VOCAB_SIZE, check_vocab_file, find_vocab_file
+from ..common.cli import ArgumentParser
+from .tiny import QWEN_BPE_RANKS, VOCAB_SIZE, check_vocab_file, find_vocab_file, write_as_command
 
 FAMILIES = ("qwen2_5_vl",)
 
@@ -274,16 +274,9 @@ def build_parser() -> ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     sizes = TinyVLMSizes(**{size.name: getattr(args, size.name) for size in fields(TinyVLMSizes)})
-    try:
-        folder = write_tiny_vlm(args.output_dir, args.family, args.seed, sizes, args.vocab_file, args.overwrite)
-    except (ValueError, FileExistsError) as err:  # sizes that cannot work, or --overwrite needed (usage: 2)
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_USAGE
-    except OSError as err:  # no vocabulary file, a write that failed
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_UNUSABLE
-    print(f"wrote a tiny {args.family} checkpoint (seed {args.seed}, {sizes}) to {folder}")
-    return 0
+    return write_as_command(
+        lambda: write_tiny_vlm(args.output_dir, args.family, args.seed, sizes, args.vocab_file, args.overwrite),
+        f"a tiny {args.family} checkpoint (seed {args.seed}, {sizes})")
 
 
 if __name__ == "__main__":

@@ -65,6 +65,44 @@ def test_kill_and_resume_gives_the_uninterrupted_file(mmrole_reference, tmp_path
     assert (tmp_path / "resumed" / name).read_bytes() == (tmp_path / "full" / name).read_bytes()
 
 
+class _CountingReplay(ReplayJudge):
+    """Also records how many requests each generate_iter call received."""
+
+    def __init__(self, replies, fail_after=None):
+        super().__init__(replies, fail_after)
+        self.calls = []
+
+    def generate_iter(self, requests, params):
+        self.calls.append(len(requests))
+        return super().generate_iter(requests, params)
+
+
+def test_all_files_go_to_the_backend_as_one_stream_each_answer_into_its_own_journal(mmrole_reference, tmp_path):
+    # One stream, so a batching backend refills a file's free rows with the next file's prompts.
+    answers = {}
+    for name in ("comment_test.json", "human-role_test.json"):
+        test_dir, image_dir, file_answers = _test_file(tmp_path, mmrole_reference, "yi-vl-6b", name, n=5)
+        answers.update(file_answers)
+    model = _CountingReplay(answers)
+    summaries = _answer(test_dir, tmp_path / "out", model, image_dir)
+    assert model.calls == [10] and [s.done for s in summaries] == [5, 5]
+    for name in ("comment_test.json", "human-role_test.json"):
+        written = json.loads((tmp_path / "out" / name).read_text(encoding="utf-8"))
+        assert {s["id"]: s["conversations"][1]["answer"] for s in written} == {
+            key[0]: answer for key, answer in answers.items() if key[0] in {s["id"] for s in written}}
+        assert len(written) == 5
+
+    # Killed in the second file: the first file's 5 and the second's first 2 answers are kept by their own journals;
+    # the rerun asks for the 3 others only and gives the uninterrupted files.
+    with pytest.raises(KeyboardInterrupt):
+        _answer(test_dir, tmp_path / "killed", _CountingReplay(answers, fail_after=7), image_dir)
+    rerun = _CountingReplay(answers)
+    _answer(test_dir, tmp_path / "killed", rerun, image_dir)
+    assert rerun.calls == [3]
+    for name in ("comment_test.json", "human-role_test.json"):
+        assert (tmp_path / "killed" / name).read_bytes() == (tmp_path / "out" / name).read_bytes()
+
+
 def test_bad_samples_and_api_errors_are_reported_and_skipped(mmrole_reference, tmp_path, capsys):
     name = "inter-role_test.json"
 

@@ -25,7 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/workload.py, also when a test loads this file
 from workload import (  # noqa: E402
-    TINY_CHECKPOINT, length_stop, prefill_line, prepare_samples, published_answer_lengths, stopping_backend)
+    TINY_CHECKPOINT, length_stop, prefill_line, prepare_samples, print_comparison, published_answer_lengths,
+    stopping_backend)
 
 
 def original_loop(model, tokenizer, samples, image_dir, max_new_tokens, stop):
@@ -100,17 +101,7 @@ def main(argv=None) -> int:
             start = time.perf_counter()
             theirs = original_loop(model, tokenizer, samples, str(workdir / "images"), args.max_new_tokens, stop)
             theirs_s = time.perf_counter() - start
-    status = 0
-    print(f"original loop (one chat() per sample):   {theirs_s:8.1f} s  {n / theirs_s:7.3f} answers/s")
-    for batch_size, (ours_s, ours) in batched.items():
-        differing = [key for key in theirs if ours.get(key) != theirs[key]]
-        same = f"same {n}/{n} greedy answers" if not differing and len(ours) == n else (
-            f"MISMATCH: {len(differing)} answers differ, e.g. {differing[:3]}")
-        status = status or (1 if differing or len(ours) != n else 0)
-        print(f"batched inference, batch {batch_size:3d}:          {ours_s:8.1f} s  {n / ours_s:7.3f} answers/s  "
-              f"speed-up {theirs_s / ours_s:.2f}x  ({same})")
-    print(f"load average after the run: {os.getloadavg()[0]:.1f} (other processes share the 2 cores)")
-    return status
+    return print_comparison("original loop (one chat() per sample)", "answers", theirs_s, theirs, batched)
 
 
 if __name__ == "__main__":

@@ -111,3 +111,20 @@ def prefill_line(stats) -> str:
     return (f"prefill tokens computed {computed:,} of {naive:,} naive ({naive / max(computed, 1):.1f}x fewer; "
             f"{stats.get('reused_tokens', 0):,} copied from shared prefixes, {stats.get('padding_tokens', 0):,} "
             f"padding, {stats.get('prefill_forwards', 0)} prefill forwards)")
+
+
+def print_comparison(loop_label: str, unit: str, loop_seconds: float, loop_outputs, batched) -> int:
+    """Print the loop's rate, then each batch size's rate, speed-up and whether every output equals the loop's
+    (batched: {batch_size: (seconds, outputs, ...)}, outputs keyed alike). Returns 1 when any output differs."""
+    n, status = len(loop_outputs), 0
+    print(f"{loop_label + ':':<46}{loop_seconds:8.1f} s  {n / loop_seconds:7.3f} {unit}/s")
+    for batch_size, (seconds, outputs, *_) in batched.items():
+        differing = [key for key in loop_outputs if outputs.get(key) != loop_outputs[key]]
+        same = f"same {n}/{n} greedy {unit}" if not differing and len(outputs) == n else (
+            f"MISMATCH: {len(differing)} {unit} differ, e.g. {differing[:3]}")
+        status = status or (1 if differing or len(outputs) != n else 0)
+        print(f"{f'batched, batch {batch_size:3d}:':<46}{seconds:8.1f} s  {n / seconds:7.3f} {unit}/s  "
+              f"speed-up {loop_seconds / seconds:.2f}x  ({same})")
+    print(f"load average after the run: {os.getloadavg()[0]:.1f} (other processes share the 2 cores)")
+    return status
+

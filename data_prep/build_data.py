@@ -53,21 +53,19 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> int:
-    from mmrole.common.cli import WRITE_ERRNOS, folder_error_text, write_error_message
+    from mmrole.common.cli import WRITE_ERRNOS, claim_output_folder_or_say_why, write_error_message
     from mmrole.data.build import BuildOptions, build
     from mmrole.data.samples import read_test_ids
     from mmrole.data.raw import RawDataError
-    from mmrole.common.store import FolderBusy, claim_output_folder
 
     args = parse_args(argv)
     if not os.path.isdir(args.data_root) or not any(os.scandir(args.data_root)):
         print(f"error: --data_root {args.data_root}: no such folder, or an empty one: nothing to do", file=sys.stderr)
         return EXIT_USAGE
     out = args.output_dir
-    try:
-        folder = claim_output_folder(out, [(os.path.join(out, "train"), False), (os.path.join(out, "test"), True)])
-    except (FolderBusy, OSError) as e:
-        print(f"error: output folder {out}: {folder_error_text(e)}", file=sys.stderr)
+    folder = claim_output_folder_or_say_why(out, [(os.path.join(out, "train"), False),
+                                                  (os.path.join(out, "test"), True)])
+    if folder is None:
         return EXIT_UNUSABLE
     for note in folder.notes:
         print(note, file=sys.stderr)

@@ -66,10 +66,9 @@ def _inputs(args):
 
 
 def main(argv=None) -> int:
-    from mmrole.common.cli import folder_error_text, worst_status
+    from mmrole.common.cli import claim_output_folder_or_say_why, worst_status
     from mmrole.common.problems import print_problems
     from mmrole.common.records import DataFileError
-    from mmrole.common.store import FolderBusy, claim_output_folder
     from mmrole.data.export import dataset_info_entry, export_file, update_dataset_info
 
     args = parse_args(argv)
@@ -78,10 +77,8 @@ def main(argv=None) -> int:
     if not inputs or missing:
         print(f"error: no input: {', '.join(missing) or args.input_dir + ' holds no *.json'}", file=sys.stderr)
         return EXIT_USAGE
-    try:
-        folder = claim_output_folder(args.output_dir)
-    except (FolderBusy, OSError) as e:
-        print(f"error: output folder {args.output_dir}: {folder_error_text(e)}", file=sys.stderr)
+    folder = claim_output_folder_or_say_why(args.output_dir)
+    if folder is None:
         return EXIT_UNUSABLE
     statuses, entries = [], {}
     try:

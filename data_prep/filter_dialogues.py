@@ -46,8 +46,7 @@ def main(argv=None) -> int:
     from mmrole.data.filter import WHOLE_FILE, FilterConfig, run_filter
     from mmrole.data.raw import RawDataError
 
-    from mmrole.common.cli import WRITE_ERRNOS, folder_error_text, write_error_message
-    from mmrole.common.store import FolderBusy, claim_output_folder
+    from mmrole.common.cli import WRITE_ERRNOS, claim_output_folder_or_say_why, write_error_message
 
     args = parse_args(argv)
     if not os.path.isdir(args.data_root) or not any(os.scandir(args.data_root)):
@@ -57,10 +56,8 @@ def main(argv=None) -> int:
         min_cjk_share_zh=args.min_cjk_share_zh, max_cjk_share_en=args.max_cjk_share_en,
         turn_chars_en=tuple(args.turn_chars_en), turn_chars_zh=tuple(args.turn_chars_zh),
     ).with_multi_turn_bounds(*args.dialogue_turns)
-    try:
-        folder = claim_output_folder(args.output_dir, [(os.path.join(args.output_dir, "dialogues"), True)])
-    except (FolderBusy, OSError) as e:
-        print(f"error: output folder {args.output_dir}: {folder_error_text(e)}", file=sys.stderr)
+    folder = claim_output_folder_or_say_why(args.output_dir, [(os.path.join(args.output_dir, "dialogues"), True)])
+    if folder is None:
         return EXIT_UNUSABLE
     for note in folder.notes:
         print(note, file=sys.stderr)

@@ -17,12 +17,11 @@ from mmrole.common.cli import EXIT_INCOMPLETE, EXIT_UNUSABLE, EXIT_USAGE, Argume
 
 
 def main(argv=None) -> int:
-    from mmrole.common.cli import folder_error_text, write_error_message
+    from mmrole.common.cli import claim_output_folder_or_say_why, write_error_message
     from mmrole.eval.files import input_files
     from mmrole.eval.results import write_result_csvs
     from mmrole.eval.files import SchemaError
     from mmrole.common.problems import print_problems
-    from mmrole.common.store import FolderBusy, claim_output_folder
 
     parser = ArgumentParser(description=__doc__)
     parser.add_argument("--input_dir", default="eval/mini_reviews/mmrole-agent", help="folder of reviews files (*.json)")
@@ -38,10 +37,8 @@ def main(argv=None) -> int:
     except SchemaError as e:  # no such folder or file, or nothing in it: nothing to do
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    try:
-        folder = claim_output_folder(args.output_dir)
-    except (FolderBusy, OSError) as e:
-        print(f"error: output folder {args.output_dir}: {folder_error_text(e)}", file=sys.stderr)
+    folder = claim_output_folder_or_say_why(args.output_dir)
+    if folder is None:
         return EXIT_UNUSABLE
     for note in folder.notes:
         print(note, file=sys.stderr)

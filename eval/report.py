@@ -83,8 +83,8 @@ def _print_outcome(report, args) -> None:
 def main(argv=None) -> int:
     from pathlib import Path
 
-    from mmrole.common.cli import folder_error_text, write_error_message
-    from mmrole.common.store import FolderBusy, atomic_write_text, claim_output_folder
+    from mmrole.common.cli import claim_output_folder_or_say_why, write_error_message
+    from mmrole.common.store import atomic_write_text
     from mmrole.eval.compare import comparison_markdown, find_comparison
     from mmrole.eval.files import SchemaError
     from mmrole.eval.report import NoResults, row_is_incomplete, write_report
@@ -100,10 +100,8 @@ def main(argv=None) -> int:
         parser.error("--compare needs the bootstrap: drop --no_intervals")
     settings = None if args.no_intervals else IntervalSettings(args.confidence, args.n_resamples, args.ci_method,
                                                                 args.seed)
-    try:
-        folder = claim_output_folder(args.output_dir)
-    except (FolderBusy, OSError) as e:
-        print(f"error: output folder {args.output_dir}: {folder_error_text(e)}", file=sys.stderr)
+    folder = claim_output_folder_or_say_why(args.output_dir)
+    if folder is None:
         return EXIT_UNUSABLE
     try:
         report = write_report(args.eval_dir, args.models, args.output_dir, aggregation=args.aggregation,

@@ -14,7 +14,7 @@ from typing import List, Optional
 
 import gradio as gr
 
-from .browser_page import (NO_MODEL, SAMPLE_HEADERS, TABLE_HEADERS, View, choices_of, default_view, detail_html,
+from .browser_page import (SAMPLE_HEADERS, TABLE_HEADERS, View, choices_of, default_view, detail_html,
                            problems_html, published_rows, sample_image, sample_rows, selected_samples, table_rows,
                            view_from_controls, view_values)
 from .chat_page import FROM_FOLDER, MODE_LABELS, WRITTEN, ChatPage, ChatState, Setup, status_html

@@ -19,7 +19,9 @@ import argparse
 import errno
 import re
 import sys
-from typing import Callable, Optional, Sequence, Set
+from typing import Callable, Iterable, Optional, Sequence, Set, Tuple
+
+from .store import ClaimedFolder, FolderBusy, PathLike, claim_output_folder
 
 EXIT_OK, EXIT_UNUSABLE, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
 _SEVERITY = {EXIT_OK: 0, EXIT_INCOMPLETE: 1, EXIT_UNUSABLE: 2, EXIT_USAGE: 3}
@@ -187,3 +189,14 @@ def folder_error_text(error: Exception) -> str:
     if isinstance(error, OSError) and error.strerror:
         return error.strerror
     return str(error)
+
+
+def claim_output_folder_or_say_why(folder: PathLike, temp_folders: Iterable[Tuple[PathLike, bool]] = ()
+                                   ) -> Optional[ClaimedFolder]:
+    """store.claim_output_folder for a script: None after one line on stderr saying why the folder cannot be this
+    run's (the script then exits with EXIT_UNUSABLE)."""
+    try:
+        return claim_output_folder(folder, temp_folders)
+    except (FolderBusy, OSError) as e:
+        print(f"error: output folder {folder}: {folder_error_text(e)}", file=sys.stderr)
+        return None

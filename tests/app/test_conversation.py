@@ -2,7 +2,6 @@
 whose dialogue is in the raw snapshot, replayed turn by turn through a page conversation, gives exactly the request
 inference.py sends for it (system prompt, image, prompt text byte for byte)."""
 
-from pathlib import Path
 
 import pytest
 
